@@ -1,0 +1,143 @@
+/**
+ * Configuration from the environment, validated once at start-up (DESIGN.md, run contract).
+ * An invalid value stops start-up with one line that names the setting.
+ */
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { ErrorCodes, PosternError } from './errors.js';
+
+export interface Config {
+  /** Directory for the SQLite database, the encryption key and generated certificates. */
+  dataDir: string;
+  /** Address the Remote UI and the relay listen on. */
+  host: string;
+  httpPort: number;
+  smtpPort: number;
+  /** `postgres://…` selects PostgreSQL; undefined means SQLite in the data directory. */
+  databaseUrl: string | undefined;
+  /** The first administrator's password, used only while no administrator exists. */
+  adminPassword: string | undefined;
+  /** 32-byte key for secrets at rest; when undefined a key file in the data directory is used. */
+  secretKey: Buffer | undefined;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** PEM file of extra CAs (Node's NODE_EXTRA_CA_CERTS), trusted in addition to the system roots. */
+  extraCaFile: string | undefined;
+}
+
+const port = (name: string, fallback: number) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return fallback;
+      if (!/^\d+$/.test(value.trim())) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be a port number from 0 to 65535, got "${value}"` });
+        return z.NEVER;
+      }
+      const n = Number(value.trim());
+      if (n > 65535) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be a port number from 0 to 65535, got "${value}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const schema = z.object({
+  POSTERN_DATA_DIR: z
+    .string()
+    .optional()
+    .transform((value) => resolve(value && value.trim() !== '' ? value : './data')),
+  POSTERN_HOST: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      const host = value && value.trim() !== '' ? value.trim() : '0.0.0.0';
+      if (isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*$/.test(host)) {
+        ctx.addIssue({ code: 'custom', message: `POSTERN_HOST must be an IP address or host name, got "${value}"` });
+        return z.NEVER;
+      }
+      return host;
+    }),
+  POSTERN_HTTP_PORT: port('POSTERN_HTTP_PORT', 8080),
+  POSTERN_SMTP_PORT: port('POSTERN_SMTP_PORT', 2525),
+  POSTERN_DATABASE_URL: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      if (!/^postgres(ql)?:\/\//.test(value.trim())) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'POSTERN_DATABASE_URL must start with postgres:// or postgresql:// (leave it unset for the embedded SQLite database)',
+        });
+        return z.NEVER;
+      }
+      return value.trim();
+    }),
+  POSTERN_ADMIN_PASSWORD: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === '') return undefined;
+      if (value.length < 8) {
+        ctx.addIssue({ code: 'custom', message: 'POSTERN_ADMIN_PASSWORD must be at least 8 characters long' });
+        return z.NEVER;
+      }
+      return value;
+    }),
+  POSTERN_SECRET_KEY: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const text = value.trim();
+      const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+      if (key.length !== 32) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'POSTERN_SECRET_KEY must be 32 bytes, written as 64 hex digits or base64 (e.g. `openssl rand -base64 32`)',
+        });
+        return z.NEVER;
+      }
+      return key;
+    }),
+  POSTERN_LOG_LEVEL: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], {
+      error: (issue) =>
+        `POSTERN_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${String(issue.input)}"`,
+    })
+    .optional()
+    .default('info'),
+  NODE_EXTRA_CA_CERTS: z.string().optional(),
+});
+
+/**
+ * Reads and validates the configuration. Throws a PosternError whose message is a single line naming the
+ * first invalid setting.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const input = Object.fromEntries(
+    Object.entries(env).filter(([key]) => key.startsWith('POSTERN_') || key === 'NODE_EXTRA_CA_CERTS'),
+  );
+  if (input.POSTERN_LOG_LEVEL === '') delete input.POSTERN_LOG_LEVEL;
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    const setting = String(issue.path[0] ?? 'configuration');
+    const message = issue.message.startsWith(setting) ? issue.message : `${setting}: ${issue.message}`;
+    throw new PosternError(ErrorCodes.CONFIG_INVALID, `Invalid configuration: ${message}`);
+  }
+  const value = result.data;
+  return {
+    dataDir: value.POSTERN_DATA_DIR,
+    host: value.POSTERN_HOST,
+    httpPort: value.POSTERN_HTTP_PORT,
+    smtpPort: value.POSTERN_SMTP_PORT,
+    databaseUrl: value.POSTERN_DATABASE_URL,
+    adminPassword: value.POSTERN_ADMIN_PASSWORD,
+    secretKey: value.POSTERN_SECRET_KEY,
+    logLevel: value.POSTERN_LOG_LEVEL,
+    extraCaFile: value.NODE_EXTRA_CA_CERTS && value.NODE_EXTRA_CA_CERTS !== '' ? value.NODE_EXTRA_CA_CERTS : undefined,
+  };
+}

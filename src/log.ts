@@ -1,0 +1,77 @@
+/**
+ * Structured logging (pino). Secrets never reach a log line: known secret fields are redacted wherever they
+ * appear, and errors from the OAuth and SMTP libraries are reduced to safe summaries by `describeError`
+ * before they are logged, because their `cause` can carry whole token responses.
+ */
+import { pino, type Logger, type DestinationStream } from 'pino';
+
+export type { Logger } from 'pino';
+
+const SECRET_KEYS = [
+  'access_token',
+  'accessToken',
+  'refresh_token',
+  'refreshToken',
+  'id_token',
+  'idToken',
+  'device_code',
+  'deviceCode',
+  'code',
+  'code_verifier',
+  'codeVerifier',
+  'client_secret',
+  'clientSecret',
+  'password',
+  'pass',
+  'secret',
+  'token',
+  'authorization',
+  'cookie',
+  'set-cookie',
+];
+
+/** Redaction paths: the keys at the top level and one or two levels down. */
+export const REDACT_PATHS = [
+  ...SECRET_KEYS,
+  ...SECRET_KEYS.map((key) => `*.${key}`),
+  ...SECRET_KEYS.map((key) => `*.*.${key}`),
+  'req.headers.cookie',
+  'req.headers.authorization',
+  'res.headers["set-cookie"]',
+];
+
+export function createLogger(level: string, destination?: DestinationStream): Logger {
+  return pino(
+    {
+      level,
+      base: { service: 'postern' },
+      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      serializers: { err: (error: unknown) => describeError(error) },
+    },
+    destination,
+  );
+}
+
+export interface ErrorSummary {
+  type: string;
+  message: string;
+  code?: string;
+  cause?: ErrorSummary;
+}
+
+const TOKEN_LIKE = /\b(?:eyJ[\w-]+\.[\w-]+\.[\w-]*|ya29\.[\w.-]+|[A-Za-z0-9_-]{40,})\b/g;
+
+/** Removes anything that looks like a bearer token or JWT from free text. */
+export function scrubSecrets(text: string): string {
+  return text.replace(TOKEN_LIKE, '[redacted]');
+}
+
+/** A loggable summary of an error: type, message, code and the cause chain; never response bodies. */
+export function describeError(error: unknown, depth = 0): ErrorSummary {
+  if (!(error instanceof Error)) return { type: typeof error, message: scrubSecrets(String(error)) };
+  const summary: ErrorSummary = { type: error.name, message: scrubSecrets(error.message) };
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') summary.code = code;
+  if (depth < 3 && error.cause instanceof Error) summary.cause = describeError(error.cause, depth + 1);
+  return summary;
+}

@@ -1,0 +1,293 @@
+/**
+ * OAuth accounts in the store: settings, Server Connection Status, Token Status and the (encrypted) tokens,
+ * plus the pending device authorization. One account per provider (ids 'microsoft' and 'google').
+ *
+ * Token Status (seed + DESIGN.md): Not Registered → Waiting for Authorization → Active; Active → Expired
+ * (re-authorization required: invalid_grant and kin) or Error (transient; retrying, credentials kept).
+ */
+import type { Selectable, Updateable } from 'kysely';
+import type { DeviceAuthorizationsTable, OAuthAccountsTable, ProviderId } from '../store/schema.js';
+import type { Store } from '../store/store.js';
+import type { TlsPolicy } from '../tls/trust.js';
+import type { ConnectionCheckResult, ConnectionStatus } from './connection-check.js';
+import type { DeviceAuthorization, TokenSet } from './grants.js';
+
+export type TokenStatus = 'NotRegistered' | 'WaitingForAuthorization' | 'Active' | 'Expired' | 'Error';
+
+export const TOKEN_STATUS_LABELS: Record<TokenStatus, string> = {
+  NotRegistered: 'Not Registered',
+  WaitingForAuthorization: 'Waiting for Authorization',
+  Active: 'Active',
+  Expired: 'Expired',
+  Error: 'Error',
+};
+
+export type AccountRow = Selectable<OAuthAccountsTable>;
+export type DeviceAuthorizationRow = Selectable<DeviceAuthorizationsTable>;
+
+export interface AccountSettings {
+  enabled: boolean;
+  tls: TlsPolicy;
+  endpoint: string | null;
+  clientId: string | null;
+  /** Decrypted only when a protocol step needs it. */
+  hasClientSecret: boolean;
+  authorizationEndpoint: string | null;
+  tokenEndpoint: string | null;
+}
+
+export function settingsOf(row: AccountRow): AccountSettings {
+  return {
+    enabled: row.enabled === 1,
+    tls: {
+      verifyServerCertificate: row.verify_server_certificate === 1,
+      addCnToVerificationItems: row.verify_server_certificate === 1 && row.add_cn_to_verification_items === 1,
+    },
+    endpoint: row.endpoint,
+    clientId: row.client_id,
+    hasClientSecret: row.client_secret_enc !== null,
+    authorizationEndpoint: row.authorization_endpoint,
+    tokenEndpoint: row.token_endpoint,
+  };
+}
+
+const secretContext = (accountId: string, column: string) => `oauth_accounts.${column}:${accountId}`;
+const deviceCodeContext = (accountId: string) => `device_authorizations.device_code:${accountId}`;
+
+export class OAuthAccounts {
+  constructor(private readonly store: Store) {}
+
+  get db() {
+    return this.store.db;
+  }
+
+  async get(id: string): Promise<AccountRow | undefined> {
+    return this.store.db.selectFrom('oauth_accounts').selectAll().where('id', '=', id).executeTakeFirst();
+  }
+
+  /** The account row, created with defaults (Use off, both TLS checks on) on first access. */
+  async getOrCreate(id: ProviderId): Promise<AccountRow> {
+    const existing = await this.get(id);
+    if (existing) return existing;
+    const now = Date.now();
+    await this.store.db
+      .insertInto('oauth_accounts')
+      .values({
+        id,
+        provider: id,
+        enabled: 0,
+        verify_server_certificate: 1,
+        add_cn_to_verification_items: 1,
+        endpoint: null,
+        client_id: null,
+        client_secret_enc: null,
+        authorization_endpoint: null,
+        token_endpoint: null,
+        connection_status: null,
+        connection_detail: null,
+        connection_checked_at: null,
+        token_status: 'NotRegistered',
+        token_error: null,
+        token_advice: null,
+        token_status_at: now,
+        mailbox: null,
+        display_name: null,
+        access_token_enc: null,
+        access_token_expires_at: null,
+        refresh_token_enc: null,
+        granted_scope: null,
+        token_issued_at: null,
+        refresh_failures: 0,
+        next_refresh_attempt_at: null,
+        refresh_lease_owner: null,
+        refresh_lease_until: null,
+        created_at: now,
+        updated_at: now,
+      })
+      .onConflict((oc) => oc.column('id').doNothing())
+      .execute();
+    return (await this.get(id))!;
+  }
+
+  async update(id: string, patch: Updateable<OAuthAccountsTable>): Promise<void> {
+    await this.store.db
+      .updateTable('oauth_accounts')
+      .set({ ...patch, updated_at: Date.now() })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  encryptClientSecret(id: string, secret: string): string {
+    return this.store.secrets.encrypt(secret, secretContext(id, 'client_secret'));
+  }
+
+  clientSecret(row: AccountRow): string | undefined {
+    return this.store.secrets.decryptOptional(row.client_secret_enc, secretContext(row.id, 'client_secret')) ?? undefined;
+  }
+
+  accessToken(row: AccountRow): string | undefined {
+    return this.store.secrets.decryptOptional(row.access_token_enc, secretContext(row.id, 'access_token')) ?? undefined;
+  }
+
+  refreshToken(row: AccountRow): string | undefined {
+    return this.store.secrets.decryptOptional(row.refresh_token_enc, secretContext(row.id, 'refresh_token')) ?? undefined;
+  }
+
+  async setConnection(id: string, result: ConnectionCheckResult | { status: ConnectionStatus | null; detail: string | null }): Promise<void> {
+    await this.update(id, {
+      connection_status: result.status,
+      connection_detail: result.detail,
+      connection_checked_at: Date.now(),
+    });
+  }
+
+  async setTokenStatus(
+    id: string,
+    status: TokenStatus,
+    details: { error?: string | null; advice?: string | null } = {},
+    extra: Updateable<OAuthAccountsTable> = {},
+  ): Promise<void> {
+    await this.update(id, {
+      token_status: status,
+      token_error: details.error ?? null,
+      token_advice: details.advice ?? null,
+      token_status_at: Date.now(),
+      ...extra,
+    });
+  }
+
+  /**
+   * Saves a new token set in one statement: the rotated refresh token (when one came) replaces the stored one
+   * together with the access token, before anyone can use the new access token (PROTOCOL.md checklist 13).
+   */
+  async saveTokens(id: string, tokens: TokenSet, options: { keepRefreshToken: boolean; now: number }): Promise<void> {
+    const patch: Updateable<OAuthAccountsTable> = {
+      access_token_enc: this.store.secrets.encrypt(tokens.accessToken, secretContext(id, 'access_token')),
+      access_token_expires_at: tokens.expiresAt,
+      granted_scope: tokens.scope ?? null,
+      token_issued_at: options.now,
+      token_status: 'Active',
+      token_error: null,
+      token_advice: null,
+      token_status_at: options.now,
+      refresh_failures: 0,
+      next_refresh_attempt_at: null,
+      refresh_lease_owner: null,
+      refresh_lease_until: null,
+    };
+    if (tokens.refreshToken) {
+      patch.refresh_token_enc = this.store.secrets.encrypt(tokens.refreshToken, secretContext(id, 'refresh_token'));
+    } else if (!options.keepRefreshToken) {
+      patch.refresh_token_enc = null;
+    }
+    if (tokens.mailbox) patch.mailbox = tokens.mailbox;
+    if (tokens.displayName) patch.display_name = tokens.displayName;
+    await this.update(id, patch);
+  }
+
+  /** Forgets the tokens (Delete token, or a definitive failure); settings stay. */
+  async clearTokens(id: string, status: TokenStatus, details: { error?: string | null; advice?: string | null } = {}, keepMailbox = false): Promise<void> {
+    await this.setTokenStatus(id, status, details, {
+      access_token_enc: null,
+      access_token_expires_at: null,
+      refresh_token_enc: null,
+      granted_scope: null,
+      token_issued_at: null,
+      refresh_failures: 0,
+      next_refresh_attempt_at: null,
+      refresh_lease_owner: null,
+      refresh_lease_until: null,
+      ...(keepMailbox ? {} : { mailbox: null, display_name: null }),
+    });
+  }
+
+  /**
+   * Takes the refresh lease for `owner` when nobody else holds a live one. Conditional update, so across
+   * instances sharing one database only one wins.
+   */
+  async acquireRefreshLease(id: string, owner: string, now: number, ttlMs: number): Promise<boolean> {
+    const result = await this.store.db
+      .updateTable('oauth_accounts')
+      .set({ refresh_lease_owner: owner, refresh_lease_until: now + ttlMs })
+      .where('id', '=', id)
+      .where((eb) =>
+        eb.or([eb('refresh_lease_until', 'is', null), eb('refresh_lease_until', '<', now), eb('refresh_lease_owner', '=', owner)]),
+      )
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async releaseRefreshLease(id: string, owner: string): Promise<void> {
+    await this.store.db
+      .updateTable('oauth_accounts')
+      .set({ refresh_lease_owner: null, refresh_lease_until: null })
+      .where('id', '=', id)
+      .where('refresh_lease_owner', '=', owner)
+      .execute();
+  }
+
+  // ---- device authorizations ------------------------------------------------------------------------
+
+  async deviceAuthorization(accountId: string): Promise<DeviceAuthorizationRow | undefined> {
+    return this.store.db.selectFrom('device_authorizations').selectAll().where('account_id', '=', accountId).executeTakeFirst();
+  }
+
+  deviceCode(row: DeviceAuthorizationRow): string {
+    return this.store.secrets.decrypt(row.device_code_enc, deviceCodeContext(row.account_id));
+  }
+
+  /** Replaces any earlier device authorization of the account: only one may be active (checklist 8). */
+  async saveDeviceAuthorization(accountId: string, grant: DeviceAuthorization, now: number): Promise<void> {
+    const row = {
+      account_id: accountId,
+      device_code_enc: this.store.secrets.encrypt(grant.deviceCode, deviceCodeContext(accountId)),
+      user_code: grant.userCode,
+      verification_uri: grant.verificationUri,
+      verification_uri_complete: grant.verificationUriComplete ?? null,
+      message: grant.message ?? null,
+      poll_interval: grant.interval,
+      started_at: now,
+      expires_at: grant.expiresAt,
+      next_poll_at: now + grant.interval * 1000,
+      status: 'Pending' as const,
+      detail: null,
+      network_failures: 0,
+      poll_lease_owner: null,
+      poll_lease_until: null,
+      updated_at: now,
+    };
+    await this.store.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('device_authorizations').where('account_id', '=', accountId).execute();
+      await trx.insertInto('device_authorizations').values(row).execute();
+    });
+  }
+
+  async updateDeviceAuthorization(accountId: string, patch: Updateable<DeviceAuthorizationsTable>): Promise<void> {
+    await this.store.db
+      .updateTable('device_authorizations')
+      .set({ ...patch, updated_at: Date.now() })
+      .where('account_id', '=', accountId)
+      .execute();
+  }
+
+  async pendingDeviceAuthorizations(): Promise<DeviceAuthorizationRow[]> {
+    return this.store.db.selectFrom('device_authorizations').selectAll().where('status', '=', 'Pending').execute();
+  }
+
+  async acquirePollLease(accountId: string, owner: string, now: number, ttlMs: number): Promise<boolean> {
+    const result = await this.store.db
+      .updateTable('device_authorizations')
+      .set({ poll_lease_owner: owner, poll_lease_until: now + ttlMs })
+      .where('account_id', '=', accountId)
+      .where('status', '=', 'Pending')
+      .where((eb) =>
+        eb.or([eb('poll_lease_until', 'is', null), eb('poll_lease_until', '<', now), eb('poll_lease_owner', '=', owner)]),
+      )
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
+  }
+
+  async deleteDeviceAuthorization(accountId: string): Promise<void> {
+    await this.store.db.deleteFrom('device_authorizations').where('account_id', '=', accountId).execute();
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * Errors from the authorization server, classified once: is it worth retrying, and what should the
+ * administrator do? Branches on the OAuth `error` field (RFC 6749 §5.2, RFC 8628 §3.5); Microsoft's AADSTS
+ * numbers are used only to choose advice, as Microsoft asks (PROTOCOL.md §1.5).
+ */
+import * as oauth from 'oauth4webapi';
+import { classifyConnectionError } from '../tls/trust.js';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { scrubSecrets } from '../log.js';
+
+export type ProviderErrorKind =
+  /** The grant or client is dead: re-authorization (or a configuration fix) is needed; never retried. */
+  | 'definitive'
+  /** Server trouble, throttling or the network: retry with backoff, keep credentials. */
+  | 'transient';
+
+export class ProviderError extends PosternError {
+  constructor(
+    message: string,
+    readonly kind: ProviderErrorKind,
+    /** OAuth `error`, e.g. invalid_grant; undefined for network failures. */
+    readonly error: string | undefined,
+    /** The provider's own text (error_description), secrets scrubbed. */
+    readonly description: string | undefined,
+    readonly httpStatus: number | undefined,
+    /** Plain-words advice for the administrator. */
+    readonly advice: string | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      kind === 'transient' && error === undefined ? ErrorCodes.OAUTH_CONNECTION_FAILED : ErrorCodes.OAUTH_PROVIDER_ERROR,
+      message,
+      options,
+    );
+    this.name = 'ProviderError';
+  }
+
+  /** What the status page shows as the provider's error: "invalid_grant: AADSTS70008: …". */
+  get providerText(): string {
+    if (this.error) return this.description ? `${this.error}: ${this.description}` : this.error;
+    return this.message;
+  }
+}
+
+const TRANSIENT_ERRORS = new Set(['temporarily_unavailable', 'server_error', 'slow_down']);
+
+/** AADSTS numbers that mean the same thing as a transient error although `error` may say otherwise. */
+const TRANSIENT_AADSTS = new Set(['50033', '90024', '90055', '50196']);
+
+export function aadstsCode(description: string | undefined): string | undefined {
+  return description ? /AADSTS(\d+)/.exec(description)?.[1] : undefined;
+}
+
+const MICROSOFT_ADVICE: Record<string, string> = {
+  '7000218':
+    'The app registration does not allow public client flows. In Microsoft Entra ID > App registrations > your app > Authentication > Advanced settings, set "Allow public client flows" to Yes, save, then get a new user code.',
+  '700025':
+    'The app registration is public, so no client secret may be sent. Check that the Application (Client) ID is the one you registered for Postern.',
+  '700016':
+    'The application was not found in this tenant. Check the Application (Client) ID, and that the tenant in the endpoint is the one the app is registered in.',
+  '50194':
+    'The app is registered for a single tenant, so "common" cannot be used. Put your tenant ID or domain in the endpoint instead of common.',
+  '9002332':
+    'The app registration only accepts work or school accounts. Use organizations or your tenant in the endpoint, not consumers.',
+  '500208': 'This account cannot sign in to this tenant. Use the endpoint tenant that matches the account type.',
+  '90002': 'The tenant in the endpoint was not found. Check the tenant name or ID in Microsoft Entra ID Authorization Server Endpoint.',
+  '65001':
+    'Consent for SMTP.Send is missing. In the app registration add the delegated permission Office 365 Exchange Online > SMTP.Send (grant admin consent if your tenant requires it), then authorize again.',
+  '90094': 'An administrator must grant consent to this app (API permissions > Grant admin consent), then authorize again.',
+  '70008': 'The refresh token expired because it was not used for a long time. Get a new user code and sign in again.',
+  '700082': 'The refresh token expired because it was not used for 90 days. Get a new user code and sign in again.',
+  '50173':
+    'The authorization was revoked (for example after a password change or an administrator revoking sessions). Get a new user code and sign in again.',
+  '70000': 'The refresh token is no longer valid. Get a new user code and sign in again.',
+  '70043':
+    'A Conditional Access sign-in frequency policy ended the session. Sign in again; consider excluding the gateway mailbox from that policy.',
+  '50076': 'Multi-factor authentication is now required. Get a new user code and sign in again, completing MFA.',
+  '50079': 'The account must register for multi-factor authentication. Complete registration, then sign in again.',
+  '53003': 'Conditional Access blocked the sign-in. Ask your Entra ID administrator to allow this sign-in for the gateway mailbox.',
+  '7000112': 'The application is disabled in the tenant. Enable it in Microsoft Entra ID > Enterprise applications.',
+  '50057': 'The user account is disabled. Enable it, or sign in with another mailbox.',
+  '700022':
+    'The scopes mix resources. Postern asks only for Outlook scopes; check that no proxy rewrites the request.',
+  '70011': 'The requested scope was refused. Check the delegated permission SMTP.Send in the app registration.',
+  '50059': 'No tenant could be determined for the account. Use your tenant ID or domain in the endpoint.',
+};
+
+function microsoftAdvice(error: string | undefined, description: string | undefined): string | undefined {
+  const code = aadstsCode(description);
+  if (code && MICROSOFT_ADVICE[code]) return MICROSOFT_ADVICE[code];
+  switch (error) {
+    case 'invalid_grant':
+      return 'The authorization is no longer valid. Get a new user code and sign in again.';
+    case 'invalid_client':
+      return 'The application was refused. Check the Application (Client) ID, and that "Allow public client flows" is enabled in the app registration.';
+    case 'unauthorized_client':
+      return 'The app registration may not use this flow. Enable "Allow public client flows" in the app registration.';
+    case 'invalid_scope':
+      return 'The scope was refused. Add the delegated permission SMTP.Send (Office 365 Exchange Online) to the app registration.';
+    case 'interaction_required':
+    case 'consent_required':
+      return 'The user must sign in again. Get a new user code.';
+    default:
+      return undefined;
+  }
+}
+
+function googleAdvice(error: string | undefined, description: string | undefined): string | undefined {
+  switch (error) {
+    case 'invalid_grant':
+      if (description && /malformed/i.test(description)) {
+        return 'The authorization code was damaged in copying. Register again and paste the whole URL from the browser.';
+      }
+      return 'The authorization is no longer valid (revoked, the Gmail password was changed, or the consent screen is in "Testing" status, which limits refresh tokens to 7 days). Register the authorization information again.';
+    case 'invalid_client':
+    case 'unauthorized_client':
+      return 'Google refused the client. Check the Client ID and Client Secret (Google Cloud console > APIs & Services > Credentials; the client type must be "Desktop app").';
+    case 'admin_policy_enforced':
+      return 'A Google Workspace administrator restricted this app. Allow it in the Admin console (Security > API controls).';
+    case 'invalid_scope':
+      return 'The scope https://mail.google.com/ was refused. Add it to the OAuth consent screen.';
+    default:
+      return undefined;
+  }
+}
+
+export function adviceFor(provider: 'microsoft' | 'google', error: string | undefined, description: string | undefined): string | undefined {
+  return provider === 'microsoft' ? microsoftAdvice(error, description) : googleAdvice(error, description);
+}
+
+/**
+ * Turns whatever a protocol step threw (oauth4webapi errors, fetch/TLS errors) into a ProviderError with a
+ * kind and advice.
+ */
+export function toProviderError(provider: 'microsoft' | 'google', thrown: unknown, host: string): ProviderError {
+  if (thrown instanceof ProviderError) return thrown;
+  if (thrown instanceof oauth.ResponseBodyError) {
+    const description = thrown.error_description ? scrubSecrets(thrown.error_description) : undefined;
+    const aadsts = aadstsCode(description);
+    const transient =
+      TRANSIENT_ERRORS.has(thrown.error) || thrown.status >= 500 || thrown.status === 429 || (aadsts !== undefined && TRANSIENT_AADSTS.has(aadsts));
+    return new ProviderError(
+      `${host} answered ${thrown.error}${description ? `: ${description}` : ''}`,
+      transient ? 'transient' : 'definitive',
+      thrown.error,
+      description,
+      thrown.status,
+      adviceFor(provider, thrown.error, description),
+      { cause: thrown },
+    );
+  }
+  if (thrown instanceof oauth.OperationProcessingError) {
+    const response = (thrown.cause as { status?: unknown } | undefined) ?? undefined;
+    const status = response instanceof Response ? response.status : typeof response?.status === 'number' ? response.status : undefined;
+    if (status !== undefined && (status >= 500 || status === 429)) {
+      return new ProviderError(
+        `${host} answered HTTP ${status}${status === 429 ? ' (too many requests)' : ''}`,
+        'transient',
+        undefined,
+        undefined,
+        status,
+        'The authorization server is busy or failing. Postern retries with backoff.',
+        { cause: thrown },
+      );
+    }
+    return new ProviderError(
+      `${host} gave an answer Postern could not use${status ? ` (HTTP ${status})` : ''}: ${scrubSecrets(thrown.message)}`,
+      'definitive',
+      undefined,
+      undefined,
+      status,
+      'Check that the endpoint URL points at the authorization server itself and not at a web page or proxy.',
+      { cause: thrown },
+    );
+  }
+  const failure = classifyConnectionError(thrown, host);
+  return new ProviderError(failure.reason, 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
+}

@@ -1,0 +1,262 @@
+/**
+ * Token service: the one call the rest of Postern needs, "give me a valid access token for account X".
+ *
+ * Inputs: the account's stored tokens and settings. Outputs: an access token, or a TokenUnavailableError
+ * saying why not and whether waiting can help (the queue holds messages meanwhile).
+ *
+ * - Refreshes ahead of expiry (REFRESH_SKEW before `expires_at`), in the background and on demand.
+ * - Single-flight per account: concurrent callers share one token request; across instances sharing a
+ *   database, a lease in the account row lets one instance refresh while the others wait for its result.
+ * - A rotated refresh token is saved together with the new access token before the access token is handed
+ *   out (PROTOCOL.md checklist 13).
+ * - invalid_grant and other definitive errors → Expired, credentials dropped, no retry loop (checklist 14).
+ *   5xx / 429 / network → Error, retried with exponential backoff and jitter, credentials kept (checklist 15).
+ *
+ * Known limits: the background check runs every TICK_MS, so a token that expires sooner than that after an
+ * instance start is refreshed on first use instead.
+ */
+import { randomUUID } from 'node:crypto';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { describeError, type Logger } from '../log.js';
+import type { AuditLog } from '../store/audit.js';
+import type { AccountRow, OAuthAccounts, TokenStatus } from './accounts.js';
+import { settingsOf } from './accounts.js';
+import { authorizationServerOf, clientOf } from './authorization-server.js';
+import { refreshAccessToken } from './grants.js';
+import type { OAuthHttp } from './http.js';
+import { PROVIDER_LABELS } from './profiles.js';
+import { ProviderError } from './provider-errors.js';
+
+export const REFRESH_SKEW_MS = 5 * 60_000;
+const LEASE_TTL_MS = 30_000;
+const TICK_MS = 15_000;
+const BACKOFF_BASE_MS = 30_000;
+const BACKOFF_MAX_MS = 15 * 60_000;
+
+export interface AccessToken {
+  accessToken: string;
+  /** The authorized mailbox (SASL user for XOAUTH2). */
+  mailbox: string | undefined;
+  expiresAt: number;
+}
+
+/** Why no token can be given. `retryable`: waiting (or the administrator acting) can make one available. */
+export class TokenUnavailableError extends PosternError {
+  constructor(
+    message: string,
+    readonly status: TokenStatus | 'NotInUse',
+    readonly retryable: boolean,
+    readonly advice?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(ErrorCodes.OAUTH_TOKEN_UNAVAILABLE, message, options);
+    this.name = 'TokenUnavailableError';
+  }
+}
+
+export interface GetAccessTokenOptions {
+  /**
+   * The token an upstream server just refused (535): refresh unless the stored token already differs, so
+   * that N deliveries failing together cause one refresh, not N.
+   */
+  rejectedAccessToken?: string;
+}
+
+export interface TokenServiceOptions {
+  accounts: OAuthAccounts;
+  http: OAuthHttp;
+  audit: AuditLog;
+  log: Logger;
+  now?: () => number;
+  /** Identifies this process in refresh leases. */
+  instanceId?: string;
+  random?: () => number;
+}
+
+export class TokenService {
+  readonly #inflight = new Map<string, Promise<AccessToken>>();
+  readonly #accounts: OAuthAccounts;
+  readonly #http: OAuthHttp;
+  readonly #audit: AuditLog;
+  readonly #log: Logger;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #instanceId: string;
+  #timer: NodeJS.Timeout | undefined;
+  #ticking: Promise<void> | undefined;
+
+  constructor(options: TokenServiceOptions) {
+    this.#accounts = options.accounts;
+    this.#http = options.http;
+    this.#audit = options.audit;
+    this.#log = options.log.child({ component: 'token-service' });
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+    this.#instanceId = options.instanceId ?? randomUUID();
+  }
+
+  async getAccessToken(accountId: string, options: GetAccessTokenOptions = {}): Promise<AccessToken> {
+    const row = await this.#accounts.get(accountId);
+    if (!row) throw new TokenUnavailableError(`${accountId} is not configured.`, 'NotRegistered', false);
+    const label = PROVIDER_LABELS[row.provider];
+    if (row.enabled !== 1) {
+      throw new TokenUnavailableError(`${label} is not in use (Use ${label} is off).`, 'NotInUse', true);
+    }
+    if (row.token_status === 'Expired') {
+      throw new TokenUnavailableError(
+        `${label}: the authorization expired; re-authorization is required. ${row.token_error ?? ''}`.trim(),
+        'Expired',
+        true,
+        row.token_advice ?? undefined,
+      );
+    }
+    const now = this.#now();
+    const accessToken = this.#accounts.accessToken(row);
+    const hasRefreshToken = row.refresh_token_enc !== null;
+    const expiresAt = row.access_token_expires_at ?? 0;
+    const rejected = options.rejectedAccessToken !== undefined && options.rejectedAccessToken === accessToken;
+
+    if (accessToken && !rejected && expiresAt - REFRESH_SKEW_MS > now) {
+      return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+    }
+    if (accessToken && options.rejectedAccessToken !== undefined && !rejected && expiresAt > now) {
+      // Someone refreshed since the caller got its token: hand out the newer one.
+      return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+    }
+    if (!hasRefreshToken) {
+      if (accessToken && !rejected && expiresAt > now) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+      throw new TokenUnavailableError(`${label} is not authorized yet (Token Status: Not Registered).`, row.token_status as TokenStatus, true);
+    }
+    if (row.token_status === 'Error' && !rejected && (row.next_refresh_attempt_at ?? 0) > now) {
+      if (accessToken && expiresAt > now + 30_000) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+      throw new TokenUnavailableError(
+        `${label}: the token could not be refreshed (${row.token_error ?? 'error'}); retrying.`,
+        'Error',
+        true,
+      );
+    }
+    return this.refresh(accountId);
+  }
+
+  /** Refreshes now; concurrent callers for the same account share the one request. */
+  refresh(accountId: string): Promise<AccessToken> {
+    const existing = this.#inflight.get(accountId);
+    if (existing) return existing;
+    const promise = this.#refreshWithLease(accountId).finally(() => this.#inflight.delete(accountId));
+    this.#inflight.set(accountId, promise);
+    return promise;
+  }
+
+  async #refreshWithLease(accountId: string): Promise<AccessToken> {
+    const started = this.#now();
+    const before = await this.#accounts.get(accountId);
+    while (!(await this.#accounts.acquireRefreshLease(accountId, this.#instanceId, this.#now(), LEASE_TTL_MS))) {
+      // Another instance is refreshing this account: wait for its result instead of sending a second request.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const row = await this.#accounts.get(accountId);
+      if (row && row.token_issued_at !== before?.token_issued_at && row.token_status === 'Active') {
+        const accessToken = this.#accounts.accessToken(row);
+        if (accessToken) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt: row.access_token_expires_at ?? 0 };
+      }
+      if (row?.token_status === 'Expired') return this.getAccessToken(accountId);
+      if (this.#now() - started > LEASE_TTL_MS * 2) break;
+    }
+    try {
+      return await this.#refreshNow(accountId);
+    } finally {
+      await this.#accounts.releaseRefreshLease(accountId, this.#instanceId);
+    }
+  }
+
+  async #refreshNow(accountId: string): Promise<AccessToken> {
+    const row = await this.#accounts.get(accountId);
+    if (!row) throw new TokenUnavailableError(`${accountId} is not configured.`, 'NotRegistered', false);
+    const label = PROVIDER_LABELS[row.provider];
+    const refreshToken = this.#accounts.refreshToken(row);
+    if (!refreshToken) throw new TokenUnavailableError(`${label} has no refresh token.`, 'NotRegistered', true);
+    const http = await this.#http.options(settingsOf(row).tls);
+    const now = this.#now();
+    try {
+      const tokens = await refreshAccessToken(
+        authorizationServerOf(row),
+        clientOf(row, this.#accounts.clientSecret(row)),
+        refreshToken,
+        http,
+        this.#now,
+      );
+      await this.#accounts.saveTokens(accountId, tokens, { keepRefreshToken: true, now });
+      if (row.token_status !== 'Active') {
+        this.#log.info({ account: accountId }, `${label}: token refreshed, Token Status is Active again`);
+      } else {
+        this.#log.debug({ account: accountId, rotated: tokens.refreshToken !== undefined }, 'access token refreshed');
+      }
+      return { accessToken: tokens.accessToken, mailbox: tokens.mailbox ?? row.mailbox ?? undefined, expiresAt: tokens.expiresAt };
+    } catch (thrown) {
+      const error =
+        thrown instanceof ProviderError
+          ? thrown
+          : new ProviderError(thrown instanceof Error ? thrown.message : String(thrown), 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
+      if (error.kind === 'definitive') {
+        await this.#accounts.clearTokens(accountId, 'Expired', { error: error.providerText, advice: error.advice ?? null }, true);
+        await this.#audit.record(null, 'token.expired', `${label}: ${error.providerText}`);
+        this.#log.warn({ account: accountId, error: error.error, description: error.description }, `${label}: refresh refused, Token Status is Expired`);
+        throw new TokenUnavailableError(`${label}: re-authorization required. ${error.providerText}`, 'Expired', true, error.advice, { cause: error });
+      }
+      const failures = row.refresh_failures + 1;
+      const delay = Math.min(BACKOFF_BASE_MS * 2 ** (failures - 1), BACKOFF_MAX_MS) * (0.8 + 0.4 * this.#random());
+      const nextAttempt = this.#now() + Math.round(delay);
+      await this.#accounts.setTokenStatus(
+        accountId,
+        'Error',
+        {
+          error: error.providerText,
+          advice: `Postern keeps the authorization and retries automatically (next attempt at ${new Date(nextAttempt).toISOString()}).`,
+        },
+        { refresh_failures: failures, next_refresh_attempt_at: nextAttempt },
+      );
+      this.#log.warn({ account: accountId, failures, err: describeError(error) }, `${label}: token refresh failed, retrying`);
+      throw new TokenUnavailableError(`${label}: the token could not be refreshed (${error.providerText}); retrying.`, 'Error', true, undefined, {
+        cause: error,
+      });
+    }
+  }
+
+  /** Refreshes every account whose token is about to expire or whose retry is due. */
+  async refreshDue(): Promise<void> {
+    const now = this.#now();
+    const rows: AccountRow[] = await this.#accounts.db.selectFrom('oauth_accounts').selectAll().where('enabled', '=', 1).execute();
+    for (const row of rows) {
+      if (row.refresh_token_enc === null) continue;
+      const due =
+        (row.token_status === 'Active' && (row.access_token_expires_at ?? 0) - REFRESH_SKEW_MS <= now) ||
+        (row.token_status === 'Error' && (row.next_refresh_attempt_at ?? 0) <= now);
+      if (!due) continue;
+      try {
+        await this.refresh(row.id);
+      } catch (error) {
+        if (!(error instanceof TokenUnavailableError)) this.#log.error({ err: describeError(error), account: row.id }, 'background refresh failed');
+      }
+    }
+  }
+
+  start(): void {
+    if (this.#timer) return;
+    const tick = () => {
+      this.#ticking = this.refreshDue()
+        .catch((error) => this.#log.error({ err: describeError(error) }, 'token refresh check failed'))
+        .finally(() => {
+          this.#ticking = undefined;
+        });
+    };
+    tick();
+    this.#timer = setInterval(tick, TICK_MS);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = undefined;
+    await this.#ticking;
+    await Promise.allSettled([...this.#inflight.values()]);
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Schema migrations, applied in order at start-up by Kysely's Migrator. Written with Kysely's schema builder
+ * so one migration serves SQLite and PostgreSQL; the only dialect-specific piece is the auto-increment key.
+ * Never edit a migration that has shipped: add a new one.
+ */
+import type { Kysely, Migration, MigrationProvider } from 'kysely';
+
+export type DialectName = 'sqlite' | 'postgres';
+
+type MigrationFactory = (dialect: DialectName) => Migration;
+
+const autoIncrementId = (dialect: DialectName) => (dialect === 'postgres' ? 'bigserial' : 'integer');
+
+const migrations: Record<string, MigrationFactory> = {
+  '001_foundation': (dialect) => ({
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('meta')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('users')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('username', 'text', (c) => c.notNull().unique())
+        .addColumn('password_hash', 'text', (c) => c.notNull())
+        .addColumn('role', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('last_login_at', 'bigint')
+        .execute();
+
+      await db.schema
+        .createTable('sessions')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('data_enc', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('sessions_expires_at').on('sessions').column('expires_at').execute();
+
+      await db.schema
+        .createTable('oauth_accounts')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('provider', 'text', (c) => c.notNull())
+        .addColumn('enabled', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('verify_server_certificate', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('add_cn_to_verification_items', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('endpoint', 'text')
+        .addColumn('client_id', 'text')
+        .addColumn('client_secret_enc', 'text')
+        .addColumn('authorization_endpoint', 'text')
+        .addColumn('token_endpoint', 'text')
+        .addColumn('connection_status', 'text')
+        .addColumn('connection_detail', 'text')
+        .addColumn('connection_checked_at', 'bigint')
+        .addColumn('token_status', 'text', (c) => c.notNull())
+        .addColumn('token_error', 'text')
+        .addColumn('token_advice', 'text')
+        .addColumn('token_status_at', 'bigint', (c) => c.notNull())
+        .addColumn('mailbox', 'text')
+        .addColumn('display_name', 'text')
+        .addColumn('access_token_enc', 'text')
+        .addColumn('access_token_expires_at', 'bigint')
+        .addColumn('refresh_token_enc', 'text')
+        .addColumn('granted_scope', 'text')
+        .addColumn('token_issued_at', 'bigint')
+        .addColumn('refresh_failures', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('next_refresh_attempt_at', 'bigint')
+        .addColumn('refresh_lease_owner', 'text')
+        .addColumn('refresh_lease_until', 'bigint')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('device_authorizations')
+        .addColumn('account_id', 'text', (c) => c.primaryKey().references('oauth_accounts.id').onDelete('cascade'))
+        .addColumn('device_code_enc', 'text', (c) => c.notNull())
+        .addColumn('user_code', 'text', (c) => c.notNull())
+        .addColumn('verification_uri', 'text', (c) => c.notNull())
+        .addColumn('verification_uri_complete', 'text')
+        .addColumn('message', 'text')
+        .addColumn('poll_interval', 'integer', (c) => c.notNull())
+        .addColumn('started_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('next_poll_at', 'bigint', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('detail', 'text')
+        .addColumn('network_failures', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('poll_lease_owner', 'text')
+        .addColumn('poll_lease_until', 'bigint')
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('authorization_attempts')
+        .addColumn('state_hash', 'text', (c) => c.primaryKey())
+        .addColumn('account_id', 'text', (c) => c.notNull().references('oauth_accounts.id').onDelete('cascade'))
+        .addColumn('session_id', 'text', (c) => c.notNull())
+        .addColumn('code_verifier_enc', 'text', (c) => c.notNull())
+        .addColumn('redirect_uri', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('used_at', 'bigint')
+        .execute();
+
+      await db.schema
+        .createTable('ca_certificates')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('subject', 'text', (c) => c.notNull())
+        .addColumn('issuer', 'text', (c) => c.notNull())
+        .addColumn('fingerprint256', 'text', (c) => c.notNull().unique())
+        .addColumn('valid_from', 'bigint', (c) => c.notNull())
+        .addColumn('valid_to', 'bigint', (c) => c.notNull())
+        .addColumn('pem', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('audit_log')
+        .addColumn('id', autoIncrementId(dialect), (c) =>
+          dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+        )
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('actor', 'text')
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('detail', 'text')
+        .execute();
+      await db.schema.createIndex('audit_log_at').on('audit_log').column('at').execute();
+    },
+  }),
+};
+
+export function migrationProvider(dialect: DialectName): MigrationProvider {
+  return {
+    async getMigrations() {
+      return Object.fromEntries(Object.entries(migrations).map(([name, factory]) => [name, factory(dialect)]));
+    },
+  };
+}

@@ -1,0 +1,117 @@
+/**
+ * The store: one Kysely database (SQLite embedded by default, PostgreSQL when POSTERN_DATABASE_URL is set),
+ * migrated at start-up, plus the SecretBox that seals secrets at rest.
+ *
+ * SQLite runs in WAL mode with synchronous=FULL: a commit that returned is on stable storage, which the
+ * relay relies on before it answers 250 (docs/decisions/002-sqlite-wal-synchronous-full.md).
+ */
+import BetterSqlite3 from 'better-sqlite3';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { ErrorCodes, PosternError } from '../errors.js';
+import { migrationProvider, type DialectName } from './migrations.js';
+import type { Database } from './schema.js';
+import { SecretBox, loadOrCreateMasterKey } from './secret-box.js';
+
+export interface StoreOptions {
+  dataDir: string;
+  databaseUrl?: string | undefined;
+  secretKey?: Buffer | undefined;
+}
+
+export interface Store {
+  db: Kysely<Database>;
+  dialect: DialectName;
+  secrets: SecretBox;
+  /** Master key, for deriving other keys (session cookie signing). */
+  masterKey: Buffer;
+  keySource: 'environment' | 'file' | 'generated';
+  /** Where the SQLite file lives (undefined for PostgreSQL). */
+  databaseFile: string | undefined;
+  close(): Promise<void>;
+}
+
+const KEY_CHECK = 'key_check';
+const KEY_CHECK_PLAINTEXT = 'postern key check';
+
+export async function openStore(options: StoreOptions): Promise<Store> {
+  const { key, source } = loadOrCreateMasterKey(options.dataDir, options.secretKey);
+  const secrets = new SecretBox(key);
+
+  let db: Kysely<Database>;
+  let dialect: DialectName;
+  let databaseFile: string | undefined;
+  if (options.databaseUrl) {
+    dialect = 'postgres';
+    // int8 (bigint) columns hold millisecond timestamps, well inside Number's safe range.
+    pg.types.setTypeParser(20, (value) => Number(value));
+    db = new Kysely<Database>({
+      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: options.databaseUrl, max: 10 }) }),
+    });
+  } else {
+    dialect = 'sqlite';
+    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    databaseFile = join(options.dataDir, 'postern.sqlite');
+    const sqlite = new BetterSqlite3(databaseFile);
+    sqlite.pragma('journal_mode = WAL');
+    sqlite.pragma('synchronous = FULL');
+    sqlite.pragma('foreign_keys = ON');
+    sqlite.pragma('busy_timeout = 5000');
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+  }
+
+  try {
+    const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+    const { error } = await migrator.migrateToLatest();
+    if (error) throw error;
+
+    const check = await db.selectFrom('meta').select('value').where('key', '=', KEY_CHECK).executeTakeFirst();
+    if (check) {
+      try {
+        secrets.decrypt(check.value, 'meta.key_check');
+      } catch (cause) {
+        throw new PosternError(
+          ErrorCodes.STORE_KEY_MISMATCH,
+          source === 'environment'
+            ? 'POSTERN_SECRET_KEY does not match the key this database was created with; set the original key.'
+            : `The key file in ${options.dataDir} does not match the key this database was created with; restore the original secret.key.`,
+          { cause },
+        );
+      }
+    } else {
+      await db
+        .insertInto('meta')
+        .values({ key: KEY_CHECK, value: secrets.encrypt(KEY_CHECK_PLAINTEXT, 'meta.key_check') })
+        .execute();
+    }
+  } catch (error) {
+    await db.destroy();
+    throw error;
+  }
+
+  return {
+    db,
+    dialect,
+    secrets,
+    masterKey: key,
+    keySource: source,
+    databaseFile,
+    async close() {
+      await db.destroy();
+    },
+  };
+}
+
+/** Runs `fn` in a transaction; on SQLite an immediate one, so concurrent writers queue instead of failing. */
+export async function inTransaction<T>(store: Store, fn: (trx: Kysely<Database>) => Promise<T>): Promise<T> {
+  if (store.dialect === 'sqlite') {
+    // better-sqlite3 is synchronous under the hood; Kysely serialises access to the single connection, so a
+    // plain transaction is already exclusive within this process.
+    return store.db.transaction().execute(fn);
+  }
+  return store.db.transaction().setIsolationLevel('read committed').execute(fn);
+}
+
+export { sql };

@@ -1,0 +1,61 @@
+// Postern Remote UI: small progressive enhancements. Every page works without this script.
+(function () {
+  'use strict';
+
+  // Forms that ask before doing something destructive.
+  document.addEventListener('submit', function (event) {
+    var form = event.target;
+    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+    }
+  });
+
+  // "Add CN to Verification Items" only means something while "Verify Server Certificate" is on.
+  document.querySelectorAll('input[data-controls]').forEach(function (box) {
+    var target = document.getElementById(box.dataset.controls);
+    if (!target) return;
+    var sync = function () { target.disabled = !box.checked; };
+    box.addEventListener('change', sync);
+    sync();
+  });
+
+  // Countdowns (User Code Expires In), corrected for the difference between server and browser clocks.
+  var offset = 0;
+  function readOffset(root) {
+    var table = root.querySelector('[data-server-now]');
+    if (table) offset = Number(table.getAttribute('data-server-now')) - Date.now();
+  }
+  function pad(n) { return (n < 10 ? '0' : '') + n; }
+  function tick() {
+    document.querySelectorAll('[data-expires-at]').forEach(function (el) {
+      var left = Math.max(0, Math.floor((Number(el.getAttribute('data-expires-at')) - (Date.now() + offset)) / 1000));
+      el.textContent = left > 0 ? pad(Math.floor(left / 60)) + ':' + pad(left % 60) : 'Expired';
+    });
+  }
+  readOffset(document);
+  tick();
+  setInterval(tick, 1000);
+
+  // The status block updates itself; the Refresh button stays for those who prefer it.
+  var block = document.getElementById('status-block');
+  if (block && block.dataset.statusUrl && window.fetch) {
+    var last = null;
+    var refresh = function () {
+      fetch(block.dataset.statusUrl, { credentials: 'same-origin', headers: { accept: 'text/html' } })
+        .then(function (response) {
+          if (response.redirected || !response.ok) throw new Error('status ' + response.status);
+          return response.text();
+        })
+        .then(function (html) {
+          if (html !== last) {
+            last = html;
+            block.innerHTML = html;
+            readOffset(block);
+            tick();
+          }
+        })
+        .catch(function () { /* keep the last status; the next attempt may work */ });
+    };
+    setInterval(refresh, 2000);
+  }
+})();
