@@ -40,6 +40,8 @@ export interface DevicePollerOptions {
   log: Logger;
   now?: () => number;
   instanceId?: string;
+  /** When false, nothing is polled by timers; the caller drives pollOnce (deterministic tests). */
+  autoSchedule?: boolean;
 }
 
 export class DevicePoller {
@@ -51,6 +53,7 @@ export class DevicePoller {
   readonly #log: Logger;
   readonly #now: () => number;
   readonly #instanceId: string;
+  readonly #autoSchedule: boolean;
   #stopped = false;
 
   constructor(options: DevicePollerOptions) {
@@ -60,6 +63,7 @@ export class DevicePoller {
     this.#log = options.log.child({ component: 'device-poller' });
     this.#now = options.now ?? Date.now;
     this.#instanceId = options.instanceId ?? randomUUID();
+    this.#autoSchedule = options.autoSchedule ?? true;
   }
 
   /** Resumes polling for every pending authorization (after a restart). */
@@ -69,7 +73,7 @@ export class DevicePoller {
   }
 
   schedule(accountId: string, at: number): void {
-    if (this.#stopped) return;
+    if (this.#stopped || !this.#autoSchedule) return;
     clearTimeout(this.#timers.get(accountId));
     const timer = setTimeout(() => {
       this.#timers.delete(accountId);

@@ -1,0 +1,160 @@
+/**
+ * Postern in-process for tests: a fresh data directory, port 0 everywhere, logs captured so tests can
+ * assert what was (and was not) logged. Plus a small browser-less web client (cookie jar + CSRF token
+ * scraping) for Remote UI tests that do not need Chromium.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { createPostern, type Postern } from '../../src/app.js';
+import type { Config } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+
+export const ADMIN_PASSWORD = 'admin-password-for-tests';
+
+export interface TestPostern {
+  postern: Postern;
+  url: string;
+  dataDir: string;
+  /** Everything logged so far (JSON lines). */
+  logs(): string;
+  close(): Promise<void>;
+}
+
+export interface TestPosternOptions {
+  config?: Partial<Config>;
+  /** CA certificates to register before start (PEM). */
+  caPems?: string[];
+  /** Keep the data directory on close (for restart tests). */
+  keepDataDir?: boolean;
+}
+
+export async function startTestPostern(options: TestPosternOptions = {}): Promise<TestPostern> {
+  const dataDir = options.config?.dataDir ?? mkdtempSync(join(tmpdir(), 'postern-test-'));
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk, _encoding, callback) {
+      lines.push(chunk.toString());
+      callback();
+    },
+  });
+  const config: Config = {
+    dataDir,
+    host: '127.0.0.1',
+    httpPort: 0,
+    smtpPort: 0,
+    databaseUrl: undefined,
+    adminPassword: ADMIN_PASSWORD,
+    secretKey: undefined,
+    logLevel: 'debug',
+    extraCaFile: undefined,
+    ...options.config,
+  };
+  const postern = await createPostern(config, createLogger(config.logLevel, sink));
+  for (const pem of options.caPems ?? []) await postern.caCertificates.add(pem);
+  await postern.start();
+  return {
+    postern,
+    url: `http://127.0.0.1:${postern.httpPort}`,
+    dataDir,
+    logs: () => lines.join(''),
+    async close() {
+      await postern.stop();
+      if (!options.keepDataDir && !options.config?.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A minimal browser: cookies, manual redirects, and the CSRF token of the last page fetched. */
+export class WebClient {
+  readonly #cookies = new Map<string, string>();
+  #csrf = '';
+  lastStatus = 0;
+  lastLocation: string | undefined;
+
+  constructor(readonly baseUrl: string) {}
+
+  #store(response: Response) {
+    for (const header of response.headers.getSetCookie()) {
+      const [pair] = header.split(';');
+      const index = pair!.indexOf('=');
+      const name = pair!.slice(0, index).trim();
+      const value = pair!.slice(index + 1).trim();
+      if (/expires=Thu, 01 Jan 1970/i.test(header) || value === '') this.#cookies.delete(name);
+      else this.#cookies.set(name, value);
+    }
+  }
+
+  #headers(extra: Record<string, string> = {}) {
+    const cookie = [...this.#cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+    return { ...(cookie ? { cookie } : {}), ...extra };
+  }
+
+  async get(path: string): Promise<string> {
+    const response = await fetch(new URL(path, this.baseUrl), { headers: this.#headers(), redirect: 'manual' });
+    this.#store(response);
+    this.lastStatus = response.status;
+    this.lastLocation = response.headers.get('location') ?? undefined;
+    const html = await response.text();
+    const token = /name="_csrf" value="([^"]+)"/.exec(html)?.[1];
+    if (token) this.#csrf = token;
+    return html;
+  }
+
+  /** Follows redirects for GETs, like a browser. */
+  async page(path: string): Promise<string> {
+    let html = await this.get(path);
+    for (let i = 0; i < 5 && this.lastStatus >= 300 && this.lastStatus < 400 && this.lastLocation; i++) {
+      html = await this.get(this.lastLocation);
+    }
+    return html;
+  }
+
+  /** Posts a form with the current CSRF token (unless `_csrf` is given). Returns the response body. */
+  async post(path: string, fields: Record<string, string> = {}): Promise<string> {
+    const body = new URLSearchParams({ _csrf: this.#csrf, ...fields });
+    const response = await fetch(new URL(path, this.baseUrl), {
+      method: 'POST',
+      headers: this.#headers({ 'content-type': 'application/x-www-form-urlencoded' }),
+      body,
+      redirect: 'manual',
+    });
+    this.#store(response);
+    this.lastStatus = response.status;
+    this.lastLocation = response.headers.get('location') ?? undefined;
+    const html = await response.text();
+    const token = /name="_csrf" value="([^"]+)"/.exec(html)?.[1];
+    if (token) this.#csrf = token;
+    return html;
+  }
+
+  async login(username = 'admin', password = ADMIN_PASSWORD): Promise<void> {
+    await this.get('/login');
+    await this.post('/login', { username, password, next: '/' });
+    if (this.lastStatus !== 303) throw new Error(`login failed with HTTP ${this.lastStatus}`);
+    await this.get('/');
+  }
+}
+
+/** Text of the element carrying data-field="name" in a status fragment. */
+export function field(html: string, name: string): string | undefined {
+  const match = new RegExp(`data-field="${name}"[^>]*>([\\s\\S]*?)</`).exec(html);
+  return match?.[1]?.replace(/\s+/g, ' ').trim().replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&amp;/g, '&');
+}
+
+/** Waits until `check` returns a value (not undefined/false), polling every 50 ms; fails after timeoutMs. */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value as T;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
