@@ -10,6 +10,7 @@ import type { Config } from './config.js';
 import type { Logger } from './log.js';
 import { OAuthAccounts } from './oauth/accounts.js';
 import { DevicePoller } from './oauth/device-poller.js';
+import { GoogleAuthorization } from './oauth/google.js';
 import { OAuthHttp } from './oauth/http.js';
 import { OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
@@ -52,10 +53,12 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   await accounts.getOrCreate('google');
   const tokens = new TokenService({ accounts, http, audit, log, instanceId });
   const poller = new DevicePoller({ accounts, http, audit, log, instanceId });
-  const oauth = new OAuthService({ accounts, http, poller, audit, log });
+  const google = new GoogleAuthorization({ accounts, http, audit, log });
+  const oauth = new OAuthService({ accounts, http, poller, google, audit, log });
 
   const { generatedPassword } = await users.ensureFirstAdministrator(config.adminPassword);
-  const web = await buildWebApp({ store, users, audit, caCertificates, oauth, log });
+  let boundHttpPort = config.httpPort;
+  const web = await buildWebApp({ store, users, audit, caCertificates, oauth, log, httpPort: () => boundHttpPort });
 
   const postern: Postern = {
     config,
@@ -74,7 +77,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       await poller.start();
       tokens.start();
       await web.listen({ host: config.host, port: config.httpPort });
-      postern.httpPort = (web.server.address() as AddressInfo).port;
+      postern.httpPort = boundHttpPort = (web.server.address() as AddressInfo).port;
       log.info({ host: config.host, port: postern.httpPort, url: `http://${displayHost(config.host)}:${postern.httpPort}/` }, 'Remote UI listening');
     },
     async stop() {

@@ -6,7 +6,8 @@
  * (re-authorization required: invalid_grant and kin) or Error (transient; retrying, credentials kept).
  */
 import type { Selectable, Updateable } from 'kysely';
-import type { DeviceAuthorizationsTable, OAuthAccountsTable, ProviderId } from '../store/schema.js';
+import { createHash } from 'node:crypto';
+import type { AuthorizationAttemptsTable, DeviceAuthorizationsTable, OAuthAccountsTable, ProviderId } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { TlsPolicy } from '../tls/trust.js';
 import type { ConnectionCheckResult, ConnectionStatus } from './connection-check.js';
@@ -24,6 +25,12 @@ export const TOKEN_STATUS_LABELS: Record<TokenStatus, string> = {
 
 export type AccountRow = Selectable<OAuthAccountsTable>;
 export type DeviceAuthorizationRow = Selectable<DeviceAuthorizationsTable>;
+export type AuthorizationAttemptRow = Selectable<AuthorizationAttemptsTable>;
+
+/** Attempts are looked up by a hash of `state`; the state itself is not kept. */
+export function stateHash(state: string): string {
+  return createHash('sha256').update(state, 'utf8').digest('hex');
+}
 
 export interface AccountSettings {
   enabled: boolean;
@@ -289,5 +296,75 @@ export class OAuthAccounts {
 
   async deleteDeviceAuthorization(accountId: string): Promise<void> {
     await this.store.db.deleteFrom('device_authorizations').where('account_id', '=', accountId).execute();
+  }
+
+  // ---- authorization code attempts (Google) ------------------------------------------------------------
+
+  /**
+   * Records a new authorization attempt for the admin session. Earlier unused attempts of the same session
+   * are dropped: a bare pasted code is matched to the session's one pending attempt.
+   */
+  async createAuthorizationAttempt(
+    accountId: string,
+    sessionId: string,
+    attempt: { state: string; codeVerifier: string; redirectUri: string },
+    now: number,
+    ttlMs: number,
+  ): Promise<void> {
+    const hash = stateHash(attempt.state);
+    await this.store.db.transaction().execute(async (trx) => {
+      await trx
+        .deleteFrom('authorization_attempts')
+        .where((eb) =>
+          eb.or([
+            eb.and([eb('account_id', '=', accountId), eb('session_id', '=', sessionId), eb('used_at', 'is', null)]),
+            eb('expires_at', '<', now - 24 * 60 * 60_000),
+          ]),
+        )
+        .execute();
+      await trx
+        .insertInto('authorization_attempts')
+        .values({
+          state_hash: hash,
+          account_id: accountId,
+          session_id: sessionId,
+          code_verifier_enc: this.store.secrets.encrypt(attempt.codeVerifier, `authorization_attempts.code_verifier:${hash}`),
+          redirect_uri: attempt.redirectUri,
+          created_at: now,
+          expires_at: now + ttlMs,
+          used_at: null,
+        })
+        .execute();
+    });
+  }
+
+  async authorizationAttemptByState(state: string): Promise<AuthorizationAttemptRow | undefined> {
+    return this.store.db.selectFrom('authorization_attempts').selectAll().where('state_hash', '=', stateHash(state)).executeTakeFirst();
+  }
+
+  async latestAuthorizationAttempt(accountId: string, sessionId: string): Promise<AuthorizationAttemptRow | undefined> {
+    return this.store.db
+      .selectFrom('authorization_attempts')
+      .selectAll()
+      .where('account_id', '=', accountId)
+      .where('session_id', '=', sessionId)
+      .orderBy('created_at', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+  }
+
+  codeVerifier(row: AuthorizationAttemptRow): string {
+    return this.store.secrets.decrypt(row.code_verifier_enc, `authorization_attempts.code_verifier:${row.state_hash}`);
+  }
+
+  /** Marks the attempt used; false when it already was (each code is exchanged at most once). */
+  async markAuthorizationAttemptUsed(hash: string, now: number): Promise<boolean> {
+    const result = await this.store.db
+      .updateTable('authorization_attempts')
+      .set({ used_at: now })
+      .where('state_hash', '=', hash)
+      .where('used_at', 'is', null)
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) === 1;
   }
 }

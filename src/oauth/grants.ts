@@ -305,11 +305,18 @@ export async function exchangeAuthorizationCode(
   expected: { state: string; codeVerifier: string; redirectUri: string },
   http: HttpOptions,
   now: () => number = Date.now,
+  /** A bare pasted code has no state; the caller matched it to the session's pending attempt instead. */
+  skipStateCheck = false,
 ): Promise<TokenSet> {
   const as = authorizationServer(config);
   let validated: URLSearchParams;
   try {
-    validated = oauth.validateAuthResponse(as, client(clientConfig), callbackParameters, expected.state);
+    validated = oauth.validateAuthResponse(
+      as,
+      client(clientConfig),
+      callbackParameters,
+      skipStateCheck ? oauth.skipStateCheck : expected.state,
+    );
   } catch (error) {
     throw new PosternError(
       ErrorCodes.OAUTH_AUTHORIZATION_RESPONSE_REJECTED,

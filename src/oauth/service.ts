@@ -13,6 +13,7 @@ import { authorizationServerOf, clientOf, connectionCheckUrl } from './authoriza
 import { checkConnection, CONNECTION_STATUS_LABELS, type ConnectionStatus } from './connection-check.js';
 import type { DevicePoller } from './device-poller.js';
 import { startDeviceAuthorization } from './grants.js';
+import type { GoogleAuthorization, GoogleSettingsInput } from './google.js';
 import type { OAuthHttp } from './http.js';
 import {
   MICROSOFT_DEFAULT_ENDPOINT,
@@ -72,6 +73,7 @@ export interface AccountStatusView {
 
 export interface OAuthServiceOptions {
   accounts: OAuthAccounts;
+  google: GoogleAuthorization;
   http: OAuthHttp;
   poller: DevicePoller;
   audit: AuditLog;
@@ -87,9 +89,12 @@ export class OAuthService {
   readonly #audit: AuditLog;
   readonly #log: Logger;
   readonly #now: () => number;
+  /** Register Information for Authorization (Google). */
+  readonly google: GoogleAuthorization;
 
   constructor(options: OAuthServiceOptions) {
     this.#accounts = options.accounts;
+    this.google = options.google;
     this.#http = options.http;
     this.#poller = options.poller;
     this.#audit = options.audit;
@@ -175,6 +180,20 @@ export class OAuthService {
     const needsAuthorization = after?.refresh_token_enc === null || after?.token_status === 'Expired';
     this.#runInBackground('microsoft', () => this.#connectAndAuthorize('microsoft', needsAuthorization));
     return { ok: true };
+  }
+
+  // ---- Google: Edit Basic Settings -------------------------------------------------------------------
+
+  /** Saves the Google Basic Settings; with Use on, checks the connection to the token endpoint's host. */
+  async saveGoogleSettings(input: GoogleSettingsInput, actor: string): Promise<{ ok: true; identityChanged: boolean } | { ok: false; errors: FieldErrors }> {
+    const result = await this.google.saveSettings(input, actor);
+    if (!result.ok) return result;
+    if (input.enabled) {
+      this.#runInBackground('google', () => this.#connectAndAuthorize('google', false));
+    } else {
+      await this.#accounts.setConnection('google', { status: null, detail: null });
+    }
+    return result;
   }
 
   /** Get New User Code: checks the connection again and starts a fresh device authorization. */

@@ -29,6 +29,7 @@ import { LoginThrottle } from './login-throttle.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
 import { registerHealthRoutes } from './routes/health.js';
+import { registerGoogleRoutes } from './routes/oauth-google.js';
 import { registerMicrosoftRoutes } from './routes/oauth-microsoft.js';
 import { registerPortalRoutes } from './routes/portal.js';
 import { registerUserRoutes } from './routes/users.js';
@@ -39,6 +40,8 @@ declare module 'fastify' {
     userId?: string;
     flash?: Flash;
     loginAt?: number;
+    /** The pending Google authorization URL shown on Register Information for Authorization. */
+    googleAuthorization?: { url: string; expiresAt: number };
   }
   interface FastifyRequest {
     user?: User;
@@ -65,6 +68,8 @@ export interface WebDependencies {
   plugins?: ((app: FastifyInstance, web: WebContext) => Promise<void> | void)[];
   /** Extra Prometheus metrics text. */
   loginThrottle?: LoginThrottle;
+  /** The Remote UI's bound port (for the Google loopback redirect URI). */
+  httpPort: () => number;
   /** Idle session lifetime, ms. */
   sessionTtlMs?: number;
 }
@@ -253,6 +258,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   registerAuthRoutes(app, context);
   registerPortalRoutes(app, context);
   registerMicrosoftRoutes(app, context);
+  registerGoogleRoutes(app, context);
   registerCaCertificateRoutes(app, context);
   registerUserRoutes(app, context);
   for (const plugin of deps.plugins ?? []) await plugin(app, context);

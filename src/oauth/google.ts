@@ -1,0 +1,262 @@
+/**
+ * OAuth 2.0 (Google): Basic Settings, and Register Information for Authorization (seed, Google steps 5–11):
+ * authorization code with PKCE (RFC 7636, S256), a loopback redirect URI, and the code pasted back by the
+ * administrator or captured when the redirect reaches Postern itself.
+ *
+ * - Each attempt has a fresh 256-bit `state` and PKCE verifier, is bound to the admin's session, and
+ *   expires after ATTEMPT_TTL_MS; it is marked used before the token request, so a code is exchanged at most
+ *   once (PROTOCOL.md checklist 17–23).
+ * - Refusals (error=…), state mismatches, reused or expired attempts are rejected before any token request.
+ * - The granted scope must include https://mail.google.com/; otherwise nothing is saved.
+ */
+import { ErrorCodes, PosternError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { AuditLog } from '../store/audit.js';
+import { settingsOf, stateHash, type OAuthAccounts } from './accounts.js';
+import { parsePastedAuthorizationResponse } from './authorization-response.js';
+import { authorizationServerOf, clientOf } from './authorization-server.js';
+import { buildAuthorizationRequest, exchangeAuthorizationCode } from './grants.js';
+import type { OAuthHttp } from './http.js';
+import {
+  GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT,
+  GOOGLE_DEFAULT_TOKEN_ENDPOINT,
+  GOOGLE_MAIL_SCOPE,
+  GOOGLE_SCOPE,
+  validateGoogleClientId,
+  validateHttpsEndpoint,
+} from './profiles.js';
+import { ProviderError, toProviderError } from './provider-errors.js';
+import type { FieldErrors } from './service.js';
+
+export const ATTEMPT_TTL_MS = 10 * 60_000;
+export const GOOGLE_CALLBACK_PATH = '/oauth2/google/callback';
+
+export interface GoogleSettingsInput {
+  enabled: boolean;
+  verifyServerCertificate: boolean;
+  addCnToVerificationItems: boolean;
+  clientId: string;
+  /** Empty keeps the stored secret. */
+  clientSecret: string;
+  authorizationEndpoint: string;
+  tokenEndpoint: string;
+}
+
+/** Why a pasted authorization response was refused, in words for the Register screen. */
+export class AuthorizationRejected extends PosternError {
+  constructor(
+    message: string,
+    readonly reason: 'invalid' | 'refused' | 'state-mismatch' | 'no-attempt' | 'expired' | 'reused' | 'scope' | 'no-refresh-token' | 'provider',
+    readonly advice?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(ErrorCodes.OAUTH_AUTHORIZATION_RESPONSE_REJECTED, message, options);
+    this.name = 'AuthorizationRejected';
+  }
+}
+
+export interface GoogleAuthorizationOptions {
+  accounts: OAuthAccounts;
+  http: OAuthHttp;
+  audit: AuditLog;
+  log: Logger;
+  now?: () => number;
+}
+
+export class GoogleAuthorization {
+  readonly #accounts: OAuthAccounts;
+  readonly #http: OAuthHttp;
+  readonly #audit: AuditLog;
+  readonly #log: Logger;
+  readonly #now: () => number;
+
+  constructor(options: GoogleAuthorizationOptions) {
+    this.#accounts = options.accounts;
+    this.#http = options.http;
+    this.#audit = options.audit;
+    this.#log = options.log.child({ component: 'oauth-google' });
+    this.#now = options.now ?? Date.now;
+  }
+
+  async validateSettings(input: GoogleSettingsInput): Promise<FieldErrors> {
+    const errors: FieldErrors = {};
+    const clientId = validateGoogleClientId(input.clientId);
+    if (!clientId.ok) errors.clientId = clientId.error;
+    const row = await this.#accounts.getOrCreate('google');
+    if (input.clientSecret.trim() === '' && row.client_secret_enc === null) {
+      errors.clientSecret = 'Enter the Client Secret of your OAuth client (Google Cloud console > APIs & Services > Credentials).';
+    } else if (/\s/.test(input.clientSecret.trim())) {
+      errors.clientSecret = 'The Client Secret cannot contain spaces.';
+    }
+    const authorization = validateHttpsEndpoint(input.authorizationEndpoint || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, 'authorization endpoint');
+    if (!authorization.ok) errors.authorizationEndpoint = authorization.error;
+    const token = validateHttpsEndpoint(input.tokenEndpoint || GOOGLE_DEFAULT_TOKEN_ENDPOINT, 'token endpoint');
+    if (!token.ok) errors.tokenEndpoint = token.error;
+    return errors;
+  }
+
+  /** Saves the settings. Returns whether the authorization must be registered again (client changed). */
+  async saveSettings(input: GoogleSettingsInput, actor: string): Promise<{ ok: true; identityChanged: boolean } | { ok: false; errors: FieldErrors }> {
+    const errors = await this.validateSettings(input);
+    if (Object.keys(errors).length > 0) return { ok: false, errors };
+    const before = await this.#accounts.getOrCreate('google');
+    const clientId = input.clientId.trim();
+    const authorizationEndpoint = new URL(input.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT).href;
+    const tokenEndpoint = new URL(input.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT).href;
+    const secret = input.clientSecret.trim();
+    const previousSecret = this.#accounts.clientSecret(before);
+    const identityChanged =
+      before.client_id !== clientId ||
+      (secret !== '' && secret !== previousSecret) ||
+      (before.authorization_endpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT) !== authorizationEndpoint ||
+      (before.token_endpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT) !== tokenEndpoint;
+    await this.#accounts.update('google', {
+      enabled: input.enabled ? 1 : 0,
+      verify_server_certificate: input.verifyServerCertificate ? 1 : 0,
+      add_cn_to_verification_items: input.verifyServerCertificate && input.addCnToVerificationItems ? 1 : 0,
+      client_id: clientId,
+      ...(secret !== '' ? { client_secret_enc: this.#accounts.encryptClientSecret('google', secret) } : {}),
+      authorization_endpoint: authorizationEndpoint === GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT ? null : authorizationEndpoint,
+      token_endpoint: tokenEndpoint === GOOGLE_DEFAULT_TOKEN_ENDPOINT ? null : tokenEndpoint,
+    });
+    if (identityChanged && before.refresh_token_enc !== null) {
+      // Google's refresh tokens belong to the OAuth client that obtained them.
+      await this.#accounts.clearTokens('google', 'NotRegistered');
+    }
+    await this.#audit.record(
+      actor,
+      'settings.oauth.google',
+      `Use=${input.enabled ? 'on' : 'off'} Verify=${input.verifyServerCertificate ? 'on' : 'off'} AddCN=${input.verifyServerCertificate && input.addCnToVerificationItems ? 'on' : 'off'} client_id=${clientId}${secret ? ' client_secret=(changed)' : ''} authorization_endpoint=${authorizationEndpoint} token_endpoint=${tokenEndpoint}`,
+    );
+    return { ok: true, identityChanged };
+  }
+
+  /**
+   * Starts an attempt for the admin's session: a fresh state and PKCE pair, and the URL for Google
+   * Authorization Server (with access_type=offline and prompt=consent, so a refresh token is issued).
+   */
+  async beginAuthorization(sessionId: string, redirectUri: string): Promise<{ url: string; expiresAt: number }> {
+    const row = await this.#accounts.getOrCreate('google');
+    const request = await buildAuthorizationRequest(authorizationServerOf(row), clientOf(row, undefined), redirectUri, GOOGLE_SCOPE, {
+      access_type: 'offline',
+      prompt: 'consent',
+    });
+    const now = this.#now();
+    await this.#accounts.createAuthorizationAttempt('google', sessionId, request, now, ATTEMPT_TTL_MS);
+    return { url: request.url, expiresAt: now + ATTEMPT_TTL_MS };
+  }
+
+  /**
+   * Completes an attempt from what was pasted into Authorization Code (or what arrived at the callback).
+   * Everything that can be refused is refused before the token request.
+   */
+  async completeAuthorization(sessionId: string, pasted: string, actor: string): Promise<{ mailbox: string | undefined }> {
+    const parsed = parsePastedAuthorizationResponse(pasted);
+    if (parsed.kind === 'invalid') throw new AuthorizationRejected(parsed.reason, 'invalid');
+    if (parsed.kind === 'error') {
+      const attempt = parsed.state ? await this.#accounts.authorizationAttemptByState(parsed.state) : undefined;
+      if (attempt && attempt.used_at === null) await this.#accounts.markAuthorizationAttemptUsed(attempt.state_hash, this.#now());
+      throw new AuthorizationRejected(
+        parsed.error === 'access_denied'
+          ? 'Access was not granted: the Google account holder clicked Cancel or denied access (access_denied). Nothing was registered.'
+          : `Google returned an error instead of a code: ${parsed.error}${parsed.description ? ` (${parsed.description})` : ''}. Nothing was registered.`,
+        'refused',
+        'Click Register to start again, and allow access at Google.',
+      );
+    }
+
+    const now = this.#now();
+    let attempt;
+    if (parsed.state !== undefined) {
+      attempt = await this.#accounts.authorizationAttemptByState(parsed.state);
+      if (!attempt || attempt.session_id !== sessionId || attempt.account_id !== 'google') {
+        throw new AuthorizationRejected(
+          'The pasted URL belongs to another authorization attempt (state does not match). Use the URL from the sign-in you started on this screen.',
+          'state-mismatch',
+          'Click Register to start again.',
+        );
+      }
+    } else {
+      attempt = await this.#accounts.latestAuthorizationAttempt('google', sessionId);
+      if (!attempt) {
+        throw new AuthorizationRejected(
+          'No authorization is pending for this session. Open URL for Google Authorization Server first, then paste the code.',
+          'no-attempt',
+        );
+      }
+    }
+    if (attempt.used_at !== null) {
+      throw new AuthorizationRejected(
+        'This authorization was already used: each code can be registered only once.',
+        'reused',
+        'Click Register to start a new authorization.',
+      );
+    }
+    if (attempt.expires_at <= now) {
+      throw new AuthorizationRejected(
+        `The authorization attempt expired (it is valid for ${ATTEMPT_TTL_MS / 60_000} minutes).`,
+        'expired',
+        'Click Register to start again and paste the code promptly.',
+      );
+    }
+    if (!(await this.#accounts.markAuthorizationAttemptUsed(attempt.state_hash, now))) {
+      throw new AuthorizationRejected('This authorization was already used.', 'reused');
+    }
+
+    const row = await this.#accounts.getOrCreate('google');
+    const parameters = new URLSearchParams(parsed.parameters);
+    parameters.set('code', parsed.code);
+    let tokens;
+    try {
+      tokens = await exchangeAuthorizationCode(
+        authorizationServerOf(row),
+        clientOf(row, this.#accounts.clientSecret(row)),
+        parameters,
+        {
+          state: parsed.state ?? '',
+          codeVerifier: this.#accounts.codeVerifier(attempt),
+          redirectUri: attempt.redirect_uri,
+        },
+        await this.#http.options(settingsOf(row).tls),
+        this.#now,
+        parsed.state === undefined,
+      );
+    } catch (error) {
+      if (error instanceof PosternError && error.code === ErrorCodes.OAUTH_AUTHORIZATION_RESPONSE_REJECTED) {
+        throw new AuthorizationRejected(`The pasted URL was not accepted: ${error.message}`, 'invalid', undefined, { cause: error });
+      }
+      const providerError = error instanceof ProviderError ? error : toProviderError('google', error, new URL(authorizationServerOf(row).tokenEndpoint).host);
+      this.#log.warn({ error: providerError.error, description: providerError.description }, 'Google authorization code exchange failed');
+      throw new AuthorizationRejected(
+        `Google did not accept the code: ${providerError.providerText}`,
+        'provider',
+        providerError.error === 'invalid_grant'
+          ? 'The code is wrong, expired or already used, or it was not copied whole. Click Register to start again and paste the whole URL.'
+          : providerError.advice,
+        { cause: providerError },
+      );
+    }
+    const granted = (tokens.scope ?? '').split(/\s+/);
+    if (!granted.includes(GOOGLE_MAIL_SCOPE)) {
+      throw new AuthorizationRejected(
+        `Google granted access without Gmail (granted: ${tokens.scope || 'nothing'}). Nothing was registered.`,
+        'scope',
+        'Click Register again and, at Google, tick the box that allows reading, composing and sending email from Gmail.',
+      );
+    }
+    if (!tokens.refreshToken) {
+      throw new AuthorizationRejected(
+        'Google issued no refresh token, so Postern could not keep the authorization. Nothing was registered.',
+        'no-refresh-token',
+        'Remove Postern from the account\'s third-party access (myaccount.google.com > Security), then click Register again.',
+      );
+    }
+    await this.#accounts.saveTokens('google', tokens, { keepRefreshToken: false, now: this.#now() });
+    await this.#audit.record(actor, 'token.authorized', `OAuth 2.0 (Google): authorized as ${tokens.mailbox ?? 'unknown account'}`);
+    this.#log.info({ mailbox: tokens.mailbox }, 'OAuth 2.0 (Google): authorization registered, Token Status is Active');
+    return { mailbox: tokens.mailbox };
+  }
+
+  /** The hash of a state value, for tests and the callback. */
+  static stateHash = stateHash;
+}

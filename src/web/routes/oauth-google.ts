@@ -1,0 +1,167 @@
+/**
+ * OAuth 2.0 (Google) Settings (seed, Google steps 3–13): the status page, Edit Basic Settings, Register
+ * Information for Authorization, and the loopback redirect URI that completes by itself when the admin's
+ * browser runs on Postern's host.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AuthorizationRejected, GOOGLE_CALLBACK_PATH } from '../../oauth/google.js';
+import { GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, GOOGLE_DEFAULT_TOKEN_ENDPOINT } from '../../oauth/profiles.js';
+import { canChangeSendSettings } from '../../store/users.js';
+import { checkbox, text, type WebContext } from '../app.js';
+
+const BASE = '/settings/send/oauth-google';
+
+export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): void {
+  const redirectUri = () => `http://127.0.0.1:${web.httpPort()}${GOOGLE_CALLBACK_PATH}`;
+
+  const registerPage = async (request: FastifyRequest, extra: { error?: string; advice?: string; code?: string; fresh?: boolean } = {}) => {
+    const status = await web.oauth.status('google');
+    const now = Date.now();
+    let pending = request.session.googleAuthorization;
+    if (extra.fresh || !pending || pending.expiresAt <= now) {
+      pending = undefined;
+      if (status.settings.clientId && status.settings.hasClientSecret) {
+        pending = await web.oauth.google.beginAuthorization(request.session.sessionId, redirectUri());
+        request.session.googleAuthorization = pending;
+      }
+    }
+    return {
+      title: 'Register Information for Authorization',
+      base: BASE,
+      status,
+      authorizationUrl: pending?.url,
+      expiresAt: pending?.expiresAt,
+      redirectUri: redirectUri(),
+      code: extra.code ?? '',
+      error: extra.error,
+      advice: extra.advice,
+    };
+  };
+
+  app.get(BASE, { preHandler: web.requireLogin }, async (_request, reply) => {
+    const status = await web.oauth.status('google');
+    return reply.render('oauth-google', { title: 'OAuth 2.0 (Google) Settings', status, base: BASE, now: Date.now(), redirectUri: redirectUri() });
+  });
+
+  app.get(`${BASE}/status`, { preHandler: web.requireLogin }, async (_request, reply) => {
+    const status = await web.oauth.status('google');
+    return reply.render('partials/oauth-status', { status, base: BASE, now: Date.now() });
+  });
+
+  app.get(`${BASE}/edit`, { preHandler: web.requireSendSettings }, async (_request, reply) => {
+    const status = await web.oauth.status('google');
+    return reply.render('oauth-google-edit', {
+      title: 'Edit Basic Settings',
+      base: BASE,
+      form: {
+        enabled: status.enabled,
+        verifyServerCertificate: status.settings.verifyServerCertificate,
+        addCnToVerificationItems: status.settings.addCnToVerificationItems,
+        clientId: status.settings.clientId ?? '',
+        authorizationEndpoint: status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT,
+        tokenEndpoint: status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT,
+      },
+      hasClientSecret: status.settings.hasClientSecret,
+      errors: {},
+      redirectUri: redirectUri(),
+    });
+  });
+
+  app.post(`${BASE}/edit`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    if (checkbox(body, 'cancel')) return reply.redirect(BASE, 303);
+    const form = {
+      enabled: checkbox(body, 'enabled'),
+      verifyServerCertificate: checkbox(body, 'verifyServerCertificate'),
+      addCnToVerificationItems: checkbox(body, 'addCnToVerificationItems'),
+      clientId: text(body, 'clientId'),
+      clientSecret: text(body, 'clientSecret'),
+      authorizationEndpoint: text(body, 'authorizationEndpoint'),
+      tokenEndpoint: text(body, 'tokenEndpoint'),
+    };
+    const result = await web.oauth.saveGoogleSettings(form, request.user!.username);
+    if (!result.ok) {
+      const status = await web.oauth.status('google');
+      return reply.render(
+        'oauth-google-edit',
+        {
+          title: 'Edit Basic Settings',
+          base: BASE,
+          form: { ...form, clientSecret: '' },
+          hasClientSecret: status.settings.hasClientSecret,
+          errors: result.errors,
+          redirectUri: redirectUri(),
+        },
+        400,
+      );
+    }
+    request.session.googleAuthorization = undefined;
+    web.setFlash(request, {
+      type: 'success',
+      text: form.enabled
+        ? `Settings saved. Postern is checking the connection.${result.identityChanged ? ' Next, under Information for Authorization, click Register.' : ''}`
+        : 'Settings saved. OAuth 2.0 (Google) is not in use.',
+    });
+    return reply.redirect(BASE, 303);
+  });
+
+  app.get(`${BASE}/register`, { preHandler: web.requireSendSettings }, async (request, reply) => {
+    const data = await registerPage(request, { fresh: true });
+    return reply.render('oauth-google-register', data);
+  });
+
+  app.post(`${BASE}/register`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    if (checkbox(body, 'cancel')) {
+      request.session.googleAuthorization = undefined;
+      return reply.redirect(BASE, 303);
+    }
+    const code = text(body, 'code');
+    try {
+      const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, code, request.user!.username);
+      request.session.googleAuthorization = undefined;
+      web.setFlash(request, { type: 'success', text: `Authorization registered${mailbox ? ` for ${mailbox}` : ''}. Token Status is Active.` });
+      return reply.redirect(BASE, 303);
+    } catch (error) {
+      if (!(error instanceof AuthorizationRejected)) throw error;
+      // A consumed attempt cannot be used again: offer a fresh URL. Otherwise keep the current one, so a
+      // mistyped paste can be corrected without signing in again.
+      const consumed = error.reason !== 'invalid' && error.reason !== 'state-mismatch' && error.reason !== 'no-attempt';
+      const data = await registerPage(request, { error: error.message, advice: error.advice, code: consumed ? '' : code, fresh: consumed });
+      return reply.render('oauth-google-register', data, 400);
+    }
+  });
+
+  app.post(`${BASE}/token/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    await web.oauth.deleteToken('google', request.user!.username);
+    web.setFlash(request, { type: 'success', text: 'The token was deleted. Token Status is Not Registered.' });
+    return reply.redirect(BASE, 303);
+  });
+
+  // The loopback redirect (http://127.0.0.1:<port>/oauth2/google/callback): reaches Postern only when the
+  // admin's browser runs on Postern's host. From anywhere else the browser shows an error page whose
+  // address the admin pastes into Authorization Code instead.
+  app.get(GOOGLE_CALLBACK_PATH, async (request, reply) => {
+    const url = `${redirectUri()}${request.url.slice(GOOGLE_CALLBACK_PATH.length)}`;
+    if (!request.user || !canChangeSendSettings(request.user.role)) {
+      return reply.render('oauth-google-callback', {
+        title: 'Register Information for Authorization',
+        nav: Boolean(request.user),
+        pastedUrl: url,
+        error: request.user
+          ? 'Administrator or Network Administrator privileges are required to register the authorization.'
+          : 'Log in to the Remote UI in this browser, or copy this page\'s address into Authorization Code on the Register Information for Authorization screen.',
+      });
+    }
+    try {
+      const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, url, request.user.username);
+      request.session.googleAuthorization = undefined;
+      web.setFlash(request, { type: 'success', text: `Authorization registered${mailbox ? ` for ${mailbox}` : ''}. Token Status is Active.` });
+      return reply.redirect(BASE, 303);
+    } catch (error) {
+      if (!(error instanceof AuthorizationRejected)) throw error;
+      const data = await registerPage(request, { error: error.message, advice: error.advice, fresh: true });
+      return reply.render('oauth-google-register', data, 400);
+    }
+  });
+}
