@@ -119,7 +119,7 @@ describe('device authorization grant', () => {
     // Polls carried exactly the device_code grant and no client secret, never faster than the interval.
     const polls = ms.tokenRequests.filter((r) => r.grantType === 'urn:ietf:params:oauth:grant-type:device_code');
     expect(polls.length).toBeGreaterThan(0);
-    for (let i = 1; i < polls.length; i++) expect(polls[i]!.time - polls[i - 1]!.time).toBeGreaterThanOrEqual(950);
+    for (let i = 1; i < polls.length; i++) expect(polls[i]!.time.getTime() - polls[i - 1]!.time.getTime()).toBeGreaterThanOrEqual(950);
   });
 
   test('refresh rotates the refresh token and saves it before the new access token is used', async () => {
