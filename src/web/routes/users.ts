@@ -54,7 +54,6 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
       return reply.redirect(BASE, 303);
     }
     await web.users.remove(id);
-    await web.store.db.deleteFrom('sessions').execute().catch(() => undefined);
     await web.audit.record(request.user!.username, 'user.removed', user.username);
     web.setFlash(request, { type: 'success', text: `Removed ${user.username}.` });
     return reply.redirect(BASE, 303);

@@ -1,0 +1,86 @@
+/**
+ * The run contract as a process: configuration from the environment, port 0 with the bound port in the log,
+ * the first administrator's password printed once, one clear line for invalid configuration.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, test } from 'vitest';
+
+const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
+
+function run(env: Record<string, string>, until?: (stdout: string) => boolean): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', MAIN], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/tmp', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`process did not finish: ${stdout}\n${stderr}`));
+    }, 30_000);
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      if (until?.(stdout)) child.kill('SIGTERM');
+    });
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+const listening = (stdout: string) => /"msg":"Remote UI listening"/.test(stdout);
+
+describe('run contract', () => {
+  test('port 0: the bound port is logged; a random admin password is printed once, then never again', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+    const env = { POSTERN_DATA_DIR: dataDir, POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_HOST: '127.0.0.1' };
+    const first = await run(env, listening);
+    expect(first.code).toBe(0);
+    const line = first.stdout.split('\n').find((l) => l.includes('Remote UI listening'))!;
+    const port = JSON.parse(line).port;
+    expect(port).toBeGreaterThan(0);
+    const password = /Password:\s+(\S+)/.exec(first.stdout)?.[1];
+    expect(password).toMatch(/^[A-Za-z0-9]{20}$/);
+
+    const second = await run(env, listening);
+    expect(second.code).toBe(0);
+    expect(second.stdout).not.toContain('Password:');
+    expect(second.stdout).not.toContain(password!);
+  });
+
+  test('POSTERN_ADMIN_PASSWORD is used and not printed', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+    const result = await run(
+      { POSTERN_DATA_DIR: dataDir, POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_HOST: '127.0.0.1', POSTERN_ADMIN_PASSWORD: 'given-password-123' },
+      listening,
+    );
+    expect(result.code).toBe(0);
+    expect(result.stdout).not.toContain('given-password-123');
+    expect(result.stdout).not.toContain('First administrator created');
+  });
+
+  test.each([
+    [{ POSTERN_HTTP_PORT: 'eighty' }, /^postern: Invalid configuration: POSTERN_HTTP_PORT must be a port number/],
+    [{ POSTERN_DATABASE_URL: 'sqlite://x' }, /^postern: Invalid configuration: POSTERN_DATABASE_URL/],
+  ])('invalid configuration %o stops start-up with one line', async (env, message) => {
+    const result = await run({ POSTERN_DATA_DIR: mkdtempSync(join(tmpdir(), 'postern-run-')), ...env });
+    expect(result.code).toBe(78);
+    expect(result.stderr.trim()).toMatch(message);
+    expect(result.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  test('a key that does not match the database stops start-up with one line', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+    const env = { POSTERN_DATA_DIR: dataDir, POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_HOST: '127.0.0.1' };
+    expect((await run(env, listening)).code).toBe(0);
+    const result = await run({ ...env, POSTERN_SECRET_KEY: Buffer.alloc(32, 5).toString('base64') });
+    expect(result.code).toBe(78);
+    expect(result.stderr.trim()).toMatch(/^postern: POSTERN_SECRET_KEY does not match/);
+  });
+});
