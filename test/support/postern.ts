@@ -91,8 +91,8 @@ export class WebClient {
     return { ...(cookie ? { cookie } : {}), ...extra };
   }
 
-  async get(path: string): Promise<string> {
-    const response = await fetch(new URL(path, this.baseUrl), { headers: this.#headers(), redirect: 'manual' });
+  async #request(path: string, init: RequestInit = {}): Promise<string> {
+    const response = await fetch(new URL(path, this.baseUrl), { ...init, headers: this.#headers(init.headers as Record<string, string>), redirect: 'manual' });
     this.#store(response);
     this.lastStatus = response.status;
     this.lastLocation = response.headers.get('location') ?? undefined;
@@ -100,6 +100,10 @@ export class WebClient {
     const token = /name="_csrf" value="([^"]+)"/.exec(html)?.[1];
     if (token) this.#csrf = token;
     return html;
+  }
+
+  async get(path: string): Promise<string> {
+    return this.#request(path);
   }
 
   /** Follows redirects for GETs, like a browser. */
@@ -113,20 +117,11 @@ export class WebClient {
 
   /** Posts a form with the current CSRF token (unless `_csrf` is given). Returns the response body. */
   async post(path: string, fields: Record<string, string> = {}): Promise<string> {
-    const body = new URLSearchParams({ _csrf: this.#csrf, ...fields });
-    const response = await fetch(new URL(path, this.baseUrl), {
+    return this.#request(path, {
       method: 'POST',
-      headers: this.#headers({ 'content-type': 'application/x-www-form-urlencoded' }),
-      body,
-      redirect: 'manual',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ _csrf: this.#csrf, ...fields }),
     });
-    this.#store(response);
-    this.lastStatus = response.status;
-    this.lastLocation = response.headers.get('location') ?? undefined;
-    const html = await response.text();
-    const token = /name="_csrf" value="([^"]+)"/.exec(html)?.[1];
-    if (token) this.#csrf = token;
-    return html;
   }
 
   async login(username = 'admin', password = ADMIN_PASSWORD): Promise<void> {

@@ -3,15 +3,13 @@
  * Microsoft stand-in authorization server, checked by Dovecot's oauth2 passdb through introspection, submitted by
  * nodemailer, Python smtplib and curl, relayed by Postfix to the recording sink.
  */
-import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import nodemailer, { type Transporter } from 'nodemailer';
-import { Agent, fetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OUTLOOK_SMTP_SCOPE, startMicrosoftStandin, type MicrosoftStandin } from './oauth-standins.js';
 import { isPostfixAvailable, startPostfixWithDovecot, type PostfixWithDovecot } from './postfix-dovecot.js';
 import { createTestPki, type TestPki } from './test-ca.js';
-import { approveDeviceCode } from './user-agent.js';
+import { microsoftAccessToken, run } from './clients.js';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
@@ -214,41 +212,4 @@ function curlSubmit(user: string, token: string): Promise<{ code: number | null;
   );
 }
 
-function run(command: string, args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
 
-/** RFC 8628 device flow at the Microsoft stand-in, approved by the scripted user; returns the access token. */
-async function microsoftAccessToken(standin: MicrosoftStandin, email: string, scope: string): Promise<string> {
-  const dispatcher = new Agent({ connect: { ca: standin.ca } });
-  try {
-    const form = (body: Record<string, string>) => ({
-      method: 'POST',
-      dispatcher,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(body).toString(),
-    });
-    const authorization = (await (
-      await fetch(`${standin.endpoint()}/devicecode`, form({ client_id: standin.publicClientId, scope: `${scope} offline_access` }))
-    ).json()) as { device_code: string; user_code: string; verification_uri: string };
-    await approveDeviceCode({ verificationUri: authorization.verification_uri, userCode: authorization.user_code, email, password: 'correct horse', ca: standin.ca });
-    const response = await fetch(
-      `${standin.endpoint()}/token`,
-      form({ client_id: standin.publicClientId, grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: authorization.device_code }),
-    );
-    const tokenResponse = (await response.json()) as { access_token?: string };
-    if (!tokenResponse.access_token) throw new Error(`no access token: ${JSON.stringify(tokenResponse)}`);
-    return tokenResponse.access_token;
-  } finally {
-    await dispatcher.close();
-  }
-}

@@ -3,7 +3,6 @@
  * with real clients (nodemailer, Python smtplib, curl) and real tokens from the stand-in authorization servers
  * (oauth-standins.ts), checked by RFC 7662 introspection on every AUTH.
  */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import nodemailer, { type Transporter } from 'nodemailer';
@@ -18,8 +17,9 @@ import {
   type MicrosoftStandin,
 } from './oauth-standins.js';
 import { createTestPki, type TestPki } from './test-ca.js';
+import { microsoftAccessToken, run } from './clients.js';
 import { parseBearerResponse, startUpstreamSmtp, type UpstreamSmtp } from './upstream-smtp.js';
-import { approveDeviceCode, authorizeInBrowserlessAgent } from './user-agent.js';
+import { authorizeInBrowserlessAgent } from './user-agent.js';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
@@ -416,48 +416,11 @@ function curlSmtp(port: number, user: string, token: string): Promise<{ code: nu
   );
 }
 
-function run(command: string, args: string[], input?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-    child.stdin.end(input ?? '');
-  });
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Tokens from the stand-in authorization servers, by their real flows
 // ---------------------------------------------------------------------------------------------------------------
 
-/** RFC 8628 device flow at the Microsoft stand-in, approved by the scripted user; returns the access token. */
-async function microsoftAccessToken(standin: MicrosoftStandin, email: string, scope: string): Promise<string> {
-  const dispatcher = new Agent({ connect: { ca: standin.ca } });
-  try {
-    const form = (body: Record<string, string>) => ({
-      method: 'POST',
-      dispatcher,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-      body: new URLSearchParams(body).toString(),
-    });
-    const authorization = (await (
-      await fetch(`${standin.endpoint()}/devicecode`, form({ client_id: standin.publicClientId, scope: `${scope} offline_access` }))
-    ).json()) as { device_code: string; user_code: string; verification_uri: string };
-    await approveDeviceCode({ verificationUri: authorization.verification_uri, userCode: authorization.user_code, email, password: PASSWORD, ca: standin.ca });
-    const response = await fetch(
-      `${standin.endpoint()}/token`,
-      form({ client_id: standin.publicClientId, grant_type: 'urn:ietf:params:oauth:grant-type:device_code', device_code: authorization.device_code }),
-    );
-    const tokenResponse = (await response.json()) as { access_token?: string };
-    if (!tokenResponse.access_token) throw new Error(`no access token: ${JSON.stringify(tokenResponse)}`);
-    return tokenResponse.access_token;
-  } finally {
-    await dispatcher.close();
-  }
-}
 
 /** Authorization code + PKCE at the Google stand-in (loopback redirect, never contacted); returns the access token. */
 async function googleAccessToken(standin: GoogleStandin, email: string): Promise<string> {
