@@ -58,6 +58,19 @@ export function settingsOf(row: AccountRow): AccountSettings {
   };
 }
 
+/** The token columns of an account that holds no tokens. */
+const NO_TOKENS = {
+  access_token_enc: null,
+  access_token_expires_at: null,
+  refresh_token_enc: null,
+  granted_scope: null,
+  token_issued_at: null,
+  refresh_failures: 0,
+  next_refresh_attempt_at: null,
+  refresh_lease_owner: null,
+  refresh_lease_until: null,
+} as const;
+
 const secretContext = (accountId: string, column: string) => `oauth_accounts.${column}:${accountId}`;
 const deviceCodeContext = (accountId: string) => `device_authorizations.device_code:${accountId}`;
 
@@ -99,15 +112,7 @@ export class OAuthAccounts {
         token_status_at: now,
         mailbox: null,
         display_name: null,
-        access_token_enc: null,
-        access_token_expires_at: null,
-        refresh_token_enc: null,
-        granted_scope: null,
-        token_issued_at: null,
-        refresh_failures: 0,
-        next_refresh_attempt_at: null,
-        refresh_lease_owner: null,
-        refresh_lease_until: null,
+        ...NO_TOKENS,
         created_at: now,
         updated_at: now,
       })
@@ -195,15 +200,7 @@ export class OAuthAccounts {
   /** Forgets the tokens (Delete token, or a definitive failure); settings stay. */
   async clearTokens(id: string, status: TokenStatus, details: { error?: string | null; advice?: string | null } = {}, keepMailbox = false): Promise<void> {
     await this.setTokenStatus(id, status, details, {
-      access_token_enc: null,
-      access_token_expires_at: null,
-      refresh_token_enc: null,
-      granted_scope: null,
-      token_issued_at: null,
-      refresh_failures: 0,
-      next_refresh_attempt_at: null,
-      refresh_lease_owner: null,
-      refresh_lease_until: null,
+      ...NO_TOKENS,
       ...(keepMailbox ? {} : { mailbox: null, display_name: null }),
     });
   }
