@@ -5,8 +5,10 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Config } from './config.js';
+import { QUEUE_DEFAULTS, type Config } from './config.js';
 import type { Logger } from './log.js';
 import { OAuthAccounts } from './oauth/accounts.js';
 import { DevicePoller } from './oauth/device-poller.js';
@@ -14,12 +16,25 @@ import { GoogleAuthorization } from './oauth/google.js';
 import { OAuthHttp } from './oauth/http.js';
 import { OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
+import { MessageQueue } from './queue/queue.js';
+import { QueueManager } from './queue/queue-manager.js';
+import { Spool } from './queue/spool.js';
+import { DeviceAccounts } from './smtp-in/devices.js';
+import { RelayServer } from './smtp-in/relay-server.js';
+import { relayCertificateNames, RelaySettings } from './smtp-in/relay-settings.js';
+import { SmtpDelivery } from './smtp-out/delivery.js';
+import { EmailSettings } from './smtp-out/email-settings.js';
+import { UpstreamTransport } from './smtp-out/upstream-transport.js';
 import { AuditLog } from './store/audit.js';
 import { CaCertificates } from './store/ca-certificates.js';
 import { openStore, type Store } from './store/store.js';
 import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
 import { buildWebApp } from './web/app.js';
+import { LoginThrottle } from './web/login-throttle.js';
+import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
+import { registerQueueRoutes } from './web/routes/queue.js';
+import { registerRelaySettingsRoutes } from './web/routes/relay-settings.js';
 
 export interface Postern {
   config: Config;
@@ -32,8 +47,16 @@ export interface Postern {
   oauth: OAuthService;
   poller: DevicePoller;
   web: FastifyInstance;
+  emailSettings: EmailSettings;
+  relaySettings: RelaySettings;
+  devices: DeviceAccounts;
+  queue: MessageQueue;
+  queueManager: QueueManager;
+  relay: RelayServer;
+  transport: UpstreamTransport;
   /** Bound addresses, known after start(). */
   httpPort: number;
+  smtpPort: number;
   /** The generated first-administrator password, when one was generated at this start. */
   generatedAdminPassword: string | undefined;
   start(): Promise<void>;
@@ -56,9 +79,57 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const google = new GoogleAuthorization({ accounts, http, audit, log });
   const oauth = new OAuthService({ accounts, http, poller, google, audit, log });
 
+  // Sending: device relay (smtp-in) → queue (spool + rows) → queue manager → delivery with XOAUTH2 (smtp-out).
+  const tuning = { ...QUEUE_DEFAULTS, ...config.queue };
+  const name = hostname();
+  const queue = new MessageQueue(store, Spool.open(join(config.dataDir, 'spool')), { tuning });
+  const emailSettings = new EmailSettings(store);
+  const relaySettings = new RelaySettings(store);
+  const devices = new DeviceAccounts(store);
+  await relaySettings.ensureCertificate(relayCertificateNames(config.host));
+  const delivery = new SmtpDelivery({ tokens, trust, log, clientName: name });
+  const transport = new UpstreamTransport(emailSettings, tokens, delivery, name);
+  const queueManager = new QueueManager({ queue, transport, log, tuning, reportingMta: name });
+  emailSettings.onChange(() => {
+    delivery.closeIdle();
+    queueManager.invalidateRoute();
+  });
+  const relay = new RelayServer({
+    host: config.host,
+    port: config.smtpPort,
+    hostname: name,
+    settings: relaySettings,
+    devices,
+    throttle: new LoginThrottle(),
+    intake: queue,
+    log,
+    onAccepted: (message) => queueManager.offer(message),
+  });
+
   const { generatedPassword } = await users.ensureFirstAdministrator(config.adminPassword);
   let boundHttpPort = config.httpPort;
-  const web = await buildWebApp({ store, users, audit, caCertificates, oauth, log, httpPort: () => boundHttpPort });
+  const web = await buildWebApp({
+    store,
+    users,
+    audit,
+    caCertificates,
+    oauth,
+    log,
+    httpPort: () => boundHttpPort,
+    plugins: [
+      (app, context) =>
+        registerEmailSettingsRoutes(app, context, { emailSettings, oauth, audit, sendTestEmail: (to, actor) => transport.sendTestEmail(to, actor) }),
+      (app, context) =>
+        registerRelaySettingsRoutes(app, context, {
+          relaySettings,
+          devices,
+          audit,
+          listener: () => ({ host: config.host, port: relay.port || config.smtpPort }),
+          certificateNames: () => relayCertificateNames(config.host),
+        }),
+      (app, context) => registerQueueRoutes(app, context, { queue, audit, kick: () => queueManager.kick() }),
+    ],
+  });
 
   const postern: Postern = {
     config,
@@ -71,16 +142,30 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     oauth,
     poller,
     web,
+    emailSettings,
+    relaySettings,
+    devices,
+    queue,
+    queueManager,
+    relay,
+    transport,
     httpPort: 0,
+    smtpPort: 0,
     generatedAdminPassword: generatedPassword,
     async start() {
       await poller.start();
       tokens.start();
+      await queueManager.start();
+      postern.smtpPort = await relay.start();
+      log.info({ host: config.host, port: postern.smtpPort }, 'SMTP relay listening');
       await web.listen({ host: config.host, port: config.httpPort });
       postern.httpPort = boundHttpPort = (web.server.address() as AddressInfo).port;
       log.info({ host: config.host, port: postern.httpPort, url: `http://${displayHost(config.host)}:${postern.httpPort}/` }, 'Remote UI listening');
     },
     async stop() {
+      // Stop accepting mail first, then let deliveries finish (or give their messages back), then the rest.
+      await relay.stop();
+      await queueManager.stop();
       await web.close();
       await poller.stop();
       await tokens.stop();

@@ -23,7 +23,42 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** PEM file of extra CAs (Node's NODE_EXTRA_CA_CERTS), trusted in addition to the system roots. */
   extraCaFile: string | undefined;
+  /** Queue retry schedule and concurrency; defaults (QUEUE_DEFAULTS) when absent. */
+  queue?: Partial<QueueTuning>;
 }
+
+/**
+ * The retry schedule is data, configurable as RFC 5321 §4.5.4.1 asks: the first retry after `retryBaseMs`,
+ * doubling up to `retryMaxMs` (≥ 30 min in steady state), giving up after `lifetimeMs` (4–5 days).
+ */
+export interface QueueTuning {
+  retryBaseMs: number;
+  retryMaxMs: number;
+  lifetimeMs: number;
+  /** Deliveries in progress at once (one upstream connection each). */
+  concurrency: number;
+}
+
+export const QUEUE_DEFAULTS: QueueTuning = {
+  retryBaseMs: 60_000,
+  retryMaxMs: 30 * 60_000,
+  lifetimeMs: 5 * 24 * 60 * 60_000,
+  concurrency: 4,
+};
+
+const seconds = (name: string) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const n = Number(value.trim());
+      if (!/^\d+(\.\d+)?$/.test(value.trim()) || !Number.isFinite(n) || n <= 0) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be a positive number of seconds, got "${value}"` });
+        return z.NEVER;
+      }
+      return Math.round(n * 1000);
+    });
 
 const port = (name: string, fallback: number) =>
   z
@@ -110,6 +145,21 @@ const schema = z.object({
     .optional()
     .default('info'),
   NODE_EXTRA_CA_CERTS: z.string().optional(),
+  POSTERN_QUEUE_RETRY_BASE_SECONDS: seconds('POSTERN_QUEUE_RETRY_BASE_SECONDS'),
+  POSTERN_QUEUE_RETRY_MAX_SECONDS: seconds('POSTERN_QUEUE_RETRY_MAX_SECONDS'),
+  POSTERN_QUEUE_LIFETIME_SECONDS: seconds('POSTERN_QUEUE_LIFETIME_SECONDS'),
+  POSTERN_QUEUE_CONCURRENCY: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const n = Number(value.trim());
+      if (!/^\d+$/.test(value.trim()) || n < 1 || n > 64) {
+        ctx.addIssue({ code: 'custom', message: `POSTERN_QUEUE_CONCURRENCY must be a whole number from 1 to 64, got "${value}"` });
+        return z.NEVER;
+      }
+      return n;
+    }),
 });
 
 /**
@@ -139,5 +189,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secretKey: value.POSTERN_SECRET_KEY,
     logLevel: value.POSTERN_LOG_LEVEL,
     extraCaFile: value.NODE_EXTRA_CA_CERTS && value.NODE_EXTRA_CA_CERTS !== '' ? value.NODE_EXTRA_CA_CERTS : undefined,
+    queue: {
+      ...(value.POSTERN_QUEUE_RETRY_BASE_SECONDS !== undefined ? { retryBaseMs: value.POSTERN_QUEUE_RETRY_BASE_SECONDS } : {}),
+      ...(value.POSTERN_QUEUE_RETRY_MAX_SECONDS !== undefined ? { retryMaxMs: value.POSTERN_QUEUE_RETRY_MAX_SECONDS } : {}),
+      ...(value.POSTERN_QUEUE_LIFETIME_SECONDS !== undefined ? { lifetimeMs: value.POSTERN_QUEUE_LIFETIME_SECONDS } : {}),
+      ...(value.POSTERN_QUEUE_CONCURRENCY !== undefined ? { concurrency: value.POSTERN_QUEUE_CONCURRENCY } : {}),
+    },
   };
 }

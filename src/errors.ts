@@ -27,6 +27,32 @@ export const ErrorCodes = {
   OAUTH_AUTHORIZATION_RESPONSE_REJECTED: 'POSTERN_OAUTH_AUTHORIZATION_RESPONSE_REJECTED',
   /** A request from the Remote UI failed validation. */
   WEB_INVALID_INPUT: 'POSTERN_WEB_INVALID_INPUT',
+  /** Relay: a device sent MAIL without authenticating from a network that is not allowed (530 5.7.0). */
+  SMTP_AUTH_REQUIRED: 'POSTERN_SMTP_AUTH_REQUIRED',
+  /** Relay: a device's user name or password was wrong (535 5.7.8). */
+  SMTP_AUTH_FAILED: 'POSTERN_SMTP_AUTH_FAILED',
+  /** Relay: too many failed device logins from an address (454 4.7.0). */
+  SMTP_AUTH_THROTTLED: 'POSTERN_SMTP_AUTH_THROTTLED',
+  /** Relay: the message is larger than the maximum message size (552 5.3.4). */
+  SMTP_MESSAGE_TOO_BIG: 'POSTERN_SMTP_MESSAGE_TOO_BIG',
+  /** Relay: the message holds a bare CR or LF and the relay is set to reject those (554 5.6.0). */
+  SMTP_BARE_NEWLINE: 'POSTERN_SMTP_BARE_NEWLINE',
+  /** Relay: the relay certificate or key given by the administrator is not usable. */
+  SMTP_CERTIFICATE_INVALID: 'POSTERN_SMTP_CERTIFICATE_INVALID',
+  /** Delivery: the upstream server could not be reached or the session broke (network, TLS, timeout). */
+  SMTP_UPSTREAM_CONNECTION: 'POSTERN_SMTP_UPSTREAM_CONNECTION',
+  /** Delivery: the upstream server refused the XOAUTH2/OAUTHBEARER login, also after one forced token refresh. */
+  SMTP_UPSTREAM_AUTH_FAILED: 'POSTERN_SMTP_UPSTREAM_AUTH_FAILED',
+  /** Delivery: the upstream server offers no OAuth SASL mechanism (or no STARTTLS where it is required). */
+  SMTP_UPSTREAM_UNSUPPORTED: 'POSTERN_SMTP_UPSTREAM_UNSUPPORTED',
+  /** Delivery: the upstream server refused the message (a 4xx or 5xx reply after MAIL, RCPT or DATA). */
+  SMTP_UPSTREAM_REJECTED: 'POSTERN_SMTP_UPSTREAM_REJECTED',
+  /** Queue: the spooled copy of a message is missing or unreadable. */
+  QUEUE_SPOOL_MISSING: 'POSTERN_QUEUE_SPOOL_MISSING',
+  /** Queue: the message could not be committed to stable storage (the device gets 451 and keeps it). */
+  QUEUE_COMMIT_FAILED: 'POSTERN_QUEUE_COMMIT_FAILED',
+  /** Queue: the queue is shutting down and takes no new messages (421 4.3.2). */
+  QUEUE_STOPPING: 'POSTERN_QUEUE_STOPPING',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

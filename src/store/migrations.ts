@@ -130,6 +130,97 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.createIndex('audit_log_at').on('audit_log').column('at').execute();
     },
   }),
+  '002_relay_queue': (dialect) => ({
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('email_settings')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('account_id', 'text', (c) => c.notNull())
+        .addColumn('smtp_host', 'text', (c) => c.notNull())
+        .addColumn('smtp_port', 'integer', (c) => c.notNull())
+        .addColumn('tls_mode', 'text', (c) => c.notNull())
+        .addColumn('verify_server_certificate', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('add_cn_to_verification_items', 'integer', (c) => c.notNull().defaultTo(1))
+        .addColumn('sender_address', 'text')
+        .addColumn('allowed_from_addresses', 'text', (c) => c.notNull().defaultTo(''))
+        .addColumn('messages_per_minute', 'integer', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('relay_settings')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('allowed_networks', 'text', (c) => c.notNull().defaultTo(''))
+        .addColumn('max_message_size', 'bigint', (c) => c.notNull())
+        .addColumn('allow_insecure_auth', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('allow_legacy_tls', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('bare_newlines', 'text', (c) => c.notNull())
+        .addColumn('tls_cert', 'text')
+        .addColumn('tls_key_enc', 'text')
+        .addColumn('tls_cert_source', 'text')
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+
+      await db.schema
+        .createTable('relay_devices')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('username', 'text', (c) => c.notNull().unique())
+        .addColumn('password_hash', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('last_login_at', 'bigint')
+        .execute();
+
+      await db.schema
+        .createTable('queue_messages')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('node_id', 'text', (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('reverse_path', 'text', (c) => c.notNull())
+        .addColumn('recipients', 'text', (c) => c.notNull())
+        .addColumn('size', 'bigint', (c) => c.notNull())
+        .addColumn('body_8bit', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('smtputf8', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('header_from', 'text')
+        .addColumn('subject', 'text')
+        .addColumn('message_id_header', 'text')
+        .addColumn('client', 'text', (c) => c.notNull())
+        .addColumn('is_bounce', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('received_at', 'bigint', (c) => c.notNull())
+        .addColumn('next_attempt_at', 'bigint', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('lease_owner', 'text')
+        .addColumn('lease_until', 'bigint')
+        .addColumn('last_code', 'integer')
+        .addColumn('last_reply', 'text')
+        .addColumn('last_advice', 'text')
+        .addColumn('done_at', 'bigint')
+        .execute();
+      await db.schema
+        .createIndex('queue_messages_due')
+        .on('queue_messages')
+        .columns(['node_id', 'state', 'next_attempt_at'])
+        .execute();
+      await db.schema.createIndex('queue_messages_received_at').on('queue_messages').column('received_at').execute();
+
+      await db.schema
+        .createTable('delivery_log')
+        .addColumn('id', autoIncrementId(dialect), (c) =>
+          dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+        )
+        .addColumn('queue_id', 'text', (c) => c.notNull())
+        .addColumn('at', 'bigint', (c) => c.notNull())
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('recipients', 'text')
+        .addColumn('code', 'integer')
+        .addColumn('reply', 'text')
+        .addColumn('advice', 'text')
+        .execute();
+      await db.schema.createIndex('delivery_log_queue_id').on('delivery_log').column('queue_id').execute();
+      await db.schema.createIndex('delivery_log_at').on('delivery_log').column('at').execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

@@ -129,7 +129,116 @@ export interface AuditLogTable {
   detail: string | null;
 }
 
+/** How Postern reaches the upstream SMTP server: STARTTLS on 587, or implicit TLS on 465. */
+export type UpstreamTlsMode = 'starttls' | 'tls';
+
+/** E-Mail Settings: one row (id 'default'), the upstream SMTP server and sender of all relayed mail. */
+export interface EmailSettingsTable {
+  id: string;
+  /** The OAuth account that sends: 'microsoft' or 'google'. */
+  account_id: ProviderId;
+  smtp_host: string;
+  smtp_port: number;
+  tls_mode: UpstreamTlsMode;
+  verify_server_certificate: number;
+  add_cn_to_verification_items: number;
+  /** Sender E-Mail Address; null means the authorized mailbox. */
+  sender_address: string | null;
+  /** Other header From addresses a device may keep (Send As / "Send mail as"), one per line. */
+  allowed_from_addresses: string;
+  /** Pacing of the sending account; 0 = no limit. */
+  messages_per_minute: number;
+  updated_at: number;
+}
+
+/** How the relay treats a bare CR or LF inside DATA (SMTP smuggling defence, PROTOCOL.md §5.1). */
+export type BareNewlinePolicy = 'normalize' | 'reject';
+
+/** Relay Settings: one row (id 'default'). */
+export interface RelaySettingsTable {
+  id: string;
+  /** CIDR ranges whose devices may send without AUTH, one per line. */
+  allowed_networks: string;
+  max_message_size: number;
+  /** Legacy switch: AUTH PLAIN/LOGIN without STARTTLS. */
+  allow_insecure_auth: number;
+  /** Legacy switch: TLS 1.0/1.1 and weak ciphers for old devices. */
+  allow_legacy_tls: number;
+  bare_newlines: BareNewlinePolicy;
+  /** The relay's STARTTLS certificate chain (PEM) and its key (SecretBox ciphertext). */
+  tls_cert: string | null;
+  tls_key_enc: string | null;
+  tls_cert_source: 'generated' | 'uploaded' | null;
+  updated_at: number;
+}
+
+/** Relay device accounts (AUTH PLAIN/LOGIN); passwords hashed with scrypt (store/passwords.ts). */
+export interface RelayDevicesTable {
+  id: string;
+  username: string;
+  password_hash: string;
+  created_at: number;
+  updated_at: number;
+  last_login_at: number | null;
+}
+
+/** Queue states, named as Postfix names its queues (DESIGN.md, queue). */
+export type QueueState = 'incoming' | 'active' | 'deferred' | 'held' | 'sent' | 'bounced';
+
+/** One relayed message; its body is a file in the spool directory of the node that accepted it. */
+export interface QueueMessagesTable {
+  id: string;
+  /** The Postern node whose spool holds the body (only that node delivers it). */
+  node_id: string;
+  state: QueueState;
+  /** The device's envelope sender (MAIL FROM); '' for the null sender. Bounces go here. */
+  reverse_path: string;
+  /** JSON array of the recipients still to deliver. */
+  recipients: string;
+  /** Bytes of the spooled (normalized) message. */
+  size: number;
+  body_8bit: number;
+  smtputf8: number;
+  header_from: string | null;
+  subject: string | null;
+  message_id_header: string | null;
+  /** Who submitted it: `device <user name>` or the client address. */
+  client: string;
+  /** 1 for a delivery status notification Postern generated (never bounced itself). */
+  is_bounce: number;
+  attempts: number;
+  received_at: number;
+  next_attempt_at: number;
+  /** After this a deferred message is returned to its sender (RFC 5321 §4.5.4.1: 4-5 days). */
+  expires_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  last_code: number | null;
+  last_reply: string | null;
+  last_advice: string | null;
+  done_at: number | null;
+}
+
+export type DeliveryEvent = 'accepted' | 'sent' | 'deferred' | 'held' | 'bounced' | 'bounce-queued' | 'deleted' | 'retry' | 'released' | 'requeued';
+
+/** The Log page: what happened to each message, with the upstream's reply. */
+export interface DeliveryLogTable {
+  id: Generated<number>;
+  queue_id: string;
+  at: number;
+  event: DeliveryEvent;
+  recipients: string | null;
+  code: number | null;
+  reply: string | null;
+  advice: string | null;
+}
+
 export interface Database {
+  email_settings: EmailSettingsTable;
+  relay_settings: RelaySettingsTable;
+  relay_devices: RelayDevicesTable;
+  queue_messages: QueueMessagesTable;
+  delivery_log: DeliveryLogTable;
   users: UsersTable;
   sessions: SessionsTable;
   meta: MetaTable;

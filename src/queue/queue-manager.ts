@@ -1,0 +1,444 @@
+/**
+ * The queue manager (Postfix's qmgr): picks due messages, leases them, hands them to the outbound
+ * transport, and records what happened.
+ *
+ * Purpose: deliver every committed message exactly as often as SMTP allows (once, barring the RFC 1047
+ *   window between the upstream's `250` and our commit), within the provider's pace, retrying transient
+ *   failures and returning permanent ones to their sender with one DSN.
+ * Inputs: due rows of this node's queue; the transport's route status (is there a usable token? which
+ *   account, what pace?). Outputs: outcomes and DSNs recorded through MessageQueue; log lines.
+ * Failure modes: no usable token → messages are held (not failed) and released when the token is usable
+ *   again; 4xx, network errors and timeouts → deferred with exponential backoff and jitter until
+ *   `lifetimeMs`, then bounced; 5xx → bounced at once. A crash leaves active rows behind: `start()`
+ *   requeues them (leases of a dead process mean nothing), and orphaned spool files are removed.
+ * Known limits: pacing is per process (see pacing.ts); the Queue page's Retry Now takes effect on the next
+ *   pass (at most `tickMs` later, usually at once).
+ */
+import type { Readable } from 'node:stream';
+import { randomUUID } from 'node:crypto';
+import type { QueueTuning } from '../config.js';
+import { describeError, type Logger } from '../log.js';
+import { buildDsn, statusOf, type FailedRecipient } from './dsn.js';
+import { Pacer } from './pacing.js';
+import { LeaseLostError, type MessageQueue, type QueuedMessage, type RecipientReply } from './queue.js';
+import { nextAttemptAt } from './retry-schedule.js';
+
+/** Where mail goes now, as the transport sees it. */
+export interface RouteStatus {
+  /** Pacing key: the sending account. */
+  accountId: string;
+  /** False while no usable token can be had (Token Status not Active, Use off, not authorized). */
+  ready: boolean;
+  /** Why not ready, for the Queue page and the Log. */
+  reason?: string | undefined;
+  advice?: string | undefined;
+  messagesPerMinute: number;
+  /** The address DSNs come from (the sender mailbox), when known. */
+  postmaster?: string | undefined;
+  /** The upstream host, for the DSN's Remote-MTA field. */
+  remoteMta?: string | undefined;
+}
+
+export type DeliveryResult =
+  | { status: 'delivered'; code: number | null; reply: string; accepted: string[]; rejected: RecipientReply[] }
+  | { status: 'deferred'; code: number | null; reply: string; advice: string }
+  | { status: 'failed'; code: number | null; reply: string; advice: string }
+  | { status: 'held'; reason: string; advice?: string | undefined };
+
+/** The queue's view of smtp-out (wired in app.ts). */
+export interface OutboundTransport {
+  route(): Promise<RouteStatus>;
+  deliver(message: QueuedMessage, body: () => Readable, route: RouteStatus): Promise<DeliveryResult>;
+  /** Ends in-flight sessions at once (shutdown after the grace period). */
+  abort(): Promise<void>;
+}
+
+export interface QueueManagerOptions {
+  queue: MessageQueue;
+  transport: OutboundTransport;
+  log: Logger;
+  tuning: QueueTuning;
+  /** The name DSNs are reported from. */
+  reportingMta: string;
+  tickMs?: number;
+  leaseMs?: number;
+  /** How long a route status is reused before asking the transport again. */
+  routeCacheMs?: number;
+  /** Finished messages and log entries are kept this long. */
+  retentionMs?: number;
+  now?: () => number;
+  random?: () => number;
+}
+
+const PRUNE_EVERY_MS = 60 * 60_000;
+/** Freshly accepted messages remembered for the fast path; more wait for a database scan. */
+const MAX_FRESH = 2000;
+
+export class QueueManager {
+  readonly owner = `qmgr-${randomUUID()}`;
+  readonly #queue: MessageQueue;
+  readonly #transport: OutboundTransport;
+  readonly #log: Logger;
+  readonly #tuning: QueueTuning;
+  readonly #pacer: Pacer;
+  readonly #now: () => number;
+  readonly #random: () => number;
+  readonly #tickMs: number;
+  readonly #leaseMs: number;
+  readonly #routeCacheMs: number;
+  readonly #retentionMs: number;
+  readonly #reportingMta: string;
+  readonly #active = new Map<string, Promise<void>>();
+  #route: { status: RouteStatus; at: number } | undefined;
+  #heldMayExist = true;
+  /** After a delivery found no usable token, held messages wait at least this long (no hot loop). */
+  #releaseNotBefore = 0;
+  #running = false;
+  #stopping = false;
+  #passing: Promise<void> | undefined;
+  #again = false;
+  #kickScheduled = false;
+  #timer: NodeJS.Timeout | undefined;
+  #wake: NodeJS.Timeout | undefined;
+  #wakeAt = Infinity;
+  /** Messages just committed by the relay: delivered without reading them back from the database. */
+  #fresh: QueuedMessage[] = [];
+  /** Whether the next pass must look in the database for due messages (timers, retries, Retry Now). */
+  #scanNeeded = true;
+  #lastPrune = 0;
+  #idleWaiters: Array<() => void> = [];
+
+  constructor(options: QueueManagerOptions) {
+    this.#queue = options.queue;
+    this.#transport = options.transport;
+    this.#log = options.log.child({ component: 'queue' });
+    this.#tuning = options.tuning;
+    this.#now = options.now ?? Date.now;
+    this.#random = options.random ?? Math.random;
+    this.#pacer = new Pacer(this.#now);
+    this.#tickMs = options.tickMs ?? 1000;
+    this.#leaseMs = options.leaseMs ?? 15 * 60_000;
+    this.#routeCacheMs = options.routeCacheMs ?? 1000;
+    this.#retentionMs = options.retentionMs ?? 30 * 24 * 60 * 60_000;
+    this.#reportingMta = options.reportingMta;
+  }
+
+  get activeCount(): number {
+    return this.#active.size;
+  }
+
+  async start(): Promise<void> {
+    if (this.#running) return;
+    const requeued = await this.#queue.requeueActive();
+    const orphans = await this.#queue.removeOrphans();
+    if (requeued > 0) this.#log.warn({ requeued }, 'messages that were being delivered when Postern stopped are due again');
+    if (orphans > 0) this.#log.info({ orphans }, 'removed spool files of messages that were never acknowledged');
+    this.#running = true;
+    this.#stopping = false;
+    this.#scanNeeded = true;
+    this.#timer = setInterval(() => this.kick(), this.#tickMs);
+    this.#timer.unref();
+    this.kick();
+  }
+
+  /** Asks for a pass soon that also looks in the database (timer, Retry Now, settings changed). */
+  kick(): void {
+    this.#scanNeeded = true;
+    this.#poke();
+  }
+
+  /** Hands over a message the relay just committed: the fast path, no database read before its lease. */
+  offer(message: QueuedMessage): void {
+    if (!this.#running || this.#stopping || this.#fresh.length >= MAX_FRESH) {
+      // The database has it; a scan finds it.
+      this.#queue.forgetBody(message);
+      this.#scanNeeded = true;
+      return;
+    }
+    this.#fresh.push(message);
+    this.#poke();
+  }
+
+  /** Asks for a pass soon (a message arrived, a delivery finished). */
+  #poke(): void {
+    if (!this.#running || this.#stopping) return;
+    if (this.#passing) {
+      this.#again = true;
+      return;
+    }
+    if (this.#kickScheduled) return;
+    this.#kickScheduled = true;
+    setImmediate(() => {
+      this.#kickScheduled = false;
+      this.#runPass();
+    });
+  }
+
+  /** Forget the cached route status (E-Mail Settings or a token changed). */
+  invalidateRoute(): void {
+    this.#route = undefined;
+    this.#heldMayExist = true;
+    this.#releaseNotBefore = 0;
+    this.kick();
+  }
+
+  #runPass(): void {
+    if (this.#passing || !this.#running || this.#stopping) return;
+    this.#passing = this.#pass()
+      .catch((error) => this.#log.error({ err: describeError(error) }, 'queue pass failed'))
+      .finally(() => {
+        this.#passing = undefined;
+        if (this.#again) {
+          this.#again = false;
+          this.#poke();
+        }
+        this.#notifyIdle();
+      });
+  }
+
+  async #routeStatus(): Promise<RouteStatus> {
+    const now = this.#now();
+    if (this.#route && now - this.#route.at < this.#routeCacheMs) return this.#route.status;
+    const status = await this.#transport.route();
+    this.#route = { status, at: this.#now() };
+    return status;
+  }
+
+  async #pass(): Promise<void> {
+    const now = this.#now();
+    if (now - this.#lastPrune > PRUNE_EVERY_MS) {
+      this.#lastPrune = now;
+      await this.#queue.prune(now - this.#retentionMs);
+    }
+    const route = await this.#routeStatus();
+    if (!route.ready) {
+      for (const message of this.#fresh) this.#queue.forgetBody(message);
+      this.#fresh = []; // they are due rows: holdDue takes them
+      const held = await this.#queue.holdDue(route.reason ?? 'The sending account has no usable token.', route.advice);
+      if (held > 0) {
+        this.#heldMayExist = true;
+        this.#log.warn({ held, reason: route.reason }, 'messages held until the sending account has a usable token');
+      }
+      return;
+    }
+    if (this.#heldMayExist && this.#now() >= this.#releaseNotBefore) {
+      this.#heldMayExist = false;
+      const released = await this.#queue.releaseHeld();
+      if (released > 0) {
+        this.#scanNeeded = true;
+        this.#log.info({ released }, 'held messages released: the sending account has a usable token again');
+      }
+    }
+    for (;;) {
+      if (this.#stopping) return;
+      const free = this.#tuning.concurrency - this.#active.size;
+      if (free <= 0) return;
+      const allowed = Math.min(free, this.#pacer.available(route.accountId, route.messagesPerMinute));
+      if (allowed <= 0) {
+        this.#wakeIn(this.#pacer.waitMs(route.accountId, route.messagesPerMinute));
+        return;
+      }
+      const batch: QueuedMessage[] = [];
+      while (batch.length < allowed && this.#fresh.length > 0) {
+        const message = this.#fresh.shift()!;
+        if (!this.#active.has(message.id)) batch.push(message);
+      }
+      let scanned = false;
+      if (batch.length < allowed && this.#scanNeeded) {
+        scanned = true;
+        const want = allowed - batch.length;
+        const due = await this.#queue.due(want, [...this.#active.keys(), ...batch.map((m) => m.id)]);
+        if (due.length < want) this.#scanNeeded = false;
+        batch.push(...due);
+      }
+      if (batch.length === 0) {
+        if (scanned) {
+          const next = await this.#queue.nextDueAt();
+          if (next !== undefined) this.#wakeIn(next - this.#now());
+        }
+        return;
+      }
+      const leased = await this.#queue.leaseMany(batch, this.owner, this.#leaseMs);
+      if (leased.length < batch.length) for (const message of batch) if (!leased.includes(message)) this.#queue.forgetBody(message);
+      for (const message of leased) {
+        if (this.#active.has(message.id)) continue;
+        this.#pacer.take(route.accountId);
+        const run = this.#deliver(message, route).finally(() => {
+          this.#active.delete(message.id);
+          this.#poke();
+          this.#notifyIdle();
+        });
+        this.#active.set(message.id, run);
+      }
+      if (leased.length === 0 && !this.#scanNeeded && this.#fresh.length === 0) return;
+    }
+  }
+
+  /** A pass with a database scan in `ms` (a retry or the pace comes due), unless one comes sooner anyway. */
+  #wakeIn(ms: number): void {
+    if (ms >= this.#tickMs) return; // the periodic tick comes first
+    const at = this.#now() + Math.max(1, ms);
+    if (this.#wake && this.#wakeAt <= at) return;
+    if (this.#wake) clearTimeout(this.#wake);
+    this.#wakeAt = at;
+    this.#wake = setTimeout(() => {
+      this.#wake = undefined;
+      this.#wakeAt = Infinity;
+      this.kick();
+    }, Math.max(1, ms));
+    this.#wake.unref();
+  }
+
+  async #deliver(message: QueuedMessage, route: RouteStatus): Promise<void> {
+    let result: DeliveryResult;
+    try {
+      result = await this.#transport.deliver(message, () => this.#queue.body(message), route);
+    } catch (error) {
+      result = { status: 'deferred', code: null, reply: describeError(error).message, advice: 'Postern retries automatically.' };
+    } finally {
+      this.#queue.forgetBody(message);
+    }
+    try {
+      if (this.#stopping && result.status === 'deferred' && result.code === null) {
+        // The session was cut short by shutdown: not an attempt worth counting.
+        await this.#queue.release(message, this.owner);
+        return;
+      }
+      await this.#record(message, route, result);
+    } catch (error) {
+      if (error instanceof LeaseLostError) {
+        this.#log.warn({ queueId: message.id }, 'lease lost while delivering; another pass took the message over');
+      } else {
+        this.#log.error({ err: describeError(error), queueId: message.id }, 'could not record a delivery outcome; the message will be tried again');
+      }
+    }
+  }
+
+  async #record(message: QueuedMessage, route: RouteStatus, result: DeliveryResult): Promise<void> {
+    const now = this.#now();
+    if (result.status === 'held') {
+      this.#route = undefined;
+      this.#heldMayExist = true;
+      this.#releaseNotBefore = this.#now() + 5 * this.#tickMs;
+      await this.#queue.hold(message, this.owner, result.reason, result.advice);
+      this.#log.warn({ queueId: message.id, reason: result.reason }, 'message held: no usable token');
+      return;
+    }
+    let delivered: string[] = [];
+    let retry: RecipientReply[] = [];
+    let failed: RecipientReply[] = [];
+    let deliveredReply: { code: number | null; reply: string } | undefined;
+    if (result.status === 'delivered') {
+      delivered = result.accepted;
+      deliveredReply = { code: result.code, reply: result.reply };
+      for (const r of result.rejected) (r.code !== null && r.code >= 500 ? failed : retry).push(r);
+    } else if (result.status === 'deferred') {
+      retry = message.recipients.map((recipient) => ({ recipient, code: result.code, reply: result.reply, advice: result.advice }));
+    } else {
+      failed = message.recipients.map((recipient) => ({ recipient, code: result.code, reply: result.reply, advice: result.advice }));
+    }
+    let next: number | undefined;
+    const expired: RecipientReply[] = [];
+    if (retry.length > 0) {
+      next = nextAttemptAt(message.attempts, now, message.expiresAt, this.#tuning, this.#random);
+      if (next === undefined) {
+        for (const r of retry) expired.push(r);
+        retry = [];
+      }
+    }
+    const allFailed = [...failed, ...expired];
+    const failures: FailedRecipient[] = [
+      ...failed.map((r) => ({ recipient: r.recipient, status: statusOf(r.reply, r.code), diagnostic: r.reply })),
+      ...expired.map((r) => ({
+        recipient: r.recipient,
+        status: '4.4.7',
+        diagnostic: `delivery time expired after ${Math.round((now - message.receivedAt) / 3_600_000)} hours; last reply: ${r.reply}`,
+        diagnosticType: 'x-postern' as const,
+      })),
+    ];
+    const bounceTo = allFailed.length > 0 && !message.isBounce && message.reversePath !== '' ? message.reversePath : undefined;
+    let bounce: { to: string; body: Buffer } | undefined;
+    if (bounceTo) {
+      const headers = await this.#queue.readHeaders(message.id).catch(() => Buffer.alloc(0));
+      bounce = {
+        to: bounceTo,
+        body: buildDsn({
+          reportingMta: this.#reportingMta,
+          remoteMta: route.remoteMta,
+          from: route.postmaster ?? bounceTo,
+          to: bounceTo,
+          queueId: message.id,
+          arrivalDate: new Date(message.receivedAt),
+          recipients: failures,
+          originalHeaders: headers,
+          originalSubject: message.subject,
+        }),
+      };
+    }
+    const summary =
+      result.status === 'delivered'
+        ? { code: result.code, reply: result.reply, advice: retry[0]?.advice ?? allFailed[0]?.advice }
+        : { code: result.code, reply: result.reply, advice: result.advice };
+    const outcome = await this.#queue.recordOutcome(message, this.owner, {
+      delivered,
+      deliveredReply,
+      retry,
+      nextAttemptAt: next,
+      failed: [
+        ...failed,
+        ...expired.map((r) => ({ ...r, reply: `delivery time expired; last reply: ${r.reply}` })),
+      ],
+      bounce,
+      summary,
+    });
+    // `replyCode`, not `code`: the log redacts `code` fields (OAuth authorization codes).
+    const fields = { queueId: message.id, state: outcome.state, replyCode: summary.code, reply: summary.reply, attempts: message.attempts };
+    if (outcome.state === 'sent' && retry.length === 0 && allFailed.length === 0) this.#log.info(fields, 'message delivered');
+    else if (outcome.state === 'deferred') this.#log.warn({ ...fields, nextAttemptAt: next, advice: summary.advice }, 'delivery deferred');
+    else this.#log.warn({ ...fields, failed: allFailed.map((r) => r.recipient), bounceId: outcome.bounceId, advice: summary.advice }, 'delivery failed for some recipients');
+    if (outcome.bounceId) this.kick();
+    if (outcome.state === 'deferred' && next !== undefined) this.#wakeIn(next - this.#now());
+  }
+
+  #notifyIdle(): void {
+    if (this.#active.size > 0 || this.#passing) return;
+    const waiters = this.#idleWaiters;
+    this.#idleWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  /** Resolves when no delivery and no pass is running (tests). */
+  whenIdle(): Promise<void> {
+    if (this.#active.size === 0 && !this.#passing) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /**
+   * Stops taking work; lets deliveries in flight finish for up to `graceMs`, then ends their sessions and
+   * gives their messages back (due again at the next start).
+   */
+  async stop(graceMs = 10_000): Promise<void> {
+    if (!this.#running) return;
+    this.#stopping = true;
+    if (this.#timer) clearInterval(this.#timer);
+    if (this.#wake) clearTimeout(this.#wake);
+    this.#timer = this.#wake = undefined;
+    await this.#passing;
+    if (this.#active.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const graceOver = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), graceMs);
+      });
+      const outcome = await Promise.race([Promise.allSettled([...this.#active.values()]).then(() => 'done' as const), graceOver]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
+        this.#log.warn({ active: this.#active.size }, 'ending deliveries still in progress at shutdown; their messages stay queued');
+        await this.#transport.abort();
+        await Promise.allSettled([...this.#active.values()]);
+      }
+    }
+    await this.#transport.abort();
+    await this.#queue.close();
+    this.#running = false;
+  }
+}

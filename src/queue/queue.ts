@@ -1,0 +1,738 @@
+/**
+ * The queue: one row per message (state, envelope, retry bookkeeping) plus its body in the spool.
+ *
+ * Purpose: the durable hand-over point between the relay (which only ever says `250` after `commit()`
+ *   resolved) and the queue manager (which leases due messages, delivers them and records the outcome).
+ * States (Postfix's names, DESIGN.md): `incoming` (committed, not tried yet) → `active` (leased by a
+ *   delivery) → `deferred` (will retry) / `held` (waiting for the sending account's Token Status to become
+ *   Active) → `sent` / `bounced` (final; the row stays for the Log page, the body is removed).
+ * Inputs: bodies and envelopes from the relay; outcomes from the queue manager; Retry Now / Delete from
+ *   the Remote UI. Outputs: rows for the queue manager and the Queue and Log pages.
+ * Failure modes: a failed commit rejects and the relay answers 451 (the device keeps the message). Every
+ *   transition of an active message checks the lease, so a delivery whose lease was taken over cannot
+ *   overwrite the newer outcome.
+ * Known limits: only the node whose spool holds a body delivers it (rows carry `node_id`).
+ */
+import type { Selectable } from 'kysely';
+import { Readable } from 'node:stream';
+import type { QueueTuning } from '../config.js';
+import type { DeliveryEvent, QueueMessagesTable, QueueState } from '../store/schema.js';
+import type { Store } from '../store/store.js';
+import { Spool, type SpoolWriter } from './spool.js';
+import { WriteBatcher } from './write-batcher.js';
+
+export type QueueRow = Selectable<QueueMessagesTable>;
+
+export interface QueuedMessage {
+  id: string;
+  state: QueueState;
+  reversePath: string;
+  recipients: string[];
+  size: number;
+  body8bit: boolean;
+  smtputf8: boolean;
+  headerFrom: string | null;
+  subject: string | null;
+  messageId: string | null;
+  client: string;
+  isBounce: boolean;
+  attempts: number;
+  receivedAt: number;
+  nextAttemptAt: number;
+  expiresAt: number;
+  leaseOwner: string | null;
+  leaseUntil: number | null;
+  lastCode: number | null;
+  lastReply: string | null;
+  lastAdvice: string | null;
+  doneAt: number | null;
+  /** The body, while a small message is on its way from the relay to its first delivery attempt. */
+  cachedBody?: Buffer | undefined;
+}
+
+/** Bodies up to this size are kept in memory between acceptance and the first attempt… */
+export const KEEP_BODY_BYTES = 64 * 1024;
+/** …as long as all kept bodies together stay under this. */
+export const KEEP_BODIES_TOTAL = 8 * 1024 * 1024;
+
+export interface MessageEnvelope {
+  /** MAIL FROM of the device ('' for the null sender). */
+  reversePath: string;
+  recipients: string[];
+  body8bit: boolean;
+  smtputf8: boolean;
+  headerFrom: string | null;
+  subject: string | null;
+  messageId: string | null;
+  client: string;
+}
+
+/** A message being received: stream the body into `body`, then `commit()` (durable) or `abort()`. */
+export interface IncomingMessage {
+  readonly id: string;
+  readonly body: SpoolWriter;
+  /** Durable once resolved; resolves with the queued message (state `incoming`). */
+  commit(envelope: MessageEnvelope): Promise<QueuedMessage>;
+  abort(): Promise<void>;
+}
+
+/** One recipient's reply from the upstream server. */
+export interface RecipientReply {
+  recipient: string;
+  code: number | null;
+  reply: string;
+  advice?: string | undefined;
+}
+
+/** A bounce to create together with the final state of the original (exactly one DSN per failure). */
+export interface BounceMessage {
+  to: string;
+  body: Buffer;
+}
+
+export interface LogEntry {
+  id: number;
+  queueId: string;
+  at: number;
+  event: DeliveryEvent;
+  recipients: string | null;
+  code: number | null;
+  reply: string | null;
+  advice: string | null;
+  /** From the queue row, when it still exists. */
+  subject: string | null;
+  headerFrom: string | null;
+  reversePath: string | null;
+  client: string | null;
+}
+
+export const ACTIVE_STATES: QueueState[] = ['incoming', 'active', 'deferred', 'held'];
+
+export function toMessage(row: QueueRow): QueuedMessage {
+  return {
+    id: row.id,
+    state: row.state,
+    reversePath: row.reverse_path,
+    recipients: JSON.parse(row.recipients) as string[],
+    size: Number(row.size),
+    body8bit: row.body_8bit === 1,
+    smtputf8: row.smtputf8 === 1,
+    headerFrom: row.header_from,
+    subject: row.subject,
+    messageId: row.message_id_header,
+    client: row.client,
+    isBounce: row.is_bounce === 1,
+    attempts: row.attempts,
+    receivedAt: Number(row.received_at),
+    nextAttemptAt: Number(row.next_attempt_at),
+    expiresAt: Number(row.expires_at),
+    leaseOwner: row.lease_owner,
+    leaseUntil: row.lease_until === null ? null : Number(row.lease_until),
+    lastCode: row.last_code,
+    lastReply: row.last_reply,
+    lastAdvice: row.last_advice,
+    doneAt: row.done_at === null ? null : Number(row.done_at),
+  };
+}
+
+/** Reply text as stored and shown: one line, bounded. */
+function oneLine(text: string | null | undefined, max = 1000): string | null {
+  if (text === null || text === undefined) return null;
+  return text.replace(/\s*[\r\n]+\s*/g, ' ').slice(0, max);
+}
+
+export interface MessageQueueOptions {
+  tuning: QueueTuning;
+  now?: () => number;
+}
+
+export class MessageQueue {
+  readonly #store: Store;
+  readonly #batcher: WriteBatcher;
+  readonly #now: () => number;
+  readonly tuning: QueueTuning;
+  #cachedBytes = 0;
+
+  constructor(
+    store: Store,
+    readonly spool: Spool,
+    options: MessageQueueOptions,
+  ) {
+    this.#store = store;
+    this.#batcher = new WriteBatcher(store.db, { dialect: store.dialect, databaseFile: store.databaseFile });
+    this.#now = options.now ?? Date.now;
+    this.tuning = options.tuning;
+  }
+
+  get nodeId(): string {
+    return this.spool.nodeId;
+  }
+
+  get db() {
+    return this.#store.db;
+  }
+
+  // ---- intake ---------------------------------------------------------------------------------------
+
+  async receive(): Promise<IncomingMessage> {
+    const id = Spool.newId();
+    const body = await this.spool.create(id, this.#cachedBytes + KEEP_BODY_BYTES <= KEEP_BODIES_TOTAL ? KEEP_BODY_BYTES : 0);
+    let settled = false;
+    return {
+      id,
+      body,
+      commit: async (envelope) => {
+        if (settled) throw new Error('message already committed or aborted');
+        settled = true;
+        await body.commit();
+        const now = this.#now();
+        const row = this.#newRow(id, envelope, body.bytesWritten, now, false);
+        try {
+          await this.#batcher.run(async (trx) => {
+            await trx.insertInto('queue_messages').values(row).execute();
+            await trx
+              .insertInto('delivery_log')
+              .values({ queue_id: id, at: now, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes`, advice: null })
+              .execute();
+          });
+        } catch (error) {
+          await this.spool.remove(id).catch(() => undefined);
+          throw error;
+        }
+        const message = toMessage(row);
+        const kept = body.kept();
+        if (kept && this.#cachedBytes + kept.length <= KEEP_BODIES_TOTAL) {
+          message.cachedBody = kept;
+          this.#cachedBytes += kept.length;
+        }
+        return message;
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        await body.abort();
+      },
+    };
+  }
+
+  #newRow(id: string, envelope: MessageEnvelope, size: number, now: number, isBounce: boolean): QueueMessagesTable {
+    return {
+      id,
+      node_id: this.nodeId,
+      state: 'incoming',
+      reverse_path: envelope.reversePath,
+      recipients: JSON.stringify(envelope.recipients),
+      size,
+      body_8bit: envelope.body8bit ? 1 : 0,
+      smtputf8: envelope.smtputf8 ? 1 : 0,
+      header_from: oneLine(envelope.headerFrom, 500),
+      subject: oneLine(envelope.subject, 500),
+      message_id_header: oneLine(envelope.messageId, 500),
+      client: envelope.client,
+      is_bounce: isBounce ? 1 : 0,
+      attempts: 0,
+      received_at: now,
+      next_attempt_at: now,
+      expires_at: now + this.tuning.lifetimeMs,
+      lease_owner: null,
+      lease_until: null,
+      last_code: null,
+      last_reply: null,
+      last_advice: null,
+      done_at: null,
+    };
+  }
+
+  // ---- reading --------------------------------------------------------------------------------------
+
+  async get(id: string): Promise<QueuedMessage | undefined> {
+    const row = await this.db.selectFrom('queue_messages').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? toMessage(row) : undefined;
+  }
+
+  /** Messages in the given states, newest first (the Queue page). */
+  async list(states: QueueState[] = ACTIVE_STATES, limit = 500): Promise<QueuedMessage[]> {
+    const rows = await this.db
+      .selectFrom('queue_messages')
+      .selectAll()
+      .where('state', 'in', states)
+      .orderBy('received_at', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(toMessage);
+  }
+
+  async counts(): Promise<Record<QueueState, number>> {
+    const rows = await this.db
+      .selectFrom('queue_messages')
+      .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+      .groupBy('state')
+      .execute();
+    const counts: Record<QueueState, number> = { incoming: 0, active: 0, deferred: 0, held: 0, sent: 0, bounced: 0 };
+    for (const row of rows) counts[row.state] = Number(row.n);
+    return counts;
+  }
+
+  /** The body as a stream: from memory when it was kept, from the spool file otherwise. */
+  body(message: QueuedMessage): Readable {
+    return message.cachedBody ? Readable.from([message.cachedBody]) : this.spool.read(message.id);
+  }
+
+  /** Drops a kept body (after the first attempt, or when the message is handed back to the database). */
+  forgetBody(message: QueuedMessage): void {
+    if (!message.cachedBody) return;
+    this.#cachedBytes -= message.cachedBody.length;
+    message.cachedBody = undefined;
+  }
+
+  /** The header block of a spooled body (for a DSN), at most `limit` bytes. */
+  async readHeaders(id: string, limit = 64 * 1024): Promise<Buffer> {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    for await (const chunk of this.spool.read(id)) {
+      chunks.push(chunk as Buffer);
+      length += (chunk as Buffer).length;
+      const joined = Buffer.concat(chunks, length);
+      const end = joined.indexOf('\r\n\r\n');
+      if (end >= 0) return joined.subarray(0, end + 2);
+      if (length >= limit) return joined.subarray(0, limit);
+    }
+    return Buffer.concat(chunks, length);
+  }
+
+  /** The earliest next attempt among waiting messages of this node (for the manager's timer). */
+  async nextDueAt(): Promise<number | undefined> {
+    const row = await this.db
+      .selectFrom('queue_messages')
+      .select((eb) => eb.fn.min<number>('next_attempt_at').as('at'))
+      .where('node_id', '=', this.nodeId)
+      .where('state', 'in', ['incoming', 'deferred'])
+      .executeTakeFirst();
+    return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
+  }
+
+  // ---- the queue manager's side ---------------------------------------------------------------------
+
+  /** Due messages of this node: waiting ones whose time has come, and active ones whose lease ran out. */
+  async due(limit: number, excludeIds: Iterable<string> = []): Promise<QueuedMessage[]> {
+    const now = this.#now();
+    const exclude = [...excludeIds];
+    let query = this.db
+      .selectFrom('queue_messages')
+      .selectAll()
+      .where('node_id', '=', this.nodeId)
+      .where((eb) =>
+        eb.or([
+          eb.and([eb('state', 'in', ['incoming', 'deferred']), eb('next_attempt_at', '<=', now)]),
+          eb.and([eb('state', '=', 'active'), eb('lease_until', '<', now)]),
+        ]),
+      )
+      .orderBy('next_attempt_at')
+      .limit(limit);
+    if (exclude.length > 0) query = query.where('id', 'not in', exclude);
+    return (await query.execute()).map(toMessage);
+  }
+
+  /** Takes the lease of a due message (a conditional update: of several contenders only one wins). */
+  async lease(message: QueuedMessage, owner: string, leaseMs: number): Promise<boolean> {
+    const now = this.#now();
+    let won = false;
+    await this.#batcher.run(async (trx) => {
+      const result = await trx
+        .updateTable('queue_messages')
+        .set({ state: 'active', lease_owner: owner, lease_until: now + leaseMs, attempts: message.attempts + 1 })
+        .where('id', '=', message.id)
+        .where('attempts', '=', message.attempts)
+        .where((eb) =>
+          eb.or([eb('state', 'in', ['incoming', 'deferred', 'held']), eb.and([eb('state', '=', 'active'), eb('lease_until', '<', now)])]),
+        )
+        .executeTakeFirst();
+      won = Number(result.numUpdatedRows) === 1;
+    }, { durable: false });
+    if (won) {
+      message.state = 'active';
+      message.attempts += 1;
+      message.leaseOwner = owner;
+      message.leaseUntil = now + leaseMs;
+    }
+    return won;
+  }
+
+  #log(trx: Parameters<Parameters<WriteBatcher['run']>[0]>[0], queueId: string, event: DeliveryEvent, entry: { recipients?: string[] | null; code?: number | null; reply?: string | null; advice?: string | null }, at: number) {
+    return trx
+      .insertInto('delivery_log')
+      .values({
+        queue_id: queueId,
+        at,
+        event,
+        recipients: entry.recipients ? entry.recipients.join(', ') : null,
+        code: entry.code ?? null,
+        reply: oneLine(entry.reply),
+        advice: oneLine(entry.advice),
+      })
+      .execute();
+  }
+
+  /**
+   * Leases several due messages in one write (one commit for the lot). Each is taken only if it is still
+   * where it was seen (same state family and attempt count): of several contenders one wins. Returns the
+   * messages this owner now holds, updated.
+   */
+  async leaseMany(messages: QueuedMessage[], owner: string, leaseMs: number): Promise<QueuedMessage[]> {
+    if (messages.length === 0) return [];
+    const now = this.#now();
+    const won: QueuedMessage[] = [];
+    // Fresh messages (incoming, never tried) are taken with one statement; the rest one by one.
+    const fresh = messages.filter((m) => m.state === 'incoming' && m.attempts === 0);
+    const others = messages.filter((m) => !(m.state === 'incoming' && m.attempts === 0));
+    await this.#batcher.run(async (trx) => {
+      won.length = 0;
+      if (fresh.length > 0) {
+        const rows = await trx
+          .updateTable('queue_messages')
+          .set({ state: 'active', lease_owner: owner, lease_until: now + leaseMs, attempts: 1 })
+          .where('id', 'in', fresh.map((m) => m.id))
+          .where('state', '=', 'incoming')
+          .where('attempts', '=', 0)
+          .returning('id')
+          .execute();
+        const taken = new Set(rows.map((r) => r.id));
+        for (const message of fresh) if (taken.has(message.id)) won.push(message);
+      }
+      for (const message of others) {
+        const result = await trx
+          .updateTable('queue_messages')
+          .set({ state: 'active', lease_owner: owner, lease_until: now + leaseMs, attempts: message.attempts + 1 })
+          .where('id', '=', message.id)
+          .where('attempts', '=', message.attempts)
+          .where((eb) =>
+            eb.or([eb('state', 'in', ['incoming', 'deferred', 'held']), eb.and([eb('state', '=', 'active'), eb('lease_until', '<', now)])]),
+          )
+          .executeTakeFirst();
+        if (Number(result.numUpdatedRows) === 1) won.push(message);
+      }
+    }, { durable: false });
+    for (const message of won) {
+      message.state = 'active';
+      message.attempts += 1;
+      message.leaseOwner = owner;
+      message.leaseUntil = now + leaseMs;
+    }
+    return won;
+  }
+
+  /** Writes the DSN body to the spool (durably) before the transaction that creates its row. */
+  async #spoolBounce(bounce: BounceMessage): Promise<{ id: string; size: number }> {
+    const id = Spool.newId();
+    const writer = await this.spool.create(id);
+    await new Promise<void>((resolve, reject) => writer.end(bounce.body, (error?: Error | null) => (error ? reject(error) : resolve())));
+    await writer.commit();
+    return { id, size: writer.bytesWritten };
+  }
+
+  /**
+   * Records a delivery attempt's outcome in one transaction: delivered recipients, recipients to retry
+   * (`retry`, at `nextAttemptAt`), recipients that failed for good (`failed`, with at most one bounce).
+   * The body is removed once nothing is left to deliver.
+   */
+  async recordOutcome(
+    message: QueuedMessage,
+    owner: string,
+    outcome: {
+      delivered: string[];
+      deliveredReply?: { code: number | null; reply: string } | undefined;
+      retry: RecipientReply[];
+      /** When to retry `retry`; undefined means they ran out of time and are failed instead. */
+      nextAttemptAt?: number | undefined;
+      failed: RecipientReply[];
+      bounce?: BounceMessage | undefined;
+      summary: { code: number | null; reply: string; advice?: string | undefined };
+    },
+  ): Promise<{ state: QueueState; bounceId?: string }> {
+    const now = this.#now();
+    const bounce = outcome.bounce ? await this.#spoolBounce(outcome.bounce) : undefined;
+    const state: QueueState = outcome.retry.length > 0 ? 'deferred' : outcome.delivered.length > 0 ? 'sent' : 'bounced';
+    try {
+      await this.#batcher.run(async (trx) => {
+        const result = await trx
+          .updateTable('queue_messages')
+          .set({
+            state,
+            recipients: outcome.retry.length > 0 ? JSON.stringify(outcome.retry.map((r) => r.recipient)) : JSON.stringify(message.recipients),
+            next_attempt_at: outcome.retry.length > 0 ? (outcome.nextAttemptAt ?? now) : message.nextAttemptAt,
+            lease_owner: null,
+            lease_until: null,
+            last_code: outcome.summary.code,
+            last_reply: oneLine(outcome.summary.reply),
+            last_advice: oneLine(outcome.summary.advice ?? null),
+            done_at: state === 'sent' || state === 'bounced' ? now : null,
+          })
+          .where('id', '=', message.id)
+          .where('state', '=', 'active')
+          .where('lease_owner', '=', owner)
+          .executeTakeFirst();
+        if (Number(result.numUpdatedRows) !== 1) throw new LeaseLostError(message.id);
+        if (outcome.delivered.length > 0) {
+          await this.#log(trx, message.id, 'sent', { recipients: outcome.delivered, code: outcome.deliveredReply?.code ?? 250, reply: outcome.deliveredReply?.reply ?? null }, now);
+        }
+        for (const r of outcome.retry) {
+          await this.#log(trx, message.id, 'deferred', { recipients: [r.recipient], code: r.code, reply: r.reply, advice: r.advice ?? null }, now);
+        }
+        for (const r of outcome.failed) {
+          await this.#log(trx, message.id, 'bounced', { recipients: [r.recipient], code: r.code, reply: r.reply, advice: r.advice ?? null }, now);
+        }
+        if (bounce && outcome.bounce) {
+          await trx
+            .insertInto('queue_messages')
+            .values(
+              this.#newRow(
+                bounce.id,
+                {
+                  reversePath: '',
+                  recipients: [outcome.bounce.to],
+                  body8bit: /[\x80-\xff]/.test(outcome.bounce.body.toString('latin1')),
+                  smtputf8: /[^\x00-\x7f]/.test(outcome.bounce.to),
+                  headerFrom: null,
+                  subject: `Undelivered Mail Returned to Sender${message.subject ? `: ${message.subject}` : ''}`,
+                  messageId: null,
+                  client: `postern (bounce of ${message.id})`,
+                },
+                bounce.size,
+                now,
+                true,
+              ),
+            )
+            .execute();
+          await this.#log(trx, message.id, 'bounce-queued', { recipients: [outcome.bounce.to], reply: `delivery status notification ${bounce.id}` }, now);
+          await this.#log(trx, bounce.id, 'accepted', { recipients: [outcome.bounce.to], reply: `delivery status notification for ${message.id}` }, now);
+        }
+      }, { durable: bounce !== undefined });
+    } catch (error) {
+      if (bounce) await this.spool.remove(bounce.id).catch(() => undefined);
+      throw error;
+    }
+    if (state === 'sent' || state === 'bounced') {
+      // Only once the outcome is on disk: after a power loss the row could roll back to active, and its body
+      // must still be there to be delivered again (a duplicate, never a loss). A crash before the removal
+      // leaves a file that start-up removes (its row is final).
+      void this.#batcher.whenDurable().then(() => this.spool.remove(message.id).catch(() => undefined));
+    }
+    return bounce ? { state, bounceId: bounce.id } : { state };
+  }
+
+  /** Puts an active message on hold: the sending account has no usable token. */
+  async hold(message: QueuedMessage, owner: string, reason: string, advice?: string): Promise<void> {
+    const now = this.#now();
+    await this.#batcher.run(async (trx) => {
+      const result = await trx
+        .updateTable('queue_messages')
+        .set({ state: 'held', lease_owner: null, lease_until: null, attempts: Math.max(0, message.attempts - 1), last_code: null, last_reply: oneLine(reason), last_advice: oneLine(advice ?? null) })
+        .where('id', '=', message.id)
+        .where('state', '=', 'active')
+        .where('lease_owner', '=', owner)
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) !== 1) throw new LeaseLostError(message.id);
+      await this.#log(trx, message.id, 'held', { recipients: message.recipients, reply: reason, advice: advice ?? null }, now);
+    }, { durable: false });
+  }
+
+  /** Gives an active message back without an outcome (shutdown): due again at once. */
+  async release(message: QueuedMessage, owner: string): Promise<void> {
+    await this.#batcher.run(async (trx) => {
+      await trx
+        .updateTable('queue_messages')
+        .set({ state: 'deferred', lease_owner: null, lease_until: null, attempts: Math.max(0, message.attempts - 1), next_attempt_at: this.#now() })
+        .where('id', '=', message.id)
+        .where('state', '=', 'active')
+        .where('lease_owner', '=', owner)
+        .execute();
+    }, { durable: false });
+  }
+
+  /** Held messages of this node become due again (the token is usable again). Returns how many. */
+  async releaseHeld(): Promise<number> {
+    const now = this.#now();
+    let count = 0;
+    await this.#batcher.run(async (trx) => {
+      const rows = await trx.selectFrom('queue_messages').select('id').where('node_id', '=', this.nodeId).where('state', '=', 'held').execute();
+      if (rows.length === 0) return;
+      await trx
+        .updateTable('queue_messages')
+        .set({ state: 'deferred', next_attempt_at: now })
+        .where('node_id', '=', this.nodeId)
+        .where('state', '=', 'held')
+        .execute();
+      for (const row of rows) await this.#log(trx, row.id, 'released', { reply: 'Token Status is Active again' }, now);
+      count = rows.length;
+    }, { durable: false });
+    return count;
+  }
+
+  /** Due waiting messages go on hold without an attempt (no usable token). Returns how many. */
+  async holdDue(reason: string, advice?: string): Promise<number> {
+    const now = this.#now();
+    let count = 0;
+    await this.#batcher.run(async (trx) => {
+      const rows = await trx
+        .selectFrom('queue_messages')
+        .select(['id', 'recipients'])
+        .where('node_id', '=', this.nodeId)
+        .where('state', 'in', ['incoming', 'deferred'])
+        .where('next_attempt_at', '<=', now)
+        .execute();
+      if (rows.length === 0) return;
+      for (const row of rows) {
+        await trx
+          .updateTable('queue_messages')
+          .set({ state: 'held', last_code: null, last_reply: oneLine(reason), last_advice: oneLine(advice ?? null) })
+          .where('id', '=', row.id)
+          .where('state', 'in', ['incoming', 'deferred'])
+          .execute();
+        await this.#log(trx, row.id, 'held', { recipients: JSON.parse(row.recipients) as string[], reply: reason, advice: advice ?? null }, now);
+      }
+      count = rows.length;
+    }, { durable: false });
+    return count;
+  }
+
+  /**
+   * At start: this node's active messages were being delivered by a process that no longer runs (a crash
+   * or kill -9). They become due again at once. Returns how many.
+   */
+  async requeueActive(): Promise<number> {
+    const now = this.#now();
+    let count = 0;
+    await this.#batcher.run(async (trx) => {
+      const rows = await trx.selectFrom('queue_messages').select('id').where('node_id', '=', this.nodeId).where('state', '=', 'active').execute();
+      if (rows.length === 0) return;
+      await trx
+        .updateTable('queue_messages')
+        .set({ state: 'deferred', lease_owner: null, lease_until: null, next_attempt_at: now })
+        .where('node_id', '=', this.nodeId)
+        .where('state', '=', 'active')
+        .execute();
+      for (const row of rows) await this.#log(trx, row.id, 'requeued', { reply: 'delivery interrupted by a restart; trying again' }, now);
+      count = rows.length;
+    });
+    return count;
+  }
+
+  /** Removes bodies that have no queue row (a crash between spooling and committing). Returns how many. */
+  async removeOrphans(): Promise<number> {
+    const ids = await this.spool.ids();
+    let removed = await this.spool.removeTemporaryFiles();
+    for (let i = 0; i < ids.length; i += 500) {
+      const slice = ids.slice(i, i + 500);
+      const known = new Set(
+        (await this.db.selectFrom('queue_messages').select('id').where('id', 'in', slice).where('state', 'in', ACTIVE_STATES).execute()).map((r) => r.id),
+      );
+      for (const id of slice) {
+        if (!known.has(id)) {
+          await this.spool.remove(id);
+          removed++;
+        }
+      }
+    }
+    return removed;
+  }
+
+  // ---- the Remote UI's side -------------------------------------------------------------------------
+
+  /** Retry Now: a deferred or held message becomes due at once. */
+  async retryNow(id: string, actor: string): Promise<boolean> {
+    const now = this.#now();
+    let done = false;
+    await this.#batcher.run(async (trx) => {
+      const result = await trx
+        .updateTable('queue_messages')
+        .set({ state: 'deferred', next_attempt_at: now })
+        .where('id', '=', id)
+        .where('state', 'in', ['incoming', 'deferred', 'held'])
+        .executeTakeFirst();
+      done = Number(result.numUpdatedRows) === 1;
+      if (done) await this.#log(trx, id, 'retry', { reply: `Retry Now by ${actor}` }, now);
+    });
+    return done;
+  }
+
+  /** Delete: removes a waiting message without delivering or bouncing it. Active ones cannot be deleted. */
+  async remove(id: string, actor: string): Promise<QueuedMessage | undefined> {
+    const now = this.#now();
+    let removed: QueuedMessage | undefined;
+    await this.#batcher.run(async (trx) => {
+      const row = await trx.selectFrom('queue_messages').selectAll().where('id', '=', id).where('state', 'in', ['incoming', 'deferred', 'held']).executeTakeFirst();
+      if (!row) return;
+      removed = toMessage(row);
+      await trx.deleteFrom('queue_messages').where('id', '=', id).execute();
+      const what = `from ${row.reverse_path || '<>'}${row.subject ? `, subject "${row.subject}"` : ''}`;
+      await this.#log(trx, id, 'deleted', { recipients: removed.recipients, reply: `Deleted by ${actor} (${what})` }, now);
+    });
+    if (removed) await this.spool.remove(id);
+    return removed;
+  }
+
+  /** Log entries, newest first; optionally of one message. */
+  async logEntries(options: { queueId?: string; limit?: number } = {}): Promise<LogEntry[]> {
+    let query = this.db
+      .selectFrom('delivery_log')
+      .leftJoin('queue_messages', 'queue_messages.id', 'delivery_log.queue_id')
+      .select([
+        'delivery_log.id',
+        'delivery_log.queue_id',
+        'delivery_log.at',
+        'delivery_log.event',
+        'delivery_log.recipients',
+        'delivery_log.code',
+        'delivery_log.reply',
+        'delivery_log.advice',
+        'queue_messages.subject',
+        'queue_messages.header_from',
+        'queue_messages.reverse_path',
+        'queue_messages.client',
+      ])
+      .orderBy('delivery_log.id', 'desc')
+      .limit(options.limit ?? 300);
+    if (options.queueId) query = query.where('delivery_log.queue_id', '=', options.queueId);
+    const rows = await query.execute();
+    return rows.map((row) => ({
+      id: Number(row.id),
+      queueId: row.queue_id,
+      at: Number(row.at),
+      event: row.event,
+      recipients: row.recipients,
+      code: row.code,
+      reply: row.reply,
+      advice: row.advice,
+      subject: row.subject ?? null,
+      headerFrom: row.header_from ?? null,
+      reversePath: row.reverse_path ?? null,
+      client: row.client ?? null,
+    }));
+  }
+
+  /** Forgets finished messages and log entries older than `before`. */
+  async prune(before: number): Promise<void> {
+    await this.#batcher.run(async (trx) => {
+      await trx.deleteFrom('queue_messages').where('state', 'in', ['sent', 'bounced']).where('done_at', '<', before).execute();
+      await trx.deleteFrom('delivery_log').where('at', '<', before).execute();
+    }, { durable: false });
+  }
+
+  /** Waits until every write requested so far is committed, durably. */
+  drain(): Promise<void> {
+    return this.#batcher.drain();
+  }
+
+  /** Drains, then releases the files the queue holds open. */
+  async close(): Promise<void> {
+    await this.#batcher.close();
+    await this.spool.close();
+  }
+}
+
+export class LeaseLostError extends Error {
+  constructor(id: string) {
+    super(`the lease of queue message ${id} was lost`);
+    this.name = 'LeaseLostError';
+  }
+}

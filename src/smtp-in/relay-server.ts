@@ -1,0 +1,335 @@
+/**
+ * The device relay: an SMTP listener (smtp-server) for scanners, printers and apps on the LAN.
+ *
+ * Purpose: accept mail from devices that can only speak plain SMTP with a password (or from an allowed
+ *   network), and say `250` only once the message is on stable storage in the queue.
+ * Inputs: device sessions; Relay Settings; device accounts. Outputs: committed queue messages.
+ * Rules (DESIGN.md pinned details, PROTOCOL.md §5): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN
+ *   (with the classic `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) only under TLS unless the legacy
+ *   switch allows it (`538` otherwise); MAIL before AUTH from a network that is not allowed gets
+ *   `530 5.7.0`, so the relay is never open; a wrong password gets `535 5.7.8` and repeated failures are
+ *   throttled (`454 4.7.0`); size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; bare CR/LF
+ *   are normalised or rejected (`554 5.6.0`); DSN is not advertised (not implemented end to end);
+ *   8BITMIME and SMTPUTF8 are advertised because both upstreams support them.
+ * Failure modes: a spool or database failure answers `451 4.3.0` (the device keeps the message and
+ *   retries); shutdown answers new sessions with `421 4.3.2`.
+ * Known limits: smtp-server waits 100 ms before every greeting (early-talker detection) and has no option
+ *   to turn that off; RelayConnection below skips it (docs/decisions/003-smtp-server-greeting-delay.md).
+ *   BDAT/CHUNKING is not offered (smtp-server has none), which PROTOCOL.md §5.1 asks for anyway.
+ */
+import type { AddressInfo, Socket } from 'node:net';
+import { Transform, type TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { TLSSocket } from 'node:tls';
+import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { describeError, type Logger } from '../log.js';
+import type { IncomingMessage, MessageEnvelope, QueuedMessage } from '../queue/queue.js';
+import type { LoginThrottle } from '../web/login-throttle.js';
+import { formatWait } from '../web/login-throttle.js';
+import type { DeviceAccounts } from './devices.js';
+import { MessageNormalizer } from './message-normalizer.js';
+import { isAllowed, parseNetworks } from './networks.js';
+import type { RelayCertificate, RelaySettings, RelaySettingsView } from './relay-settings.js';
+
+/** Where the relay hands messages over (the queue, wired in app.ts). */
+export interface MessageIntake {
+  receive(): Promise<IncomingMessage>;
+}
+
+export interface RelayServerOptions {
+  host: string;
+  port: number;
+  /** Our name in the greeting and in generated Message-IDs. */
+  hostname: string;
+  settings: RelaySettings;
+  devices: DeviceAccounts;
+  throttle: LoginThrottle;
+  intake: MessageIntake;
+  log: Logger;
+  /** Told about each committed message (the queue manager takes it from here). */
+  onAccepted?: (message: QueuedMessage) => void;
+  /** How often settings are re-read (other instances may have changed them). */
+  settingsRefreshMs?: number;
+  maxRecipients?: number;
+}
+
+interface SessionUser {
+  device: string;
+}
+
+/** smtp-server's handler error: the reply code travels on the error. */
+function smtpError(code: number, message: string): Error & { responseCode: number } {
+  return Object.assign(new Error(message), { responseCode: code });
+}
+
+/** A reply text that carries its own RFC 3463 code (`4.3.2 …`). */
+const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}(\s|$)/;
+
+/**
+ * smtp-server's connection without the 100 ms greeting delay, and with replies that carry their own
+ * enhanced status code sent as they are (smtp-server would add a generic one in front).
+ */
+class RelayConnection extends SMTPConnection {
+  override init(): void {
+    // As SMTPConnection.init, minus `setTimeout(() => this.connectionReady(), 100)`.
+    this._setListeners(() => {
+      const max = this._server.options.maxClients;
+      if (max && this._server.connections.size > max) {
+        return this.send(421, this.name + ' Too many connected clients, try again in a moment', false);
+      }
+      this.connectionReady();
+    });
+  }
+
+  override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    const first = Array.isArray(data) ? data[0] : data;
+    super.send(code, data, typeof first === 'string' && OWN_ENHANCED_CODE.test(first) ? false : context);
+  }
+}
+
+class RelaySmtpServer extends SMTPServer {
+  override connect(socket: Socket | TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
+    // As SMTPServer.connect, with RelayConnection.
+    const connection = new RelayConnection(this, socket, socketOptions);
+    this.connections.add(connection);
+    connection.on('error', (err: Error) => this._onError(err));
+    connection.on('connect', (data) => this._onClientConnect(data));
+    connection.init();
+  }
+}
+
+/** Stops storing bytes past the size limit (smtp-server still counts them and answers 552). */
+class SizeGuard extends Transform {
+  bytes = 0;
+  constructor(private readonly limit: number) {
+    super();
+  }
+  get exceeded(): boolean {
+    return this.bytes > this.limit;
+  }
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.bytes += chunk.length;
+    callback(null, this.exceeded ? undefined : chunk);
+  }
+}
+
+export class RelayServer {
+  readonly #options: RelayServerOptions;
+  readonly #log: Logger;
+  #server: RelaySmtpServer | undefined;
+  #settings!: RelaySettingsView;
+  #networks = parseNetworks('').ranges;
+  #certificate: RelayCertificate | undefined;
+  #refresh: NodeJS.Timeout | undefined;
+  #stopping = false;
+  port = 0;
+
+  constructor(options: RelayServerOptions) {
+    this.#options = options;
+    this.#log = options.log.child({ component: 'relay' });
+    options.settings.onChange(() => this.reload().catch((error) => this.#log.error({ err: describeError(error) }, 'could not apply Relay Settings')));
+  }
+
+  get settings(): RelaySettingsView {
+    return this.#settings;
+  }
+
+  get certificate(): RelayCertificate | undefined {
+    return this.#certificate;
+  }
+
+  /** Re-reads Relay Settings and the certificate and applies them to the listener. */
+  async reload(): Promise<void> {
+    this.#settings = await this.#options.settings.get();
+    this.#networks = parseNetworks(this.#settings.allowedNetworks.join('\n')).ranges;
+    const certificate = await this.#options.settings.certificate();
+    const server = this.#server;
+    if (!server) return;
+    server.options.size = this.#settings.maxMessageSize;
+    server.options.allowInsecureAuth = this.#settings.allowInsecureAuth;
+    const tlsChanged = certificate?.fingerprint256 !== this.#certificate?.fingerprint256 || this.#tlsFloor() !== server.options.minVersion;
+    this.#certificate = certificate;
+    if (tlsChanged && certificate) server.updateSecureContext(this.#tlsOptions(certificate));
+  }
+
+  #tlsFloor(): 'TLSv1' | 'TLSv1.2' {
+    return this.#settings.allowLegacyTls ? 'TLSv1' : 'TLSv1.2';
+  }
+
+  #tlsOptions(certificate: RelayCertificate): Pick<SMTPServerOptions, 'key' | 'cert' | 'minVersion' | 'ciphers'> {
+    // Old MFPs speak TLS 1.0/1.1 only; OpenSSL 3 needs SECLEVEL=0 for them (PROTOCOL.md §4.3), hence a switch.
+    return this.#settings.allowLegacyTls
+      ? { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }
+      : { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1.2', ciphers: 'DEFAULT' };
+  }
+
+  async start(): Promise<number> {
+    this.#stopping = false;
+    this.#settings = await this.#options.settings.get();
+    this.#networks = parseNetworks(this.#settings.allowedNetworks.join('\n')).ranges;
+    this.#certificate = await this.#options.settings.certificate();
+    if (!this.#certificate) throw new Error('the relay certificate is missing (RelaySettings.ensureCertificate runs first)');
+    const server = new RelaySmtpServer({
+      name: this.#options.hostname,
+      banner: 'Postern',
+      secure: false,
+      ...this.#tlsOptions(this.#certificate),
+      size: this.#settings.maxMessageSize,
+      rejectOversized: true,
+      authMethods: ['PLAIN', 'LOGIN'],
+      authOptional: true,
+      allowInsecureAuth: this.#settings.allowInsecureAuth,
+      hideDSN: true,
+      hideREQUIRETLS: true,
+      hideENHANCEDSTATUSCODES: false,
+      disableReverseLookup: true,
+      maxClients: 1000,
+      maxRecipients: this.#options.maxRecipients ?? 100,
+      socketTimeout: 120_000,
+      closeTimeout: 5_000,
+      logger: false,
+      onConnect: (session, callback) => this.onConnect(session, callback),
+      onAuth: (auth, session, callback) => void this.onAuth(auth.method, auth.username ?? '', auth.password ?? '', session, callback),
+      onMailFrom: (address, session, callback) => this.onMailFrom(address.address, session, callback),
+      onData: (stream, session, callback) => void this.onData(stream, session, callback),
+    });
+    server.on('error', (error: Error & { code?: string }) => {
+      // Socket errors of single sessions (resets, TLS alerts) land here; they end only that session.
+      this.#log.debug({ code: error.code, message: error.message }, 'relay session error');
+    });
+    this.#server = server;
+    this.port = await new Promise<number>((resolve, reject) => {
+      const onError = (error: Error) => reject(error);
+      server.server.once('error', onError);
+      server.listen(this.#options.port, this.#options.host, () => {
+        server.server.off('error', onError);
+        resolve((server.server.address() as AddressInfo).port);
+      });
+    });
+    this.#refresh = setInterval(() => void this.reload().catch(() => undefined), this.#options.settingsRefreshMs ?? 10_000);
+    this.#refresh.unref();
+    return this.port;
+  }
+
+  // ---- SMTP phases ----------------------------------------------------------------------------------
+
+  onConnect(_session: SMTPServerSession, callback: (error?: Error | null) => void): void {
+    if (this.#stopping) return callback(smtpError(421, '4.3.2 Postern is shutting down; try again shortly'));
+    callback();
+  }
+
+  /** AUTH PLAIN / LOGIN with a device account; failures are counted per user+address and per address. */
+  async onAuth(
+    method: string,
+    username: string,
+    password: string,
+    session: SMTPServerSession,
+    callback: (error: Error | null | undefined, response?: { user?: SessionUser; responseCode?: number; message?: string }) => void,
+  ): Promise<void> {
+    const address = session.remoteAddress;
+    try {
+      const blocked = await this.#options.throttle.blockedFor(username, address);
+      if (blocked !== undefined) {
+        this.#log.warn({ username, address, method }, 'device AUTH refused: too many failed attempts');
+        return callback(smtpError(454, `4.7.0 Too many failed logins; try again in ${formatWait(blocked)}`));
+      }
+      const device = username && password ? await this.#options.devices.authenticate(username, password) : undefined;
+      if (!device) {
+        await this.#options.throttle.recordFailure(username, address);
+        this.#log.warn({ username, address, method }, 'device AUTH failed: wrong user name or password');
+        return callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
+      }
+      await this.#options.throttle.recordSuccess(username, address);
+      callback(null, { user: { device: device.username } });
+    } catch (error) {
+      this.#log.error({ err: describeError(error) }, 'device AUTH could not be checked');
+      callback(smtpError(454, '4.7.0 Temporary authentication failure; try again'));
+    }
+  }
+
+  /** RFC 6409 §4.3: MAIL needs AUTH, or a client on an allowed network. */
+  onMailFrom(_address: string, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
+    const user = session.user as SessionUser | undefined;
+    if (!user && !isAllowed(session.remoteAddress, this.#networks)) {
+      this.#log.warn({ address: session.remoteAddress }, 'MAIL without AUTH from a network that is not allowed: refused (530)');
+      return callback(smtpError(530, '5.7.0 Authentication required'));
+    }
+    callback();
+  }
+
+  async onData(stream: SMTPServerDataStream, session: SMTPServerSession, callback: (error?: Error | null, message?: string) => void): Promise<void> {
+    const user = session.user as SessionUser | undefined;
+    const client = user ? `device ${user.device}` : `network ${session.remoteAddress}`;
+    let incoming: IncomingMessage | undefined;
+    try {
+      incoming = await this.#options.intake.receive();
+    } catch (error) {
+      this.#log.error({ err: describeError(error) }, 'could not open a spool file');
+      stream.resume();
+      return callback(smtpError(451, '4.3.0 Local error, message not queued; try again later'));
+    }
+    const guard = new SizeGuard(this.#settings.maxMessageSize);
+    const normalizer = new MessageNormalizer({ hostname: this.#options.hostname });
+    try {
+      await pipeline(stream, guard, normalizer, incoming.body);
+      if (stream.sizeExceeded || guard.exceeded) {
+        await incoming.abort();
+        this.#log.warn({ client, bytes: guard.bytes, limit: this.#settings.maxMessageSize }, 'message refused: larger than the maximum message size (552)');
+        return callback(smtpError(552, `5.3.4 Message exceeds fixed maximum message size ${this.#settings.maxMessageSize}`));
+      }
+      if (normalizer.bareNewlines > 0 && this.#settings.bareNewlines === 'reject') {
+        await incoming.abort();
+        this.#log.warn({ client, bareLf: normalizer.facts.bareLf, bareCr: normalizer.facts.bareCr }, 'message refused: bare CR or LF (554)');
+        return callback(smtpError(554, '5.6.0 Message contains a bare CR or LF; lines must end with CRLF'));
+      }
+      const envelope = session.envelope;
+      const mailFrom = envelope.mailFrom ? envelope.mailFrom.address : '';
+      const facts = normalizer.facts;
+      const accepted: MessageEnvelope = {
+        reversePath: mailFrom,
+        recipients: envelope.rcptTo.map((r) => r.address),
+        body8bit: facts.eightBit || envelope.bodyType === '8bitmime',
+        smtputf8: Boolean(envelope.smtpUtf8),
+        headerFrom: facts.headerFrom,
+        subject: facts.subject,
+        messageId: facts.messageId,
+        client,
+      };
+      const queued = await incoming.commit(accepted);
+      this.#log.info(
+        {
+          queueId: incoming.id,
+          client,
+          from: mailFrom,
+          recipients: accepted.recipients.length,
+          bytes: incoming.body.bytesWritten,
+          ...(facts.bareLf + facts.bareCr > 0 ? { bareLf: facts.bareLf, bareCr: facts.bareCr } : {}),
+        },
+        'message accepted',
+      );
+      this.#options.onAccepted?.(queued);
+      callback(null, `2.0.0 Ok: queued as ${incoming.id}`);
+    } catch (error) {
+      await incoming.abort().catch(() => undefined);
+      const code = (error as { code?: string }).code;
+      if (code === 'ECONNECTION' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
+        this.#log.info({ client }, 'device disconnected during DATA; nothing queued');
+      } else {
+        this.#log.error({ err: describeError(error), client }, 'message could not be queued (451)');
+      }
+      callback(smtpError(451, '4.3.0 Local error, message not queued; try again later'));
+    }
+  }
+
+  /** Stops accepting: the listener closes, sessions in progress get up to `graceMs` to finish. */
+  async stop(graceMs = 5_000): Promise<void> {
+    this.#stopping = true;
+    if (this.#refresh) clearInterval(this.#refresh);
+    const server = this.#server;
+    if (!server) return;
+    server.options.closeTimeout = graceMs;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    this.#server = undefined;
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * E-Mail Settings: the upstream SMTP server, the sending account and the sender, stored in one row.
+ * Defaults per provider (PROTOCOL.md §3.3): Microsoft `smtp.office365.com:587` STARTTLS, Google
+ * `smtp.gmail.com:465` implicit TLS; pacing 30 messages/minute for Exchange Online (§1.8).
+ */
+import { isIP } from 'node:net';
+import type { EmailSettingsTable, ProviderId, UpstreamTlsMode } from '../store/schema.js';
+import type { Store } from '../store/store.js';
+import type { TlsPolicy } from '../tls/trust.js';
+
+export interface ProviderDefaults {
+  host: string;
+  port: number;
+  tlsMode: UpstreamTlsMode;
+  messagesPerMinute: number;
+}
+
+export const PROVIDER_SMTP_DEFAULTS: Record<ProviderId, ProviderDefaults> = {
+  microsoft: { host: 'smtp.office365.com', port: 587, tlsMode: 'starttls', messagesPerMinute: 30 },
+  // Google publishes daily limits only; one a second stays well inside them.
+  google: { host: 'smtp.gmail.com', port: 465, tlsMode: 'tls', messagesPerMinute: 60 },
+};
+
+export const TLS_MODE_LABELS: Record<UpstreamTlsMode, string> = {
+  starttls: 'STARTTLS',
+  tls: 'SSL/TLS (implicit)',
+};
+
+export interface EmailSettingsView {
+  accountId: ProviderId;
+  smtpHost: string;
+  smtpPort: number;
+  tlsMode: UpstreamTlsMode;
+  tls: TlsPolicy;
+  /** null: the authorized mailbox. */
+  senderAddress: string | null;
+  allowedFromAddresses: string[];
+  messagesPerMinute: number;
+}
+
+/** What the form sends (all strings/booleans, unvalidated). */
+export interface EmailSettingsInput {
+  accountId: string;
+  smtpHost: string;
+  smtpPort: string;
+  tlsMode: string;
+  verifyServerCertificate: boolean;
+  addCnToVerificationItems: boolean;
+  senderAddress: string;
+  allowedFromAddresses: string;
+  messagesPerMinute: string;
+}
+
+export type EmailSettingsErrors = Partial<Record<keyof EmailSettingsInput, string>>;
+
+const ROW_ID = 'default';
+const ADDRESS = /^[^\s@<>()",;:\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/u;
+const HOST = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+export function isEmailAddress(value: string): boolean {
+  return ADDRESS.test(value) && value.length <= 254;
+}
+
+function toView(row: EmailSettingsTable): EmailSettingsView {
+  return {
+    accountId: row.account_id,
+    smtpHost: row.smtp_host,
+    smtpPort: row.smtp_port,
+    tlsMode: row.tls_mode,
+    tls: {
+      verifyServerCertificate: row.verify_server_certificate === 1,
+      addCnToVerificationItems: row.verify_server_certificate === 1 && row.add_cn_to_verification_items === 1,
+    },
+    senderAddress: row.sender_address,
+    allowedFromAddresses: row.allowed_from_addresses.split('\n').map((a) => a.trim()).filter(Boolean),
+    messagesPerMinute: row.messages_per_minute,
+  };
+}
+
+export class EmailSettings {
+  #cache: { view: EmailSettingsView; at: number } | undefined;
+  readonly #listeners: Array<() => void> = [];
+
+  constructor(
+    private readonly store: Store,
+    private readonly cacheMs = 2000,
+  ) {}
+
+  /** Called after every save (the queue forgets its route, the pool its sessions). */
+  onChange(listener: () => void): void {
+    this.#listeners.push(listener);
+  }
+
+  async get(): Promise<EmailSettingsView> {
+    if (this.#cache && Date.now() - this.#cache.at < this.cacheMs) return this.#cache.view;
+    let row = await this.store.db.selectFrom('email_settings').selectAll().where('id', '=', ROW_ID).executeTakeFirst();
+    if (!row) {
+      const defaults = PROVIDER_SMTP_DEFAULTS.microsoft;
+      row = {
+        id: ROW_ID,
+        account_id: 'microsoft',
+        smtp_host: defaults.host,
+        smtp_port: defaults.port,
+        tls_mode: defaults.tlsMode,
+        verify_server_certificate: 1,
+        add_cn_to_verification_items: 1,
+        sender_address: null,
+        allowed_from_addresses: '',
+        messages_per_minute: defaults.messagesPerMinute,
+        updated_at: Date.now(),
+      };
+      await this.store.db.insertInto('email_settings').values(row).onConflict((oc) => oc.column('id').doNothing()).execute();
+    }
+    const view = toView(row);
+    this.#cache = { view, at: Date.now() };
+    return view;
+  }
+
+  validate(input: EmailSettingsInput): { ok: true; value: EmailSettingsView } | { ok: false; errors: EmailSettingsErrors } {
+    const errors: EmailSettingsErrors = {};
+    const accountId = input.accountId === 'google' ? 'google' : input.accountId === 'microsoft' ? 'microsoft' : undefined;
+    if (!accountId) errors.accountId = 'Choose OAuth 2.0 (Microsoft) or OAuth 2.0 (Google).';
+    const defaults = PROVIDER_SMTP_DEFAULTS[accountId ?? 'microsoft'];
+    const host = input.smtpHost.trim() || defaults.host;
+    if (!(isIP(host) !== 0 || HOST.test(host))) errors.smtpHost = `"${host}" is not a host name or IP address (for example ${defaults.host}).`;
+    const portText = input.smtpPort.trim() || String(defaults.port);
+    const port = Number(portText);
+    if (!/^\d+$/.test(portText) || port < 1 || port > 65535) errors.smtpPort = 'Enter a port number from 1 to 65535 (587 for STARTTLS, 465 for SSL/TLS).';
+    const tlsMode = input.tlsMode === 'tls' || input.tlsMode === 'starttls' ? input.tlsMode : undefined;
+    if (!tlsMode) errors.tlsMode = 'Choose STARTTLS or SSL/TLS.';
+    const sender = input.senderAddress.trim();
+    if (sender !== '' && !isEmailAddress(sender)) errors.senderAddress = `"${sender}" is not an e-mail address. Leave the field empty to send as the authorized mailbox.`;
+    const allowed = input.allowedFromAddresses.split(/[\s,;]+/).map((a) => a.trim()).filter(Boolean);
+    const bad = allowed.filter((a) => !isEmailAddress(a));
+    if (bad.length > 0) errors.allowedFromAddresses = `Not e-mail addresses: ${bad.slice(0, 5).join(', ')}. Write one address per line.`;
+    const rateText = input.messagesPerMinute.trim() || String(defaults.messagesPerMinute);
+    const rate = Number(rateText);
+    if (!/^\d+$/.test(rateText) || rate > 100_000) errors.messagesPerMinute = 'Enter a whole number of messages per minute (0 for no limit).';
+    if (Object.keys(errors).length > 0) return { ok: false, errors };
+    return {
+      ok: true,
+      value: {
+        accountId: accountId!,
+        smtpHost: host,
+        smtpPort: port,
+        tlsMode: tlsMode!,
+        tls: { verifyServerCertificate: input.verifyServerCertificate, addCnToVerificationItems: input.verifyServerCertificate && input.addCnToVerificationItems },
+        senderAddress: sender === '' ? null : sender,
+        allowedFromAddresses: [...new Set(allowed)],
+        messagesPerMinute: rate,
+      },
+    };
+  }
+
+  async save(value: EmailSettingsView): Promise<void> {
+    await this.get();
+    await this.store.db
+      .updateTable('email_settings')
+      .set({
+        account_id: value.accountId,
+        smtp_host: value.smtpHost,
+        smtp_port: value.smtpPort,
+        tls_mode: value.tlsMode,
+        verify_server_certificate: value.tls.verifyServerCertificate ? 1 : 0,
+        add_cn_to_verification_items: value.tls.addCnToVerificationItems ? 1 : 0,
+        sender_address: value.senderAddress,
+        allowed_from_addresses: value.allowedFromAddresses.join('\n'),
+        messages_per_minute: value.messagesPerMinute,
+        updated_at: Date.now(),
+      })
+      .where('id', '=', ROW_ID)
+      .execute();
+    this.#cache = undefined;
+    for (const listener of this.#listeners) listener();
+  }
+}
