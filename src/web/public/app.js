@@ -58,4 +58,25 @@
     };
     setInterval(refresh, 2000);
   }
+  // E-Mail Settings: choosing the other sending account fills in its SMTP defaults, unless the
+  // administrator changed them (smtp.office365.com:587 STARTTLS / smtp.gmail.com:465 SSL/TLS).
+  var account = document.querySelector('select[data-smtp-defaults]');
+  if (account) {
+    var defaults = {};
+    try { defaults = JSON.parse(account.getAttribute('data-smtp-defaults')); } catch (e) { defaults = {}; }
+    var host = document.getElementById('smtpHost');
+    var port = document.getElementById('smtpPort');
+    var mode = document.getElementById('tlsMode');
+    var rate = document.getElementById('messagesPerMinute');
+    var previous = account.value;
+    account.addEventListener('change', function () {
+      var from = defaults[previous], to = defaults[account.value];
+      previous = account.value;
+      if (!from || !to) return;
+      if (host && (host.value === '' || host.value === from.host)) host.value = to.host;
+      if (port && (port.value === '' || Number(port.value) === from.port)) port.value = String(to.port);
+      if (mode && mode.value === from.tlsMode) mode.value = to.tlsMode;
+      if (rate && (rate.value === '' || Number(rate.value) === from.messagesPerMinute)) rate.value = String(to.messagesPerMinute);
+    });
+  }
 })();

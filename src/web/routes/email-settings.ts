@@ -1,0 +1,93 @@
+/**
+ * E-Mail Settings (Settings/Registration > Send): the upstream SMTP server, the sending account, the sender
+ * address, the seed's TLS options for the SMTP connection, pacing, and Send Test E-Mail.
+ */
+import type { FastifyInstance } from 'fastify';
+import type { OAuthService } from '../../oauth/service.js';
+import type { AuditLog } from '../../store/audit.js';
+import { isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
+import type { TestEmailResult } from '../../smtp-out/upstream-transport.js';
+import { PROVIDER_LABELS } from '../../oauth/profiles.js';
+import { checkbox, text, type WebContext } from '../app.js';
+
+export const EMAIL_SETTINGS_PATH = '/settings/send/email';
+
+export interface EmailSettingsPageDependencies {
+  emailSettings: EmailSettings;
+  oauth: OAuthService;
+  audit: AuditLog;
+  sendTestEmail(to: string, actor: string): Promise<TestEmailResult>;
+}
+
+function formOf(settings: EmailSettingsView): EmailSettingsInput {
+  return {
+    accountId: settings.accountId,
+    smtpHost: settings.smtpHost,
+    smtpPort: String(settings.smtpPort),
+    tlsMode: settings.tlsMode,
+    verifyServerCertificate: settings.tls.verifyServerCertificate,
+    addCnToVerificationItems: settings.tls.addCnToVerificationItems,
+    senderAddress: settings.senderAddress ?? '',
+    allowedFromAddresses: settings.allowedFromAddresses.join('\n'),
+    messagesPerMinute: String(settings.messagesPerMinute),
+  };
+}
+
+export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContext, deps: EmailSettingsPageDependencies): void {
+  const page = async (extra: { form?: EmailSettingsInput; errors?: EmailSettingsErrors; test?: { to: string; result?: TestEmailResult; error?: string } } = {}) => {
+    const settings = await deps.emailSettings.get();
+    const account = await deps.oauth.status(settings.accountId);
+    return {
+      title: 'E-Mail Settings',
+      base: EMAIL_SETTINGS_PATH,
+      form: extra.form ?? formOf(settings),
+      errors: extra.errors ?? {},
+      test: extra.test ?? { to: '' },
+      account,
+      accounts: (['microsoft', 'google'] as const).map((id) => ({ value: id, label: PROVIDER_LABELS[id] })),
+      tlsModes: Object.entries(TLS_MODE_LABELS).map(([value, label]) => ({ value, label })),
+      defaults: JSON.stringify(PROVIDER_SMTP_DEFAULTS),
+      settings,
+    };
+  };
+
+  web.sendMenu.unshift({ href: EMAIL_SETTINGS_PATH, label: 'E-Mail Settings' });
+
+  app.get(EMAIL_SETTINGS_PATH, { preHandler: web.requireLogin }, async (_request, reply) => reply.render('email-settings', await page()));
+
+  app.post(EMAIL_SETTINGS_PATH, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const form: EmailSettingsInput = {
+      accountId: text(body, 'accountId'),
+      smtpHost: text(body, 'smtpHost'),
+      smtpPort: text(body, 'smtpPort'),
+      tlsMode: text(body, 'tlsMode'),
+      verifyServerCertificate: checkbox(body, 'verifyServerCertificate'),
+      addCnToVerificationItems: checkbox(body, 'addCnToVerificationItems'),
+      senderAddress: text(body, 'senderAddress'),
+      allowedFromAddresses: text(body, 'allowedFromAddresses'),
+      messagesPerMinute: text(body, 'messagesPerMinute'),
+    };
+    const result = deps.emailSettings.validate(form);
+    if (!result.ok) return reply.render('email-settings', await page({ form, errors: result.errors }), 400);
+    await deps.emailSettings.save(result.value);
+    const v = result.value;
+    await deps.audit.record(
+      request.user!.username,
+      'email-settings.saved',
+      `${PROVIDER_LABELS[v.accountId]} via ${v.smtpHost}:${v.smtpPort} ${TLS_MODE_LABELS[v.tlsMode]}, sender ${v.senderAddress ?? 'the authorized mailbox'}, verify ${v.tls.verifyServerCertificate ? 'on' : 'off'}, CN ${v.tls.addCnToVerificationItems ? 'on' : 'off'}, ${v.messagesPerMinute}/min`,
+    );
+    web.setFlash(request, { type: 'success', text: 'E-Mail Settings saved. Queued messages are delivered with the new settings.' });
+    return reply.redirect(EMAIL_SETTINGS_PATH, 303);
+  });
+
+  app.post(`${EMAIL_SETTINGS_PATH}/test`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const to = text((request.body ?? {}) as Record<string, unknown>, 'testTo').trim();
+    if (!isEmailAddress(to)) {
+      return reply.render('email-settings', await page({ test: { to, error: 'Enter the e-mail address the test e-mail goes to.' } }), 400);
+    }
+    const result = await deps.sendTestEmail(to, request.user!.username);
+    await deps.audit.record(request.user!.username, 'email-settings.test', `to ${to}: ${result.ok ? 'sent' : 'not sent'}${result.reply ? ` (${result.reply.slice(0, 200)})` : ''}`);
+    return reply.render('email-settings', await page({ test: { to, result } }));
+  });
+}

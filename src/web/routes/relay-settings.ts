@@ -1,0 +1,138 @@
+/**
+ * Relay Settings (Settings/Registration > Send): how devices reach Postern. Allowed Networks, maximum
+ * message size, the bare CR/LF policy, the legacy switches, device accounts (User Name / Password) and the
+ * relay's STARTTLS certificate (generated at first start, or uploaded).
+ */
+import type { FastifyInstance } from 'fastify';
+import { isPosternError } from '../../errors.js';
+import type { AuditLog } from '../../store/audit.js';
+import { validateDevicePassword, validateDeviceUsername, type DeviceAccounts } from '../../smtp-in/devices.js';
+import type { RelayCertificate, RelaySettings, RelaySettingsErrors, RelaySettingsInput, RelaySettingsView } from '../../smtp-in/relay-settings.js';
+import { checkbox, text, type WebContext } from '../app.js';
+
+export const RELAY_SETTINGS_PATH = '/settings/send/relay';
+
+export interface RelaySettingsPageDependencies {
+  relaySettings: RelaySettings;
+  devices: DeviceAccounts;
+  audit: AuditLog;
+  /** Where the relay listens (known once started). */
+  listener(): { host: string; port: number };
+  /** Names for a newly generated certificate. */
+  certificateNames(): string[];
+}
+
+function formOf(settings: RelaySettingsView): RelaySettingsInput {
+  return {
+    allowedNetworks: settings.allowedNetworks.join('\n'),
+    maxMessageSizeMb: String(Math.round((settings.maxMessageSize / 1024 / 1024) * 100) / 100),
+    allowInsecureAuth: settings.allowInsecureAuth,
+    allowLegacyTls: settings.allowLegacyTls,
+    bareNewlines: settings.bareNewlines,
+  };
+}
+
+export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContext, deps: RelaySettingsPageDependencies): void {
+  const page = async (
+    extra: {
+      form?: RelaySettingsInput;
+      errors?: RelaySettingsErrors;
+      device?: { username: string; errors: Record<string, string> };
+      upload?: { cert: string; error?: string };
+    } = {},
+  ) => {
+    const settings = await deps.relaySettings.get();
+    const certificate: RelayCertificate | undefined = await deps.relaySettings.certificate();
+    return {
+      title: 'Relay Settings',
+      base: RELAY_SETTINGS_PATH,
+      listener: deps.listener(),
+      form: extra.form ?? formOf(settings),
+      errors: extra.errors ?? {},
+      devices: await deps.devices.list(),
+      device: extra.device ?? { username: '', errors: {} },
+      upload: extra.upload ?? { cert: '' },
+      certificate: certificate ? { ...certificate, key: undefined } : undefined,
+      time: (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'Never'),
+    };
+  };
+
+  // E-Mail Settings goes first, then Relay Settings: both ahead of the seed's OAuth pages.
+  const at = web.sendMenu.findIndex((item) => item.href === '/settings/send/email');
+  web.sendMenu.splice(at >= 0 ? at + 1 : 0, 0, { href: RELAY_SETTINGS_PATH, label: 'Relay Settings' });
+
+  app.get(RELAY_SETTINGS_PATH, { preHandler: web.requireLogin }, async (_request, reply) => reply.render('relay-settings', await page()));
+
+  app.post(RELAY_SETTINGS_PATH, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const form: RelaySettingsInput = {
+      allowedNetworks: text(body, 'allowedNetworks'),
+      maxMessageSizeMb: text(body, 'maxMessageSizeMb'),
+      allowInsecureAuth: checkbox(body, 'allowInsecureAuth'),
+      allowLegacyTls: checkbox(body, 'allowLegacyTls'),
+      bareNewlines: text(body, 'bareNewlines'),
+    };
+    const result = deps.relaySettings.validate(form);
+    if (!result.ok) return reply.render('relay-settings', await page({ form, errors: result.errors }), 400);
+    await deps.relaySettings.save(result.value);
+    const v = result.value;
+    await deps.audit.record(
+      request.user!.username,
+      'relay-settings.saved',
+      `networks [${v.allowedNetworks.join(' ')}], max ${v.maxMessageSize} bytes, bare CR/LF ${v.bareNewlines}, insecure AUTH ${v.allowInsecureAuth ? 'on' : 'off'}, legacy TLS ${v.allowLegacyTls ? 'on' : 'off'}`,
+    );
+    web.setFlash(request, { type: 'success', text: 'Relay Settings saved. New device sessions use them at once.' });
+    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+  });
+
+  app.post(`${RELAY_SETTINGS_PATH}/devices`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const username = text(body, 'username').trim();
+    const password = text(body, 'password');
+    const errors: Record<string, string> = {};
+    const nameError = validateDeviceUsername(username);
+    if (nameError) errors.username = nameError;
+    else if (await deps.devices.exists(username)) errors.username = `A device account named ${username} already exists.`;
+    const passwordError = validateDevicePassword(password);
+    if (passwordError) errors.password = passwordError;
+    if (Object.keys(errors).length > 0) return reply.render('relay-settings', await page({ device: { username, errors } }), 400);
+    await deps.devices.create(username, password);
+    await deps.audit.record(request.user!.username, 'relay-device.added', username);
+    web.setFlash(request, { type: 'success', text: `Added the device account ${username}. Configure the device with this User Name and Password, SMTP AUTH and STARTTLS.` });
+    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+  });
+
+  app.post(`${RELAY_SETTINGS_PATH}/devices/:id/remove`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const removed = await deps.devices.remove(id);
+    if (removed) {
+      await deps.audit.record(request.user!.username, 'relay-device.removed', removed.username);
+      web.setFlash(request, { type: 'success', text: `Removed the device account ${removed.username}.` });
+    } else {
+      web.setFlash(request, { type: 'error', text: 'That device account was already removed.' });
+    }
+    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+  });
+
+  app.post(`${RELAY_SETTINGS_PATH}/certificate`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const cert = text(body, 'certificate');
+    const key = text(body, 'privateKey');
+    try {
+      const stored = await deps.relaySettings.uploadCertificate(cert, key);
+      await deps.audit.record(request.user!.username, 'relay-certificate.uploaded', `${stored.subject} ${stored.fingerprint256}`);
+      web.setFlash(request, { type: 'success', text: `The relay now presents ${stored.subject} (valid until ${stored.validTo.toISOString().slice(0, 10)}).` });
+      return reply.redirect(RELAY_SETTINGS_PATH, 303);
+    } catch (error) {
+      if (!isPosternError(error)) throw error;
+      return reply.render('relay-settings', await page({ upload: { cert, error: error.message } }), 400);
+    }
+  });
+
+  app.post(`${RELAY_SETTINGS_PATH}/certificate/generate`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const stored = await deps.relaySettings.generateCertificate(deps.certificateNames());
+    await deps.audit.record(request.user!.username, 'relay-certificate.generated', `${stored.subject} ${stored.fingerprint256}`);
+    web.setFlash(request, { type: 'success', text: `Generated a new self-signed certificate for ${stored.names.join(', ')}.` });
+    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+  });
+}
