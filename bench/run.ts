@@ -1,0 +1,333 @@
+/**
+ * `npm run bench`: Postern's relay throughput and latency beside the machine's SMTP ceiling, and peak memory
+ * with large messages. One run, one machine, 127.0.0.1 only, bounded in time.
+ *
+ * 1. Ceiling: Postfix's `smtp-source` → `smtp-sink` (1000 × 10 KB, 10 sessions, a new session per message).
+ * 2. Relay: 10 device sessions, a new connection per message, 10 KB messages, from an Allowed Network (no
+ *    AUTH, like smtp-source) → Postern (a child process running the production build, `node dist/main.js`,
+ *    built first with `npm run build`) → delivery with
+ *    XOAUTH2 over STARTTLS to an upstream that checks the token by RFC 7662 introspection at the stand-in
+ *    Microsoft identity platform. Reported: messages/s accepted (durably: each 250 is after fsync), messages/s
+ *    delivered end to end, and p50/p99 session latency (connect → 221).
+ * 3. Memory: peak RSS of Postern (VmHWM) while relaying 5 concurrent 25 MB messages end to end.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer, connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { SMTPServer } from 'smtp-server';
+import { OUTLOOK_SMTP_SCOPE, startMicrosoftStandin, type MicrosoftStandin } from '../test/support/oauth-standins.js';
+import { spawnPostern, type PosternProcess } from '../test/support/postern-process.js';
+import { WebClient } from '../test/support/postern.js';
+import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
+import { createTestPki, type TestPki } from '../test/support/test-ca.js';
+import { createIntrospector } from '../test/support/upstream-smtp.js';
+
+const HOST = '127.0.0.1';
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 2000);
+const SESSIONS = 10;
+const SIZE = 10 * 1024;
+const BIG = 25_000_000;
+const BIG_COUNT = 5;
+const DEADLINE_MS = 5 * 60_000;
+/** Extra node options for the Postern process, e.g. BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'. */
+const nodeArgs = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** BENCH_RELAY_ONLY=1: pace deliveries to 1/min and report acceptance only (profiling aid). */
+const RELAY_ONLY = process.env.BENCH_RELAY_ONLY === '1';
+
+const children = new Set<ChildProcess>();
+const cleanups: Array<() => Promise<unknown> | unknown> = [];
+const deadline = setTimeout(() => {
+  process.stderr.write('bench: time limit reached, stopping\n');
+  for (const child of children) child.kill('SIGKILL');
+  process.exit(2);
+}, DEADLINE_MS);
+deadline.unref();
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, HOST, () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function run(command: string, args: string[]): Promise<{ code: number | null; ms: number; output: string }> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, ms: performance.now() - started, output }));
+  });
+}
+
+async function waitForPort(port: number): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: HOST, port }, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error(`nothing listens on ${port}`);
+}
+
+/** smtp-source → smtp-sink, one session per message: the best of three runs. */
+async function ceiling(): Promise<{ perSecond: number; runs: number[] }> {
+  const port = await freePort();
+  const args = process.getuid?.() === 0 ? ['-u', 'nobody', `${HOST}:${port}`, '256'] : [`${HOST}:${port}`, '256'];
+  const sink = spawn('/usr/sbin/smtp-sink', args, { stdio: 'ignore' });
+  children.add(sink);
+  try {
+    await waitForPort(port);
+    const runs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const result = await run('/usr/sbin/smtp-source', ['-s', String(SESSIONS), '-m', '1000', '-l', String(SIZE), '-f', 'a@example.test', '-t', 'b@example.test', `${HOST}:${port}`]);
+      if (result.code !== 0) throw new Error(`smtp-source failed: ${result.output}`);
+      runs.push(1000 / (result.ms / 1000));
+    }
+    return { perSecond: Math.max(...runs), runs };
+  } finally {
+    sink.kill('SIGTERM');
+    children.delete(sink);
+  }
+}
+
+/**
+ * The upstream for the benchmark: smtp-server with STARTTLS and XOAUTH2 only, checking each distinct token once
+ * by introspection (as a provider caches token validation), counting messages without parsing them.
+ */
+async function startUpstream(pki: TestPki, microsoft: MicrosoftStandin) {
+  const introspector = createIntrospector({ ...microsoft.introspection, ca: pki.ca.cert });
+  const valid = new Map<string, Promise<boolean>>();
+  let messages = 0;
+  let bytes = 0;
+  const waiters: Array<{ n: number; resolve: () => void }> = [];
+  const server = new SMTPServer({
+    key: pki.server.key,
+    cert: pki.server.cert,
+    authMethods: ['XOAUTH2'],
+    size: 157286400,
+    disableReverseLookup: true,
+    logger: false,
+    onAuth(auth, _session, callback) {
+      const token = auth.accessToken ?? '';
+      let check = valid.get(token);
+      if (!check) {
+        check = introspector.introspect(token).then(
+          (info) => info.active && String(info.scope).split(' ').includes(OUTLOOK_SMTP_SCOPE) && String(info.email).toLowerCase() === String(auth.username).toLowerCase(),
+          () => false,
+        );
+        valid.set(token, check);
+      }
+      void check.then((ok) => (ok ? callback(null, { user: auth.username }) : callback(null, { data: { status: '401', schemes: 'bearer', scope: OUTLOOK_SMTP_SCOPE } })));
+    },
+    onData(stream, _session, callback) {
+      stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
+      stream.on('end', () => {
+        messages++;
+        for (const waiter of waiters.splice(0)) {
+          if (messages >= waiter.n) waiter.resolve();
+          else waiters.push(waiter);
+        }
+        callback(null, '2.0.0 OK queued');
+      });
+    },
+  });
+  await new Promise<void>((resolve) => server.listen(0, HOST, resolve));
+  return {
+    port: (server.server.address() as AddressInfo).port,
+    get messages() {
+      return messages;
+    },
+    get bytes() {
+      return bytes;
+    },
+    waitFor(n: number): Promise<void> {
+      if (messages >= n) return Promise.resolve();
+      return new Promise((resolve) => waiters.push({ n, resolve }));
+    },
+    async close() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await introspector.close();
+    },
+  };
+}
+
+/** One device session per message over a raw socket: EHLO, MAIL, RCPT, DATA, QUIT. Resolves with its duration. */
+function session(port: number, body: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = connect({ host: HOST, port });
+    socket.setNoDelay(true);
+    const script = ['EHLO device.bench', 'MAIL FROM:<scanner@printers.local>', 'RCPT TO:<bob@example.test>', 'DATA', body, 'QUIT'];
+    const expected = ['220', '250', '250', '250', '354', '250', '221'];
+    let step = 0;
+    let buffer = '';
+    socket.on('data', (data: Buffer) => {
+      buffer += data.toString('latin1');
+      for (;;) {
+        const match = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3})(?: [^\r\n]*)?\r\n/.exec(buffer);
+        if (!match) return;
+        buffer = buffer.slice(match[0].length);
+        if (match[1] !== expected[step]) {
+          socket.destroy();
+          return reject(new Error(`step ${step}: expected ${expected[step]}, got ${match[0].trim()}`));
+        }
+        if (step === expected.length - 1) {
+          socket.end();
+          return resolve(performance.now() - started);
+        }
+        const next = script[step]!;
+        socket.write(typeof next === 'string' ? next + '\r\n' : next);
+        step++;
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+function message(i: number, size: number): Buffer {
+  const head = `From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: bench ${i}\r\n\r\n`;
+  const line = 'a'.repeat(76) + '\r\n';
+  const lines = Math.max(1, Math.floor((size - head.length - 5) / line.length));
+  return Buffer.from(head + line.repeat(lines) + '.\r\n');
+}
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+function peakRss(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+function currentRss(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
+}
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  process.stdout.write('Postern benchmark (127.0.0.1, one machine, one run)\n');
+
+  // The production build, as `npm start` runs it.
+  const build = await run('npm', ['run', '--silent', 'build']);
+  if (build.code !== 0) throw new Error(`npm run build failed: ${build.output}`);
+  process.stdout.write(`  built dist/ in ${(build.ms / 1000).toFixed(0)} s\n`);
+
+  const floor = await ceiling();
+  process.stdout.write(`  ceiling smtp-source → smtp-sink: ${floor.runs.map((r) => r.toFixed(0)).join(', ')} msg/s\n`);
+
+  const pki = await createTestPki('Postern Bench CA');
+  const microsoft = await startMicrosoftStandin({ pki, interval: 1 });
+  cleanups.push(() => microsoft.close());
+  const upstream = await startUpstream(pki, microsoft);
+  cleanups.push(() => upstream.close());
+  const dataDir = mkdtempSync(join(tmpdir(), 'postern-bench-'));
+  cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
+  const env = { POSTERN_DATA_DIR: dataDir, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: pki.caFile, POSTERN_LOG_LEVEL: 'info' };
+
+  let postern: PosternProcess = await spawnPostern(env, { nodeArgs, entry: 'dist' });
+  children.add(postern.child);
+  const web = new WebClient(`http://${HOST}:${postern.httpPort}`);
+  await web.login('admin', 'bench-admin-password');
+  await authorizeMicrosoft(web, microsoft, pki);
+  await saveEmailSettings(web, { smtpPort: String(upstream.port), messagesPerMinute: RELAY_ONLY ? '1' : '0' });
+  await saveRelaySettings(web, { allowedNetworks: HOST });
+
+  // Warm-up: JIT, the pooled upstream sessions (their TLS handshake and token check).
+  const warm = message(0, SIZE);
+  await Promise.all(Array.from({ length: 50 }, () => session(postern.smtpPort, warm)));
+  if (!RELAY_ONLY) await upstream.waitFor(50);
+
+  // Relay: 10 device sessions, a new connection per message.
+  const bodies = Array.from({ length: MESSAGES }, (_, i) => message(i + 1, SIZE));
+  const baseline = upstream.messages;
+  const latencies: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: SESSIONS }, async () => {
+      while (next < MESSAGES) {
+        const body = bodies[next++]!;
+        latencies.push(await session(postern.smtpPort, body));
+      }
+    }),
+  );
+  const acceptedMs = performance.now() - t0;
+  if (RELAY_ONLY) {
+    latencies.sort((a, b) => a - b);
+    process.stdout.write(`  relay only: ${(MESSAGES / (acceptedMs / 1000)).toFixed(0)} msg/s accepted, p50 ${percentile(latencies, 50).toFixed(1)} ms, p99 ${percentile(latencies, 99).toFixed(1)} ms\n`);
+    await postern.stop();
+    return;
+  }
+  await upstream.waitFor(baseline + MESSAGES);
+  const deliveredMs = performance.now() - t0;
+  latencies.sort((a, b) => a - b);
+  const relayRss = peakRss(postern.child.pid!);
+
+  // Memory: a fresh process (same data directory, so the authorization stays), 5 concurrent 25 MB messages;
+  // once with Node's defaults (as `npm start` runs it), once with V8's young generation capped.
+  await postern.stop();
+  children.delete(postern.child);
+  const big = Array.from({ length: BIG_COUNT }, (_, i) => message(100_000 + i, BIG));
+  const memory = async (extraArgs: string[]) => {
+    postern = await spawnPostern(env, { nodeArgs: [...nodeArgs, ...extraArgs], entry: 'dist' });
+    children.add(postern.child);
+    const idle = currentRss(postern.child.pid!);
+    const baseline = upstream.messages;
+    const started = performance.now();
+    await Promise.all(big.map((body) => session(postern.smtpPort, body)));
+    await upstream.waitFor(baseline + BIG_COUNT);
+    const ms = performance.now() - started;
+    const peak = peakRss(postern.child.pid!);
+    await postern.stop();
+    children.delete(postern.child);
+    return { idle, peak, ms };
+  };
+  const { idle: idleRss, peak: bigPeak, ms: bigMs } = await memory([]);
+  const capped = await memory(['--max-semi-space-size=2']);
+
+  const accepted = MESSAGES / (acceptedMs / 1000);
+  const delivered = MESSAGES / (deliveredMs / 1000);
+  const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MB`;
+  const rows: Array<[string, string, string]> = [
+    ['ceiling: smtp-source → smtp-sink (1000 × 10 KB, 10 sessions, new session each)', `${floor.perSecond.toFixed(0)} msg/s`, ''],
+    [`relay accepted (${MESSAGES} × 10 KB, 10 sessions, new connection each; 250 after fsync)`, `${accepted.toFixed(0)} msg/s`, `${((accepted / floor.perSecond) * 100).toFixed(0)} % of ceiling`],
+    ['relay delivered end to end (XOAUTH2 over STARTTLS, token checked by introspection)', `${delivered.toFixed(0)} msg/s`, `${((delivered / floor.perSecond) * 100).toFixed(0)} % of ceiling (target ≥ 25 %)`],
+    ['session latency p50 (connect → 221)', `${percentile(latencies, 50).toFixed(1)} ms`, 'target < 30 ms'],
+    ['session latency p99', `${percentile(latencies, 99).toFixed(1)} ms`, ''],
+    ['peak RSS during the 10 KB run', mb(relayRss), ''],
+    [`peak RSS relaying ${BIG_COUNT} concurrent 25 MB messages end to end (idle ${mb(idleRss)})`, mb(bigPeak), `target < 150 MB; ${(bigMs / 1000).toFixed(1)} s`],
+    [`  the same with node --max-semi-space-size=2 (idle ${mb(capped.idle)})`, mb(capped.peak), `${(capped.ms / 1000).toFixed(1)} s`],
+  ];
+  const width = Math.max(...rows.map((r) => r[0].length));
+  process.stdout.write('\n');
+  for (const [name, value, note] of rows) process.stdout.write(`  ${name.padEnd(width)}  ${value.padStart(10)}  ${note}\n`);
+  process.stdout.write(`\n  node ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in total\n`);
+}
+
+main()
+  .catch((error: unknown) => {
+    process.stderr.write(`bench failed: ${error instanceof Error ? error.stack : String(error)}\n`);
+    process.exitCode = 1;
+  })
+  .finally(async () => {
+    for (const child of children) child.kill('SIGKILL');
+    for (const cleanup of cleanups.reverse()) await Promise.resolve(cleanup()).catch(() => undefined);
+    clearTimeout(deadline);
+  });
