@@ -170,5 +170,7 @@ describe('output and headers', () => {
     const metrics = await (await fetch(`${gw.url}/metrics`)).text();
     expect(metrics).toContain('postern_oauth_token_status{provider="microsoft",status="Expired"} 1');
     expect(metrics).toContain('postern_process_resident_memory_bytes');
+    expect(metrics).toContain('postern_queue_messages{state="deferred"} 0');
+    expect(metrics).toContain('postern_queue_oldest_waiting_seconds 0');
   });
 });

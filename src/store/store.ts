@@ -9,7 +9,6 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import pg from 'pg';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { migrationProvider, type DialectName } from './migrations.js';
 import type { Database } from './schema.js';
@@ -45,6 +44,8 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   let databaseFile: string | undefined;
   if (options.databaseUrl) {
     dialect = 'postgres';
+    // Loaded only for PostgreSQL: the embedded default has no use for it.
+    const { default: pg } = await import('pg');
     // int8 (bigint) columns hold millisecond timestamps, well inside Number's safe range.
     pg.types.setTypeParser(20, (value) => Number(value));
     db = new Kysely<Database>({

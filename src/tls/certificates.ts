@@ -2,14 +2,25 @@
  * X.509 helpers: Postern's own certificates (the relay's STARTTLS certificate generated at first start)
  * and inspection of PEM certificates registered by the administrator (CA Certificate Settings).
  *
- * Built on @peculiar/x509 over Node's WebCrypto; no OpenSSL binary is needed on the host.
+ * Generation is built on @peculiar/x509 over Node's WebCrypto (no OpenSSL binary is needed on the host),
+ * loaded only when a certificate is made: it is needed once at first start, and costs memory for the
+ * process's whole life otherwise. Parsing uses Node's own X509Certificate.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import { X509Certificate, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+type X509 = typeof import('@peculiar/x509');
+let x509Module: Promise<X509> | undefined;
+
+function loadX509(): Promise<X509> {
+  x509Module ??= (async () => {
+    await import('reflect-metadata');
+    const x509 = await import('@peculiar/x509');
+    x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+    return x509;
+  })();
+  return x509Module;
+}
 
 const ALGORITHM = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 const DAY_MS = 86_400_000;
@@ -47,7 +58,7 @@ async function exportKey(key: CryptoKey): Promise<string> {
   return `-----BEGIN PRIVATE KEY-----\n${body}\n-----END PRIVATE KEY-----\n`;
 }
 
-function subjectAltName(names: string[]): x509.SubjectAlternativeNameExtension {
+function subjectAltName(x509: X509, names: string[]): import('@peculiar/x509').SubjectAlternativeNameExtension {
   return new x509.SubjectAlternativeNameExtension(
     names.map((name) => (isIP(name) ? { type: 'ip' as const, value: name } : { type: 'dns' as const, value: name })),
   );
@@ -63,6 +74,7 @@ async function generateKeys(): Promise<CryptoKeyPair> {
 
 /** Creates a certificate authority (used for tests, and for a private relay CA). */
 export async function createCertificateAuthority(commonName: string, validDays = 3650): Promise<CertificateAuthority> {
+  const x509 = await loadX509();
   const keys = await generateKeys();
   const now = Date.now();
   const caCert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -86,13 +98,13 @@ export async function createCertificateAuthority(commonName: string, validDays =
     async issue(names, options = {}) {
       const leafKeys = await generateKeys();
       const issued = Date.now();
-      const extensions: x509.Extension[] = [
+      const extensions: import('@peculiar/x509').Extension[] = [
         new x509.BasicConstraintsExtension(false, undefined, true),
         new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
         new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
         await x509.AuthorityKeyIdentifierExtension.create(keys.publicKey),
       ];
-      if (!options.omitSubjectAltName) extensions.push(subjectAltName(names));
+      if (!options.omitSubjectAltName) extensions.push(subjectAltName(x509, names));
       const leaf = await x509.X509CertificateGenerator.create({
         serialNumber: serialNumber(),
         subject: `CN=${escapeDnValue(options.commonName ?? names[0] ?? 'localhost')}`,
@@ -111,6 +123,7 @@ export async function createCertificateAuthority(commonName: string, validDays =
 
 /** A self-signed server certificate, as the relay uses when no certificate was provided. */
 export async function createSelfSignedCertificate(names: string[], validDays = 3650): Promise<KeyAndCertificate> {
+  const x509 = await loadX509();
   const keys = await generateKeys();
   const now = Date.now();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
@@ -124,7 +137,7 @@ export async function createSelfSignedCertificate(names: string[], validDays = 3
       new x509.BasicConstraintsExtension(false, undefined, true),
       new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyAgreement, true),
       new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      subjectAltName(names),
+      subjectAltName(x509, names),
     ],
   });
   return { key: await exportKey(keys.privateKey), cert: cert.toString('pem') + '\n' };

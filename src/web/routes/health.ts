@@ -1,12 +1,20 @@
-/** /healthz for load balancers and service managers; /metrics for Prometheus. */
+/**
+ * /healthz for load balancers and service managers; /metrics for Prometheus.
+ *
+ * The metrics registry (prom-client) is created at the first scrape: every value is computed when scraped,
+ * and a gateway that is never scraped should not carry the library in memory.
+ */
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'kysely';
-import client from 'prom-client';
+import type { Registry } from 'prom-client';
+import type { QueueState } from '../../store/schema.js';
 import type { WebContext } from '../app.js';
 
 const TOKEN_STATUSES = ['NotRegistered', 'WaitingForAuthorization', 'Active', 'Expired', 'Error'] as const;
+const QUEUE_STATES: readonly QueueState[] = ['incoming', 'active', 'deferred', 'held', 'sent', 'bounced'];
 
-export function registerHealthRoutes(app: FastifyInstance, web: WebContext): void {
+async function createRegistry(web: WebContext): Promise<Registry> {
+  const { default: client } = await import('prom-client');
   const registry = new client.Registry();
   client.collectDefaultMetrics({ register: registry, prefix: 'postern_' });
   new client.Gauge({
@@ -16,7 +24,7 @@ export function registerHealthRoutes(app: FastifyInstance, web: WebContext): voi
     registers: [registry],
     async collect() {
       this.reset();
-      const rows = await web.store.db.selectFrom('oauth_accounts').select(['id', 'token_status', 'enabled']).execute();
+      const rows = await web.store.db.selectFrom('oauth_accounts').select(['id', 'token_status']).execute();
       for (const row of rows) {
         for (const status of TOKEN_STATUSES) this.set({ provider: row.id, status }, row.token_status === status ? 1 : 0);
       }
@@ -35,7 +43,40 @@ export function registerHealthRoutes(app: FastifyInstance, web: WebContext): voi
       }
     },
   });
-  app.decorate('metricsRegistry', registry);
+  new client.Gauge({
+    name: 'postern_queue_messages',
+    help: 'Messages in the queue by state (sent and bounced: kept for the Log until cleaned up).',
+    labelNames: ['state'],
+    registers: [registry],
+    async collect() {
+      this.reset();
+      const rows = await web.store.db
+        .selectFrom('queue_messages')
+        .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
+        .groupBy('state')
+        .execute();
+      for (const state of QUEUE_STATES) this.set({ state }, Number(rows.find((row) => row.state === state)?.n ?? 0));
+    },
+  });
+  new client.Gauge({
+    name: 'postern_queue_oldest_waiting_seconds',
+    help: 'Age of the oldest message not yet delivered or bounced (0 when none waits).',
+    registers: [registry],
+    async collect() {
+      const row = await web.store.db
+        .selectFrom('queue_messages')
+        .select((eb) => eb.fn.min<number>('received_at').as('oldest'))
+        .where('state', 'in', ['incoming', 'active', 'deferred', 'held'])
+        .executeTakeFirst();
+      const oldest = row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest);
+      this.set(oldest === undefined ? 0 : Math.max(0, Math.round((Date.now() - oldest) / 1000)));
+    },
+  });
+  return registry;
+}
+
+export function registerHealthRoutes(app: FastifyInstance, web: WebContext): void {
+  let registry: Promise<Registry> | undefined;
 
   app.get('/healthz', async (_request, reply) => {
     try {
@@ -47,12 +88,7 @@ export function registerHealthRoutes(app: FastifyInstance, web: WebContext): voi
   });
 
   app.get('/metrics', async (_request, reply) => {
-    return reply.type(registry.contentType).send(await registry.metrics());
+    const metrics = await (registry ??= createRegistry(web));
+    return reply.type(metrics.contentType).send(await metrics.metrics());
   });
-}
-
-declare module 'fastify' {
-  interface FastifyInstance {
-    metricsRegistry: client.Registry;
-  }
 }
