@@ -65,6 +65,7 @@ Postern sandbox is running. Everything is offline; nothing here reaches Microsof
   Remote UI:        ${ui}
     User Name:      admin
     Password:       ${config.adminPassword}
+  Relay for devices (SMTP, STARTTLS): ${config.host === '0.0.0.0' ? '127.0.0.1' : config.host}:${postern.smtpPort}
 
   OAuth 2.0 (Microsoft) stand-in (Edit Basic Settings):
     Microsoft Entra ID Authorization Server Endpoint:  ${microsoft.endpoint('organizations')}
