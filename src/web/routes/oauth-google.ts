@@ -8,6 +8,7 @@ import { AuthorizationRejected, GOOGLE_CALLBACK_PATH } from '../../oauth/google.
 import { GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, GOOGLE_DEFAULT_TOKEN_ENDPOINT } from '../../oauth/profiles.js';
 import { canChangeSendSettings } from '../../store/users.js';
 import { checkbox, text, type WebContext } from '../app.js';
+import { registerAccountStatusRoutes } from './oauth-account.js';
 
 const BASE = '/settings/send/oauth-google';
 
@@ -43,10 +44,8 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
     return reply.render('oauth-google', { title: 'OAuth 2.0 (Google) Settings', status, base: BASE, now: Date.now(), redirectUri: redirectUri() });
   });
 
-  app.get(`${BASE}/status`, { preHandler: web.requireLogin }, async (_request, reply) => {
-    const status = await web.oauth.status('google');
-    return reply.render('partials/oauth-status', { status, base: BASE, now: Date.now() });
-  });
+  registerAccountStatusRoutes(app, web, 'google', BASE);
+
 
   app.get(`${BASE}/edit`, { preHandler: web.requireSendSettings }, async (_request, reply) => {
     const status = await web.oauth.status('google');
@@ -132,11 +131,6 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
     }
   });
 
-  app.post(`${BASE}/token/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    await web.oauth.deleteToken('google', request.user!.username);
-    web.setFlash(request, { type: 'success', text: 'The token was deleted. Token Status is Not Registered.' });
-    return reply.redirect(BASE, 303);
-  });
 
   // The loopback redirect (http://127.0.0.1:<port>/oauth2/google/callback): reaches Postern only when the
   // admin's browser runs on Postern's host. From anywhere else the browser shows an error page whose

@@ -5,6 +5,7 @@
 import type { FastifyInstance } from 'fastify';
 import { MICROSOFT_DEFAULT_ENDPOINT, MICROSOFT_LOGIN_HOSTS } from '../../oauth/profiles.js';
 import { checkbox, text, type WebContext } from '../app.js';
+import { registerAccountStatusRoutes } from './oauth-account.js';
 
 const BASE = '/settings/send/oauth-microsoft';
 
@@ -14,10 +15,8 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
     return reply.render('oauth-microsoft', { title: 'OAuth 2.0 (Microsoft) Settings', status, base: BASE, now: Date.now() });
   });
 
-  app.get(`${BASE}/status`, { preHandler: web.requireLogin }, async (_request, reply) => {
-    const status = await web.oauth.status('microsoft');
-    return reply.render('partials/oauth-status', { status, base: BASE, now: Date.now() });
-  });
+  registerAccountStatusRoutes(app, web, 'microsoft', BASE);
+
 
   app.get(`${BASE}/edit`, { preHandler: web.requireSendSettings }, async (_request, reply) => {
     const status = await web.oauth.status('microsoft');
@@ -74,9 +73,4 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
     return reply.redirect(BASE, 303);
   });
 
-  app.post(`${BASE}/token/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    await web.oauth.deleteToken('microsoft', request.user!.username);
-    web.setFlash(request, { type: 'success', text: 'The token was deleted. Token Status is Not Registered.' });
-    return reply.redirect(BASE, 303);
-  });
 }
