@@ -111,6 +111,48 @@ async function ceiling(): Promise<{ perSecond: number; runs: number[] }> {
 }
 
 /**
+ * A reference point between the ceiling and Postern: smtp-server itself (the library Postern's relay is built
+ * on), in its own process, with the greeting delay removed as in Postern, accepting and discarding each
+ * message: no authentication, no disk, no delivery. What no relay built on it can exceed on this machine.
+ */
+const BARE_SMTP_SERVER = `
+import { SMTPServer } from 'smtp-server';
+import { SMTPConnection } from 'smtp-server/lib/smtp-connection.js';
+class Connection extends SMTPConnection { init() { this._setListeners(() => this.connectionReady()); } }
+class Server extends SMTPServer {
+  connect(socket, options) {
+    const connection = new Connection(this, socket, options);
+    this.connections.add(connection);
+    connection.on('error', () => {});
+    connection.on('connect', (data) => this._onClientConnect(data));
+    connection.init();
+  }
+}
+const server = new Server({ authOptional: true, disableReverseLookup: true, hideSTARTTLS: true, logger: false,
+  onData(stream, _session, callback) { stream.resume(); stream.on('end', () => callback()); } });
+server.listen(Number(process.argv[1]), '${HOST}');
+`;
+
+async function bareSmtpServer(): Promise<{ perSecond: number; runs: number[] }> {
+  const port = await freePort();
+  const server = spawn(process.execPath, ['--input-type=module', '-e', BARE_SMTP_SERVER, String(port)], { stdio: 'ignore' });
+  children.add(server);
+  try {
+    await waitForPort(port);
+    const runs: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const result = await run('/usr/sbin/smtp-source', ['-s', String(SESSIONS), '-m', '1000', '-l', String(SIZE), '-f', 'a@example.test', '-t', 'b@example.test', `${HOST}:${port}`]);
+      if (result.code !== 0) throw new Error(`smtp-source failed: ${result.output}`);
+      runs.push(1000 / (result.ms / 1000));
+    }
+    return { perSecond: Math.max(...runs), runs };
+  } finally {
+    server.kill('SIGTERM');
+    children.delete(server);
+  }
+}
+
+/**
  * The upstream for the benchmark: smtp-server with STARTTLS and XOAUTH2 only, checking each distinct token once
  * by introspection (as a provider caches token validation), counting messages without parsing them.
  */
@@ -236,6 +278,8 @@ async function main(): Promise<void> {
 
   const floor = await ceiling();
   process.stdout.write(`  ceiling smtp-source → smtp-sink: ${floor.runs.map((r) => r.toFixed(0)).join(', ')} msg/s\n`);
+  const bare = await bareSmtpServer();
+  process.stdout.write(`  smtp-source → smtp-server (discarding): ${bare.runs.map((r) => r.toFixed(0)).join(', ')} msg/s\n`);
 
   const pki = await createTestPki('Postern Bench CA');
   const microsoft = await startMicrosoftStandin({ pki, interval: 1 });
@@ -312,6 +356,7 @@ async function main(): Promise<void> {
   const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MB`;
   const rows: Array<[string, string, string]> = [
     ['ceiling: smtp-source → smtp-sink (1000 × 10 KB, 10 sessions, new session each)', `${floor.perSecond.toFixed(0)} msg/s`, ''],
+    ['reference: smtp-source → smtp-server alone, discarding (no disk, no delivery)', `${bare.perSecond.toFixed(0)} msg/s`, `${((bare.perSecond / floor.perSecond) * 100).toFixed(0)} % of ceiling`],
     [`relay accepted (${MESSAGES} × 10 KB, 10 sessions, new connection each; 250 after fsync)`, `${accepted.toFixed(0)} msg/s`, `${((accepted / floor.perSecond) * 100).toFixed(0)} % of ceiling`],
     ['relay delivered end to end (XOAUTH2 over STARTTLS, token checked by introspection)', `${delivered.toFixed(0)} msg/s`, `${((delivered / floor.perSecond) * 100).toFixed(0)} % of ceiling (target ≥ 25 %)`],
     ['session latency p50 (connect → 221)', `${percentile(latencies, 50).toFixed(1)} ms`, 'target < 30 ms'],

@@ -40,6 +40,13 @@ export const REDACT_PATHS = [
   'res.headers["set-cookie"]',
 ];
 
+/**
+ * Logs go to stdout as JSON lines. Without a given destination they are written asynchronously (pino's
+ * sonic-boom): lines logged while a write is in flight are joined into the next one, so that under load
+ * logging does not cost the relay a write system call per line, and when idle each line appears at once.
+ * The buffer is flushed on a normal stop; after a crash (kill -9) the last lines may be missing, while the
+ * queue and its Log page, which live in the database, are not affected.
+ */
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   return pino(
     {
@@ -48,7 +55,7 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       serializers: { err: (error: unknown) => describeError(error) },
     },
-    destination,
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
 }
 

@@ -46,7 +46,7 @@ async function main(): Promise<void> {
     try {
       await postern.stop();
     } finally {
-      process.exit(0);
+      log.flush(() => process.exit(0));
     }
   };
   process.on('SIGINT', () => void stop('SIGINT'));
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
     const code = (error as { code?: string }).code;
     log.fatal({ err: describeError(error) }, code === 'EADDRINUSE' ? 'a port is already in use; set POSTERN_HTTP_PORT / POSTERN_SMTP_PORT' : 'start-up failed');
     await postern.stop().catch(() => undefined);
-    process.exit(1);
+    log.flush(() => process.exit(1));
   }
 }
 

@@ -6,7 +6,7 @@
  * relay relies on before it answers 250 (docs/decisions/002-sqlite-wal-synchronous-full.md).
  */
 import BetterSqlite3 from 'better-sqlite3';
-import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql } from 'kysely';
+import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from 'kysely';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
@@ -60,7 +60,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     sqlite.pragma('synchronous = FULL');
     sqlite.pragma('foreign_keys = ON');
     sqlite.pragma('busy_timeout = 5000');
-    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) });
+    db = new Kysely<Database>({ dialect: new SqliteDialect({ database: withStatementCache(sqlite) }) });
   }
 
   try {
@@ -101,6 +101,27 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     databaseFile,
     async close() {
       await db.destroy();
+    },
+  };
+}
+
+/**
+ * Kysely's SQLite driver prepares every query anew; the relay runs the same few statements for every message.
+ * Prepared statements are kept by SQL text (bounded). Safe because Kysely runs one query at a time on the
+ * single SQLite connection.
+ */
+function withStatementCache(sqlite: BetterSqlite3.Database, limit = 256): SqliteDatabase {
+  const cache = new Map<string, BetterSqlite3.Statement>();
+  return {
+    close: () => sqlite.close(),
+    prepare(text: string) {
+      let statement = cache.get(text);
+      if (!statement) {
+        if (cache.size >= limit) cache.clear();
+        statement = sqlite.prepare(text);
+        cache.set(text, statement);
+      }
+      return statement as unknown as ReturnType<SqliteDatabase['prepare']>;
     },
   };
 }
