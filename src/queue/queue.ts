@@ -335,27 +335,7 @@ export class MessageQueue {
 
   /** Takes the lease of a due message (a conditional update: of several contenders only one wins). */
   async lease(message: QueuedMessage, owner: string, leaseMs: number): Promise<boolean> {
-    const now = this.#now();
-    let won = false;
-    await this.#batcher.run(async (trx) => {
-      const result = await trx
-        .updateTable('queue_messages')
-        .set({ state: 'active', lease_owner: owner, lease_until: now + leaseMs, attempts: message.attempts + 1 })
-        .where('id', '=', message.id)
-        .where('attempts', '=', message.attempts)
-        .where((eb) =>
-          eb.or([eb('state', 'in', ['incoming', 'deferred', 'held']), eb.and([eb('state', '=', 'active'), eb('lease_until', '<', now)])]),
-        )
-        .executeTakeFirst();
-      won = Number(result.numUpdatedRows) === 1;
-    }, { durable: false });
-    if (won) {
-      message.state = 'active';
-      message.attempts += 1;
-      message.leaseOwner = owner;
-      message.leaseUntil = now + leaseMs;
-    }
-    return won;
+    return (await this.leaseMany([message], owner, leaseMs)).length === 1;
   }
 
   #log(trx: Parameters<Parameters<WriteBatcher['run']>[0]>[0], queueId: string, event: DeliveryEvent, entry: { recipients?: string[] | null; code?: number | null; reply?: string | null; advice?: string | null }, at: number) {
