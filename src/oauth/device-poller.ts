@@ -21,6 +21,7 @@ import { authorizationServerOf, clientOf } from './authorization-server.js';
 import { pollDeviceCodeGrant } from './grants.js';
 import type { OAuthHttp } from './http.js';
 import { PROVIDER_LABELS } from './profiles.js';
+import type { OAuthBackgroundOptions } from './token-service.js';
 
 const NETWORK_BACKOFF_MAX_S = 60;
 const LEASE_TTL_MS = 60_000;
@@ -33,13 +34,7 @@ export const DEVICE_STATUS_TEXT: Record<Exclude<DeviceAuthorizationStatus, 'Pend
   Cancelled: 'The authorization was cancelled.',
 };
 
-export interface DevicePollerOptions {
-  accounts: OAuthAccounts;
-  http: OAuthHttp;
-  audit: AuditLog;
-  log: Logger;
-  now?: () => number;
-  instanceId?: string;
+export interface DevicePollerOptions extends OAuthBackgroundOptions {
   /** When false, nothing is polled by timers; the caller drives pollOnce (deterministic tests). */
   autoSchedule?: boolean;
 }

@@ -62,14 +62,18 @@ export interface GetAccessTokenOptions {
   rejectedAccessToken?: string;
 }
 
-export interface TokenServiceOptions {
+/** What the background OAuth services (token refresh, device polling) need. */
+export interface OAuthBackgroundOptions {
   accounts: OAuthAccounts;
   http: OAuthHttp;
   audit: AuditLog;
   log: Logger;
   now?: () => number;
-  /** Identifies this process in refresh leases. */
+  /** Identifies this process in leases shared with other instances. */
   instanceId?: string;
+}
+
+export interface TokenServiceOptions extends OAuthBackgroundOptions {
   random?: () => number;
 }
 
