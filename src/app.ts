@@ -64,7 +64,12 @@ export interface Postern {
 }
 
 export async function createPostern(config: Config, log: Logger): Promise<Postern> {
-  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey });
+  const store = await openStore({
+    dataDir: config.dataDir,
+    databaseUrl: config.databaseUrl,
+    secretKey: config.secretKey,
+    onConnectionError: (error) => log.warn({ err: error }, 'database connection lost; the next query reconnects'),
+  });
   const instanceId = randomUUID();
   const users = new Users(store);
   const audit = new AuditLog(store);

@@ -15,6 +15,7 @@ import { Users } from '../src/store/users.js';
 const adminUrl = process.env.POSTERN_TEST_DATABASE_URL;
 const database = `postern_test_${process.pid}_${Date.now()}`;
 let store: Store | undefined;
+const connectionErrors: Error[] = [];
 
 describe.skipIf(!adminUrl)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () => {
   let url: string;
@@ -27,7 +28,11 @@ describe.skipIf(!adminUrl)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () =>
     const parsed = new URL(adminUrl!);
     parsed.pathname = `/${database}`;
     url = parsed.href;
-    store = await openStore({ dataDir: mkdtempSync(join(tmpdir(), 'postern-pg-')), databaseUrl: url });
+    store = await openStore({
+      dataDir: mkdtempSync(join(tmpdir(), 'postern-pg-')),
+      databaseUrl: url,
+      onConnectionError: (error) => connectionErrors.push(error),
+    });
   });
 
   afterAll(async () => {
@@ -77,5 +82,19 @@ describe.skipIf(!adminUrl)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () =>
     await expect(
       openStore({ dataDir: mkdtempSync(join(tmpdir(), 'postern-pg-')), databaseUrl: url, secretKey: Buffer.alloc(32, 7) }),
     ).rejects.toThrow(/POSTERN_SECRET_KEY does not match/);
+  });
+
+  test('a connection the server terminates is reported and replaced; the process goes on', async () => {
+    await store!.db.selectFrom('meta').select('key').execute();
+    const admin = new pg.Client({ connectionString: adminUrl });
+    await admin.connect();
+    const { rows } = await admin.query(
+      'select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()',
+      [database],
+    );
+    await admin.end();
+    expect(rows[0].n).toBeGreaterThan(0);
+    await expect.poll(() => connectionErrors.length).toBeGreaterThan(0);
+    expect((await store!.db.selectFrom('meta').select('key').execute()).length).toBeGreaterThan(0);
   });
 });

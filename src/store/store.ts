@@ -18,6 +18,12 @@ export interface StoreOptions {
   dataDir: string;
   databaseUrl?: string | undefined;
   secretKey?: Buffer | undefined;
+  /**
+   * Called when an idle PostgreSQL connection fails (server restart, network cut, a terminated backend). The
+   * pool drops that connection and the next query opens a new one; without a listener the error would end the
+   * process.
+   */
+  onConnectionError?: ((error: Error) => void) | undefined;
 }
 
 export interface Store {
@@ -48,9 +54,9 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     const { default: pg } = await import('pg');
     // int8 (bigint) columns hold millisecond timestamps, well inside Number's safe range.
     pg.types.setTypeParser(20, (value) => Number(value));
-    db = new Kysely<Database>({
-      dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: options.databaseUrl, max: 10 }) }),
-    });
+    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10 });
+    pool.on('error', (error) => options.onConnectionError?.(error));
+    db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   } else {
     dialect = 'sqlite';
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
