@@ -7,6 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
+import { runCli } from './support/cli.js';
 
 const MAIN = join(import.meta.dirname, '..', 'src', 'main.ts');
 
@@ -86,29 +87,18 @@ describe('run contract', () => {
 });
 
 describe('postern command line', () => {
-  const CLI = join(import.meta.dirname, '..', 'src', 'cli', 'postern.ts');
-  const cli = (args: string[], env: Record<string, string>) =>
-    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-      const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env } });
-      let stdout = '';
-      let stderr = '';
-      child.stdout.on('data', (c) => (stdout += c));
-      child.stderr.on('data', (c) => (stderr += c));
-      child.on('exit', (code) => resolve({ code, stdout, stderr }));
-    });
-
   test('status and reset-password work on the data directory', async () => {
     const dataDir = mkdtempSync(join(tmpdir(), 'postern-cli-'));
     const env = { POSTERN_DATA_DIR: dataDir, POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_HOST: '127.0.0.1', POSTERN_ADMIN_PASSWORD: 'first-password' };
     expect((await run(env, listening)).code).toBe(0);
-    const status = await cli(['status'], { POSTERN_DATA_DIR: dataDir });
+    const status = await runCli(['status'], { POSTERN_DATA_DIR: dataDir });
     expect(status.code).toBe(0);
     expect(status.stdout).toContain('OAuth 2.0 (Microsoft): not in use');
     expect(status.stdout).toContain('Token Status: Not Registered');
-    const reset = await cli(['reset-password', 'admin'], { POSTERN_DATA_DIR: dataDir });
+    const reset = await runCli(['reset-password', 'admin'], { POSTERN_DATA_DIR: dataDir });
     expect(reset.code).toBe(0);
     expect(reset.stdout).toMatch(/^New password for admin: [A-Za-z0-9]{20}\n$/);
-    const unknown = await cli(['reset-password', 'nobody'], { POSTERN_DATA_DIR: dataDir });
+    const unknown = await runCli(['reset-password', 'nobody'], { POSTERN_DATA_DIR: dataDir });
     expect(unknown.code).toBe(1);
     expect(unknown.stderr).toContain('there is no user named nobody');
   });

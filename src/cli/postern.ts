@@ -1,16 +1,29 @@
 #!/usr/bin/env node
 /**
  * `postern` command line: `start` (the gateway, same as `npm start`), `status` (Token Status and connection
- * of each account, from the database), and `reset-password <user>` (recovery when the Remote UI password is
- * lost; prints a new random password once). Reads the same POSTERN_* environment as the gateway.
+ * of each account, from the database), `reset-password <user>` (recovery when the Remote UI password is
+ * lost; prints a new random password once), and `queue` (the Queue page for the gateway's host: `list`,
+ * `retry <id|all>`, `delete <id>`).
+ *
+ * Inputs: the same POSTERN_* environment as the gateway (same database, same data directory and spool).
+ * Outputs: text on stdout; one line on stderr when something cannot be done. Exit status 0, 1 (not done:
+ *   unknown user or message, a message in a state that does not allow it), 64 (usage, as sysexits' EX_USAGE)
+ *   or 78 (configuration).
+ * Known limits: the command line cannot wake a running gateway. `queue retry` only makes the message due;
+ *   the gateway's queue manager finds it at its next scan of the database (about once a second). `queue
+ *   delete` removes the body only from this host's spool: on a multi-node PostgreSQL set-up, the node that
+ *   accepted the message removes its copy when it next starts.
  */
-import { loadConfig } from '../config.js';
+import { existsSync } from 'node:fs';
+import { loadConfig, QUEUE_DEFAULTS, type Config } from '../config.js';
 import { isPosternError } from '../errors.js';
 import { TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
 import { CONNECTION_STATUS_LABELS, type ConnectionStatus } from '../oauth/connection-check.js';
 import { PROVIDER_LABELS } from '../oauth/profiles.js';
+import type { MessageQueue, QueuedMessage } from '../queue/queue.js';
 import { generatePassword } from '../store/passwords.js';
-import { openStore } from '../store/store.js';
+import type { QueueState } from '../store/schema.js';
+import { openStore, type Store } from '../store/store.js';
 
 const USAGE = `Usage: postern <command>
 
@@ -18,18 +31,55 @@ Commands:
   start                      Run the gateway (Remote UI and relay).
   status                     Show each OAuth account's Token Status and Server Connection Status.
   reset-password <user>      Set a new random password for a Remote UI user and print it.
+  queue [list] [--all]       List the messages not delivered yet, with a count by state
+                             (--all: also the most recent sent and returned ones).
+  queue retry <id|all>       Retry Now: a deferred or held message (all: every one) is due at once;
+                             a running gateway picks it up.
+  queue delete <id>          Delete a waiting message without sending it (its sender is not told).
 
 Configuration comes from the environment (POSTERN_DATA_DIR, POSTERN_DATABASE_URL, …); see the README.
 `;
 
-async function withStore<T>(fn: (store: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> {
+const QUEUE_USAGE = `Usage: postern queue [list] [--all]
+       postern queue retry <id|all>
+       postern queue delete <id>
+`;
+
+/** What was asked cannot be done: one line on stderr (and the usage for exit status 64). */
+class CommandFailed extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: 1 | 64,
+    readonly usage?: string,
+  ) {
+    super(message);
+    this.name = 'CommandFailed';
+  }
+}
+
+const queueUsage = (message: string) => new CommandFailed(message, 64, QUEUE_USAGE);
+
+async function withStore<T>(fn: (store: Store, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig();
   const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey });
   try {
-    return await fn(store);
+    return await fn(store, config);
   } finally {
     await store.close();
   }
+}
+
+/** The gateway's queue, on the same store and spool as the gateway; its writes are on disk before the store closes. */
+async function withQueue<T>(fn: (queue: MessageQueue, store: Store) => Promise<T>): Promise<T> {
+  const [{ MessageQueue }, { Spool, spoolDirectory }] = await Promise.all([import('../queue/queue.js'), import('../queue/spool.js')]);
+  return withStore(async (store, config) => {
+    const queue = new MessageQueue(store, Spool.open(spoolDirectory(config.dataDir)), { tuning: { ...QUEUE_DEFAULTS, ...config.queue } });
+    try {
+      return await fn(queue, store);
+    } finally {
+      await queue.close();
+    }
+  });
 }
 
 async function status(): Promise<void> {
@@ -71,6 +121,167 @@ async function resetPassword(username: string | undefined): Promise<void> {
   });
 }
 
+// ---- queue ------------------------------------------------------------------------------------------
+
+/** Who the delivery log names for Retry Now and Delete (the Remote UI names the signed-in user). */
+const QUEUE_ACTOR = 'the command line';
+/** At most this many waiting messages are listed (the count by state covers all of them). */
+const LIST_LIMIT = 10_000;
+/** `--all` adds this many of the most recently received finished messages. */
+const RECENT_FINISHED = 100;
+/** The states Retry Now and Delete apply to (MessageQueue.retryNow and .remove). */
+const WAITING_STATES: readonly QueueState[] = ['incoming', 'deferred', 'held'];
+/** `retry all` takes the messages waiting for a retry; incoming ones are due already. */
+const RETRY_ALL_STATES: QueueState[] = ['deferred', 'held'];
+/** A bound for the query only: `retry all` is meant to take every waiting message. */
+const RETRY_ALL_LIMIT = 1_000_000;
+
+/** Addresses and replies come from devices and upstream servers: no control characters reach the terminal. */
+const printable = (text: string) => text.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+const isoTime = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+function nextAttempt(message: QueuedMessage, now: number): string {
+  if (message.state !== 'incoming' && message.state !== 'deferred') return '-';
+  return message.nextAttemptAt <= now ? 'now' : isoTime(message.nextAttemptAt);
+}
+
+function lastReply(message: QueuedMessage): string {
+  const parts = [message.lastReply, message.lastAdvice ? `advice: ${message.lastAdvice}` : null].filter((p): p is string => Boolean(p));
+  return parts.length > 0 ? printable(parts.join('; ')) : '-';
+}
+
+/** One line per message in aligned columns; the last column (reply and advice) is not padded. */
+function formatQueueTable(messages: QueuedMessage[], now: number): string {
+  const header = ['ID', 'STATE', 'RECEIVED', 'SIZE', 'ATTEMPTS', 'NEXT ATTEMPT', 'FROM', 'TO', 'LAST REPLY'];
+  const rows = messages.map((m) => [
+    m.id,
+    m.state,
+    isoTime(m.receivedAt),
+    String(m.size),
+    String(m.attempts),
+    nextAttempt(m, now),
+    printable(m.reversePath || '<>'),
+    printable(m.recipients.join(',')),
+    lastReply(m),
+  ]);
+  const rightAligned = new Set([3, 4]);
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, i) => (i === cells.length - 1 ? cell : rightAligned.has(i) ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  return [header, ...rows].map(line).join('\n') + '\n';
+}
+
+function formatCounts(counts: Record<QueueState, number>): string {
+  const waiting = counts.incoming + counts.active + counts.deferred + counts.held;
+  return (
+    `${waiting} not finished: incoming ${counts.incoming}, active ${counts.active}, deferred ${counts.deferred}, held ${counts.held}. ` +
+    `Finished (kept for the Log page): sent ${counts.sent}, bounced ${counts.bounced}.\n`
+  );
+}
+
+async function queueList(all: boolean): Promise<void> {
+  const { ACTIVE_STATES } = await import('../queue/queue.js');
+  await withQueue(async (queue) => {
+    const waiting = await queue.list(ACTIVE_STATES, LIST_LIMIT);
+    const finished = all ? await queue.list(['sent', 'bounced'], RECENT_FINISHED) : [];
+    const counts = await queue.counts();
+    const messages = [...waiting, ...finished].sort((a, b) => b.receivedAt - a.receivedAt);
+    if (messages.length === 0) process.stdout.write(all ? 'The queue is empty and keeps no finished message.\n' : 'The queue is empty.\n');
+    else process.stdout.write(formatQueueTable(messages, Date.now()));
+    const total = ACTIVE_STATES.reduce((n, state) => n + counts[state], 0);
+    if (waiting.length < total) process.stdout.write(`Showing the newest ${waiting.length} of ${total} messages not finished.\n`);
+    process.stdout.write(formatCounts(counts));
+  });
+}
+
+/** The message, or a one-line failure: unknown id, or a state that `action` does not apply to. */
+async function waitingMessage(queue: MessageQueue, id: string, action: string): Promise<QueuedMessage> {
+  const message = await queue.get(id);
+  if (!message) throw new CommandFailed(`there is no message ${printable(id)} in the queue`, 1);
+  if (!WAITING_STATES.includes(message.state)) {
+    const why = message.state === 'active' ? 'it is being sent right now' : `it is already ${message.state}`;
+    throw new CommandFailed(`message ${id} cannot be ${action}: ${why} (only incoming, deferred and held messages can)`, 1);
+  }
+  return message;
+}
+
+const pickedUp = (them: 'it' | 'them') => `A running gateway picks ${them} up at its next queue scan (about once a second); a stopped one when it starts.\n`;
+
+async function queueRetry(target: string): Promise<void> {
+  await withQueue(async (queue, store) => {
+    const { AuditLog } = await import('../store/audit.js');
+    const audit = new AuditLog(store);
+    if (target === 'all') {
+      const messages = await queue.list(RETRY_ALL_STATES, RETRY_ALL_LIMIT);
+      let retried = 0;
+      let held = 0;
+      // Concurrent calls share the queue's write batches: a few commits instead of one per message.
+      for (let i = 0; i < messages.length; i += 500) {
+        const slice = messages.slice(i, i + 500);
+        const done = await Promise.all(slice.map((m) => queue.retryNow(m.id, QUEUE_ACTOR)));
+        retried += done.filter(Boolean).length;
+        held += slice.filter((m, j) => done[j] && m.state === 'held').length;
+      }
+      if (retried === 0) {
+        process.stdout.write('No message is deferred or held; there is nothing to retry.\n');
+        return;
+      }
+      await audit.record(null, 'queue.retry', `all: ${retried} message${retried === 1 ? '' : 's'} (command line)`);
+      process.stdout.write(`${retried} message${retried === 1 ? ' is' : 's are'} due now (Retry Now).\n${pickedUp(retried === 1 ? 'it' : 'them')}`);
+      if (held > 0) process.stdout.write('Held messages are held again if the sending account\'s Token Status is still not Active.\n');
+      return;
+    }
+    const message = await waitingMessage(queue, target, 'retried');
+    if (!(await queue.retryNow(message.id, QUEUE_ACTOR))) {
+      throw new CommandFailed(`message ${message.id} cannot be retried: it is no longer waiting (it is being sent, or was sent or deleted)`, 1);
+    }
+    await audit.record(null, 'queue.retry', `${message.id} (command line)`);
+    process.stdout.write(`Message ${message.id} (${message.state}) is due now (Retry Now).\n${pickedUp('it')}`);
+    if (message.state === 'held') process.stdout.write('It is held again if the sending account\'s Token Status is still not Active.\n');
+  });
+}
+
+async function queueDelete(id: string): Promise<void> {
+  await withQueue(async (queue, store) => {
+    const message = await waitingMessage(queue, id, 'deleted');
+    const bodyFile = queue.spool.path(message.id);
+    const onThisSpool = existsSync(bodyFile);
+    const removed = await queue.remove(message.id, QUEUE_ACTOR);
+    if (!removed) throw new CommandFailed(`message ${message.id} cannot be deleted: it is no longer waiting (it is being sent, or was sent or deleted)`, 1);
+    const { AuditLog } = await import('../store/audit.js');
+    const recipients = removed.recipients.join(', ');
+    await new AuditLog(store).record(null, 'queue.deleted', `${removed.id} from ${removed.reversePath || '<>'} to ${recipients} (command line)`);
+    process.stdout.write(`Deleted message ${removed.id} from ${printable(removed.reversePath || '<>')} to ${printable(recipients)} without sending it; its sender is not told.\n`);
+    process.stdout.write(
+      onThisSpool
+        ? `Its body ${bodyFile} was removed.\n`
+        : `Its body is not in this host's spool (${queue.spool.dir}); the gateway node that accepted it removes it when it next starts.\n`,
+    );
+  });
+}
+
+async function queueCommand(args: string[]): Promise<void> {
+  const [subcommand = 'list', ...rest] = args[0]?.startsWith('-') ? ['list', ...args] : args;
+  switch (subcommand) {
+    case 'list': {
+      const unknown = rest.find((arg) => arg !== '--all');
+      if (unknown !== undefined) throw queueUsage(`queue list does not take "${printable(unknown)}"`);
+      return await queueList(rest.includes('--all'));
+    }
+    case 'retry':
+      if (rest.length !== 1 || rest[0]!.startsWith('-')) throw queueUsage('queue retry needs one message id, or "all"');
+      return await queueRetry(rest[0]!.toLowerCase());
+    case 'delete':
+      if (rest.length !== 1 || rest[0]!.startsWith('-')) throw queueUsage('queue delete needs one message id');
+      return await queueDelete(rest[0]!.toLowerCase());
+    default:
+      throw queueUsage(`unknown queue command "${printable(subcommand)}"`);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...args] = argv;
   try {
@@ -82,6 +293,8 @@ async function main(argv: string[]): Promise<void> {
         return await status();
       case 'reset-password':
         return await resetPassword(args[0]);
+      case 'queue':
+        return await queueCommand(args);
       case undefined:
       case 'help':
       case '--help':
@@ -93,6 +306,11 @@ async function main(argv: string[]): Promise<void> {
         process.exit(64);
     }
   } catch (error) {
+    if (error instanceof CommandFailed) {
+      process.stderr.write(`postern: ${error.message}\n${error.usage ? `\n${error.usage}` : ''}`);
+      process.exitCode = error.exitCode;
+      return;
+    }
     if (isPosternError(error)) {
       process.stderr.write(`postern: ${error.message}\n`);
       process.exit(78);

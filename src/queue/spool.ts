@@ -23,6 +23,11 @@ import { Writable, type Readable } from 'node:stream';
 
 const NODE_ID_FILE = 'node-id';
 
+/** Where the spool lives in a data directory: the gateway and the command line must agree on it. */
+export function spoolDirectory(dataDir: string): string {
+  return join(dataDir, 'spool');
+}
+
 const fsOpen = (path: string, flags: string, mode: number) =>
   new Promise<number>((resolve, reject) => open(path, flags, mode, (error, fd) => (error ? reject(error) : resolve(fd))));
 const fsSync = (fd: number) => new Promise<void>((resolve, reject) => fsync(fd, (error) => (error ? reject(error) : resolve())));
