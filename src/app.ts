@@ -6,7 +6,6 @@
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { QUEUE_DEFAULTS, type Config } from './config.js';
 import type { Logger } from './log.js';
@@ -16,9 +15,10 @@ import { GoogleAuthorization } from './oauth/google.js';
 import { OAuthHttp } from './oauth/http.js';
 import { OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
+import { StorePacer } from './queue/pacing.js';
 import { MessageQueue } from './queue/queue.js';
 import { QueueManager } from './queue/queue-manager.js';
-import { Spool } from './queue/spool.js';
+import { Spool, spoolDirectory } from './queue/spool.js';
 import { DeviceAccounts } from './smtp-in/devices.js';
 import { RelayServer } from './smtp-in/relay-server.js';
 import { relayCertificateNames, RelaySettings } from './smtp-in/relay-settings.js';
@@ -87,14 +87,15 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   // Sending: device relay (smtp-in) → queue (spool + rows) → queue manager → delivery with XOAUTH2 (smtp-out).
   const tuning = { ...QUEUE_DEFAULTS, ...config.queue };
   const name = hostname();
-  const queue = new MessageQueue(store, Spool.open(join(config.dataDir, 'spool')), { tuning });
+  const queue = new MessageQueue(store, Spool.open(spoolDirectory(config.dataDir)), { tuning });
   const emailSettings = new EmailSettings(store);
   const relaySettings = new RelaySettings(store);
   const devices = new DeviceAccounts(store);
   await relaySettings.ensureCertificate(relayCertificateNames(config.host));
   const delivery = new SmtpDelivery({ tokens, trust, log, clientName: name });
   const transport = new UpstreamTransport(emailSettings, tokens, delivery, name);
-  const queueManager = new QueueManager({ queue, transport, log, tuning, reportingMta: name });
+  // Pacing lives in the store, so every instance on a shared database keeps to one limit per account.
+  const queueManager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning, reportingMta: name });
   emailSettings.onChange(() => {
     delivery.closeIdle();
     queueManager.invalidateRoute();

@@ -10,6 +10,7 @@ import type { Readable } from 'node:stream';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createLogger } from '../src/log.js';
+import { StorePacer } from '../src/queue/pacing.js';
 import { QueueManager, type DeliveryResult, type OutboundTransport } from '../src/queue/queue-manager.js';
 import { MessageQueue, type QueuedMessage } from '../src/queue/queue.js';
 import { Spool } from '../src/queue/spool.js';
@@ -55,7 +56,7 @@ describe.skipIf(!adminUrl)('queue on PostgreSQL (POSTERN_TEST_DATABASE_URL)', ()
     dataDir = mkdtempSync(join(tmpdir(), 'postern-pgq-'));
     store = await openStore({ dataDir, databaseUrl: url.href });
     queue = new MessageQueue(store, Spool.open(join(dataDir, 'spool')), { tuning });
-    manager = new QueueManager({ queue, transport, log: createLogger('silent'), tuning, reportingMta: 'pg.test', tickMs: 50, routeCacheMs: 0 });
+    manager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log: createLogger('silent'), tuning, reportingMta: 'pg.test', tickMs: 50, routeCacheMs: 0 });
     await manager.start();
   });
 
@@ -94,7 +95,7 @@ describe.skipIf(!adminUrl)('queue on PostgreSQL (POSTERN_TEST_DATABASE_URL)', ()
       return incoming.commit({ reversePath: 'a@b.test', recipients: ['c@d.test'], body8bit: false, smtputf8: false, headerFrom: null, subject: 'stuck', messageId: null, client: 'test' });
     })();
     expect(await queue.leaseMany([stuck], 'dead-process', 60_000)).toHaveLength(1);
-    manager = new QueueManager({ queue, transport, log: createLogger('silent'), tuning, reportingMta: 'pg.test', tickMs: 50, routeCacheMs: 0 });
+    manager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log: createLogger('silent'), tuning, reportingMta: 'pg.test', tickMs: 50, routeCacheMs: 0 });
     await manager.start();
     await eventually(async () => (await queue.get(stuck.id))?.state === 'sent', 10_000, 'the stuck message sent');
   });

@@ -9,6 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { QueueTuning } from '../config.js';
 import { createLogger } from '../log.js';
 import { openStore, type Store } from '../store/store.js';
+import { StorePacer } from './pacing.js';
 import { QueueManager, type DeliveryResult, type OutboundTransport, type RouteStatus } from './queue-manager.js';
 import { MessageQueue, type MessageEnvelope, type QueuedMessage } from './queue.js';
 import { Spool } from './spool.js';
@@ -77,7 +78,8 @@ const stateOf = async (id: string) => (await queue.get(id))?.state;
 const events = async (id: string) => (await queue.logEntries({ queueId: id })).map((e) => e.event).reverse();
 
 function newManager(tuning: QueueTuning = TUNING, now?: () => number): QueueManager {
-  return new QueueManager({ queue, transport, log, tuning, reportingMta: 'postern.test', tickMs: 50, routeCacheMs: 0, ...(now ? { now } : {}) });
+  const pacer = new StorePacer(store, now);
+  return new QueueManager({ queue, transport, pacer, log, tuning, reportingMta: 'postern.test', tickMs: 50, routeCacheMs: 0, ...(now ? { now } : {}) });
 }
 
 beforeEach(async () => {
@@ -194,7 +196,7 @@ describe('queue manager', () => {
   it('returns a message that stays deferred past its lifetime, once', async () => {
     await manager.stop();
     queue = new MessageQueue(store, queue.spool, { tuning: { ...TUNING, lifetimeMs: 80 } });
-    manager = new QueueManager({ queue, transport, log, tuning: { ...TUNING, lifetimeMs: 80 }, reportingMta: 'postern.test', tickMs: 20, routeCacheMs: 0 });
+    manager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning: { ...TUNING, lifetimeMs: 80 }, reportingMta: 'postern.test', tickMs: 20, routeCacheMs: 0 });
     await manager.start();
     transport.fallback = (m) => (m.isBounce ? { status: 'delivered', code: 250, reply: 'ok', accepted: m.recipients, rejected: [] } : { status: 'deferred', code: 421, reply: '421 4.3.2 busy', advice: 'later' });
     const id = await enqueue();
@@ -219,6 +221,22 @@ describe('queue manager', () => {
     manager.kick();
     await waitFor(async () => transport.calls.length === 4, 'two more deliveries');
     expect((await Promise.all(ids.map(stateOf))).filter((s) => s === 'sent')).toHaveLength(4);
+  });
+
+  it('gives back the start of a message held before any connection', async () => {
+    // Real clock: the held start, if it were not given back, would block the next attempt for a minute.
+    transport.limit = 1;
+    transport.script.push(() => ({ status: 'held', reason: 'Token Status is Expired', advice: 'authorize again' }));
+    const id = await enqueue();
+    await waitFor(async () => (await stateOf(id)) === 'sent', 'sent after the hold');
+    expect(transport.calls).toHaveLength(2);
+    expect(await store.db.selectFrom('pacing_starts').selectAll().execute()).toHaveLength(1);
+  });
+
+  it('without a limit, stores no pacing starts', async () => {
+    const ids = await Promise.all(Array.from({ length: 5 }, () => enqueue()));
+    await waitFor(async () => (await Promise.all(ids.map(stateOf))).every((s) => s === 'sent'), 'all sent');
+    expect(await store.db.selectFrom('pacing_starts').selectAll().execute()).toEqual([]);
   });
 
   it('never runs more deliveries at once than its concurrency', async () => {

@@ -6,20 +6,25 @@
  *   window between the upstream's `250` and our commit), within the provider's pace, retrying transient
  *   failures and returning permanent ones to their sender with one DSN.
  * Inputs: due rows of this node's queue; the transport's route status (is there a usable token? which
- *   account, what pace?). Outputs: outcomes and DSNs recorded through MessageQueue; log lines.
+ *   account, what pace?); the pacer, whose window every instance on the database shares (pacing.ts).
+ * Outputs: outcomes and DSNs recorded through MessageQueue; log lines.
  * Failure modes: no usable token → messages are held (not failed) and released when the token is usable
  *   again; 4xx, network errors and timeouts → deferred with exponential backoff and jitter until
  *   `lifetimeMs`, then bounced; 5xx → bounced at once. A crash leaves active rows behind: `start()`
  *   requeues them (leases of a dead process mean nothing), and orphaned spool files are removed.
- * Known limits: pacing is per process (see pacing.ts); the Queue page's Retry Now takes effect on the next
- *   pass (at most `tickMs` later, usually at once).
+ * Pacing: with a limit, starts are taken from the shared window before the messages are leased; starts the
+ *   window refuses put the messages back, and a message held before any connection gives its start back.
+ *   Without a limit (0) the pacer is not asked at all.
+ * Known limits: the Queue page's Retry Now takes effect on the next pass (at most `tickMs` later, usually at
+ *   once). A start another instance gives back is used here only once this instance's wait for the window
+ *   is over (under a minute): pacing errs towards later.
  */
 import type { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { QueueTuning } from '../config.js';
 import { describeError, type Logger } from '../log.js';
 import { buildDsn, statusOf, type FailedRecipient } from './dsn.js';
-import { Pacer } from './pacing.js';
+import type { Pacer, PacingGrant, PacingSlot } from './pacing.js';
 import { LeaseLostError, type MessageQueue, type QueuedMessage, type RecipientReply } from './queue.js';
 import { nextAttemptAt } from './retry-schedule.js';
 
@@ -56,6 +61,8 @@ export interface OutboundTransport {
 export interface QueueManagerOptions {
   queue: MessageQueue;
   transport: OutboundTransport;
+  /** Per-account pacing; in production the store's window, shared by every instance (StorePacer). */
+  pacer: Pacer;
   log: Logger;
   tuning: QueueTuning;
   /** The name DSNs are reported from. */
@@ -90,6 +97,12 @@ export class QueueManager {
   readonly #reportingMta: string;
   readonly #active = new Map<string, Promise<void>>();
   #route: { status: RouteStatus; at: number } | undefined;
+  /**
+   * The pace's last "wait": until then the shared window has no start for this key, so passes do not ask the
+   * database for one. Starts leave the window by time; a give-back here clears this, one by another instance
+   * is noticed when it runs out.
+   */
+  #paceFullUntil: { key: string; at: number } | undefined;
   #heldMayExist = true;
   /** After a delivery found no usable token, held messages wait at least this long (no hot loop). */
   #releaseNotBefore = 0;
@@ -107,6 +120,8 @@ export class QueueManager {
   #scanNeeded = true;
   #lastPrune = 0;
   #idleWaiters: Array<() => void> = [];
+  /** Give-backs still writing (stop() waits for them before the store may close). */
+  readonly #givingBack = new Set<Promise<void>>();
 
   constructor(options: QueueManagerOptions) {
     this.#queue = options.queue;
@@ -115,7 +130,7 @@ export class QueueManager {
     this.#tuning = options.tuning;
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
-    this.#pacer = new Pacer(this.#now);
+    this.#pacer = options.pacer;
     this.#tickMs = options.tickMs ?? 1000;
     this.#leaseMs = options.leaseMs ?? 15 * 60_000;
     this.#routeCacheMs = options.routeCacheMs ?? 1000;
@@ -177,6 +192,7 @@ export class QueueManager {
   /** Forget the cached route status (E-Mail Settings or a token changed). */
   invalidateRoute(): void {
     this.#route = undefined;
+    this.#paceFullUntil = undefined; // the limit may have been raised
     this.#heldMayExist = true;
     this.#releaseNotBefore = 0;
     this.kick();
@@ -229,24 +245,27 @@ export class QueueManager {
         this.#log.info({ released }, 'held messages released: the sending account has a usable token again');
       }
     }
+    const paced = route.messagesPerMinute > 0;
     for (;;) {
       if (this.#stopping) return;
       const free = this.#tuning.concurrency - this.#active.size;
       if (free <= 0) return;
-      const allowed = Math.min(free, this.#pacer.available(route.accountId, route.messagesPerMinute));
-      if (allowed <= 0) {
-        this.#wakeIn(this.#pacer.waitMs(route.accountId, route.messagesPerMinute));
-        return;
+      if (paced) {
+        const full = this.#paceFullUntil;
+        if (full && full.key === route.accountId && full.at > this.#now()) {
+          this.#wakeIn(full.at - this.#now());
+          return;
+        }
       }
       const batch: QueuedMessage[] = [];
-      while (batch.length < allowed && this.#fresh.length > 0) {
+      while (batch.length < free && this.#fresh.length > 0) {
         const message = this.#fresh.shift()!;
         if (!this.#active.has(message.id)) batch.push(message);
       }
       let scanned = false;
-      if (batch.length < allowed && this.#scanNeeded) {
+      if (batch.length < free && this.#scanNeeded) {
         scanned = true;
-        const want = allowed - batch.length;
+        const want = free - batch.length;
         const due = await this.#queue.due(want, [...this.#active.keys(), ...batch.map((m) => m.id)]);
         if (due.length < want) this.#scanNeeded = false;
         batch.push(...due);
@@ -258,18 +277,40 @@ export class QueueManager {
         }
         return;
       }
+      const slots: PacingSlot[] = [];
+      if (paced) {
+        // Starts first, leases second: a start the window refuses costs nothing to put back, a lease would.
+        let grant: PacingGrant;
+        try {
+          grant = await this.#pacer.take(route.accountId, route.messagesPerMinute, batch.length);
+        } catch (error) {
+          for (const message of batch) this.#queue.forgetBody(message);
+          this.#scanNeeded = true; // they are due rows: a later scan finds them
+          throw error;
+        }
+        slots.push(...grant.slots);
+        if (slots.length < batch.length) {
+          this.#paceFullUntil = { key: route.accountId, at: this.#now() + grant.waitMs };
+          this.#fresh.unshift(...batch.splice(slots.length));
+          if (batch.length === 0) {
+            this.#wakeIn(grant.waitMs);
+            return;
+          }
+        }
+      }
       const leased = await this.#queue.leaseMany(batch, this.owner, this.#leaseMs);
       if (leased.length < batch.length) for (const message of batch) if (!leased.includes(message)) this.#queue.forgetBody(message);
+      // Starts are alike (one key): each delivery takes one; those of messages not leased go back.
       for (const message of leased) {
         if (this.#active.has(message.id)) continue;
-        this.#pacer.take(route.accountId);
-        const run = this.#deliver(message, route).finally(() => {
+        const run = this.#deliver(message, route, slots.pop()).finally(() => {
           this.#active.delete(message.id);
           this.#poke();
           this.#notifyIdle();
         });
         this.#active.set(message.id, run);
       }
+      if (slots.length > 0) this.#giveBack(slots);
       if (leased.length === 0 && !this.#scanNeeded && this.#fresh.length === 0) return;
     }
   }
@@ -289,7 +330,21 @@ export class QueueManager {
     this.#wake.unref();
   }
 
-  async #deliver(message: QueuedMessage, route: RouteStatus): Promise<void> {
+  /** Returns starts that did not become deliveries; a failure only leaves them counted until they age out. */
+  #giveBack(slots: PacingSlot[]): void {
+    if (slots.length === 0) return;
+    this.#paceFullUntil = undefined;
+    const done: Promise<void> = this.#pacer
+      .giveBack(slots)
+      .then(
+        () => this.#poke(),
+        (error: unknown) => this.#log.warn({ err: describeError(error) }, 'could not give pacing starts back; they count until they leave the window'),
+      )
+      .finally(() => this.#givingBack.delete(done));
+    this.#givingBack.add(done);
+  }
+
+  async #deliver(message: QueuedMessage, route: RouteStatus, slot: PacingSlot | undefined): Promise<void> {
     let result: DeliveryResult;
     try {
       result = await this.#transport.deliver(message, () => this.#queue.body(message), route);
@@ -298,6 +353,8 @@ export class QueueManager {
     } finally {
       this.#queue.forgetBody(message);
     }
+    // Held: no usable token, so nothing reached the upstream and the start was not used.
+    if (result.status === 'held' && slot) this.#giveBack([slot]);
     try {
       if (this.#stopping && result.status === 'deferred' && result.code === null) {
         // The session was cut short by shutdown: not an attempt worth counting.
@@ -438,6 +495,7 @@ export class QueueManager {
       }
     }
     await this.#transport.abort();
+    await Promise.all(this.#givingBack);
     await this.#queue.close();
     this.#running = false;
   }

@@ -221,6 +221,21 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.createIndex('delivery_log_at').on('delivery_log').column('at').execute();
     },
   }),
+  '003_shared_pacing': (dialect) => ({
+    async up(db: Kysely<any>) {
+      // Delivery starts inside the pacing window, so that every instance on one database counts the same
+      // starts (queue/pacing.ts, docs/decisions/008). At most `limit` rows per key survive a take.
+      await db.schema
+        .createTable('pacing_starts')
+        .addColumn('id', autoIncrementId(dialect), (c) =>
+          dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+        )
+        .addColumn('pacing_key', 'text', (c) => c.notNull())
+        .addColumn('started_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('pacing_starts_key_started_at').on('pacing_starts').columns(['pacing_key', 'started_at']).execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

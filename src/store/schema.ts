@@ -233,12 +233,23 @@ export interface DeliveryLogTable {
   advice: string | null;
 }
 
+/**
+ * Pacing: when a delivery started for a pacing key (the sending account), kept while it is inside the sliding
+ * 60-second window. Shared by every instance on the database (queue/pacing.ts).
+ */
+export interface PacingStartsTable {
+  id: Generated<number>;
+  pacing_key: string;
+  started_at: number;
+}
+
 export interface Database {
   email_settings: EmailSettingsTable;
   relay_settings: RelaySettingsTable;
   relay_devices: RelayDevicesTable;
   queue_messages: QueueMessagesTable;
   delivery_log: DeliveryLogTable;
+  pacing_starts: PacingStartsTable;
   users: UsersTable;
   sessions: SessionsTable;
   meta: MetaTable;
