@@ -6,8 +6,8 @@
  * A device signs in for every message. One scrypt check costs ~32 MB and tens of milliseconds, so ten
  * devices at once would cost 320 MB. Hence (like Dovecot's auth cache): a successful check is remembered
  * for CACHE_TTL_MS as an HMAC of the password under a key that exists only in this process, tied to the
- * stored hash (changing the password or removing the device ends it); and at most MAX_CONCURRENT_CHECKS
- * scrypt checks run at once. Failed attempts always pay the full check.
+ * stored hash (changing the password or removing the device ends it); and scrypt checks wait their turn
+ * (store/passwords.ts runs at most two at once). Failed attempts always pay the full check.
  */
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { RelayDevicesTable } from '../store/schema.js';
@@ -30,7 +30,6 @@ export function validateDevicePassword(password: string): string | undefined {
 }
 
 const CACHE_TTL_MS = 15 * 60_000;
-const MAX_CONCURRENT_CHECKS = 2;
 
 interface Verified {
   passwordHash: string;
@@ -41,24 +40,11 @@ interface Verified {
 export class DeviceAccounts {
   readonly #cacheKey = randomBytes(32);
   readonly #verified = new Map<string, Verified>();
-  #checks = 0;
-  readonly #waiting: Array<() => void> = [];
 
   constructor(private readonly store: Store) {}
 
   #digest(password: string): Buffer {
     return createHmac('sha256', this.#cacheKey).update(password, 'utf8').digest();
-  }
-
-  async #verify(password: string, stored: string | undefined): Promise<boolean> {
-    while (this.#checks >= MAX_CONCURRENT_CHECKS) await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    this.#checks++;
-    try {
-      return await verifyPassword(password, stored);
-    } finally {
-      this.#checks--;
-      this.#waiting.shift()?.();
-    }
   }
 
   async list(): Promise<DeviceAccount[]> {
@@ -99,7 +85,7 @@ export class DeviceAccounts {
     const digest = this.#digest(password);
     let ok = cached !== undefined && cached.expiresAt > now && cached.passwordHash === row?.password_hash && timingSafeEqual(cached.digest, digest);
     if (!ok) {
-      ok = await this.#verify(password, row?.password_hash);
+      ok = await verifyPassword(password, row?.password_hash);
       if (row && ok) this.#verified.set(row.username, { passwordHash: row.password_hash, digest, expiresAt: now + CACHE_TTL_MS });
     }
     if (!row || !ok) return undefined;

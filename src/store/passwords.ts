@@ -2,6 +2,11 @@
  * Password hashing for Remote UI users and relay device accounts: scrypt (RFC 7914) from Node's crypto,
  * so no native addon is needed. Stored as `scrypt$<log2 N>$<r>$<p>$<salt>$<hash>` so that parameters can be
  * raised later without invalidating existing hashes.
+ *
+ * One scrypt computation at these parameters holds 32 MB (128 · N · r bytes) for tens of milliseconds. At most
+ * MAX_CONCURRENT run at once in the process, whoever asks (Remote UI sign-ins, device AUTH, setting a
+ * password); the others wait their turn. Without that cap, a handful of simultaneous sign-ins would add a
+ * hundred megabytes or more to the gateway's memory, and a burst of them could exhaust it.
  */
 import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
@@ -10,10 +15,26 @@ const R = 8;
 const P = 1;
 const KEY_LENGTH = 32;
 
-function scrypt(password: string, salt: Buffer, keyLength: number, options: ScryptOptions): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scryptCallback(password, salt, keyLength, options, (error, key) => (error ? reject(error) : resolve(key)));
-  });
+const MAX_CONCURRENT = 2;
+let running = 0;
+const waiting: Array<() => void> = [];
+
+async function scrypt(password: string, salt: Buffer, keyLength: number, options: ScryptOptions): Promise<Buffer> {
+  while (running >= MAX_CONCURRENT) await new Promise<void>((resolve) => waiting.push(resolve));
+  running++;
+  try {
+    return await new Promise((resolve, reject) => {
+      scryptCallback(password, salt, keyLength, options, (error, key) => (error ? reject(error) : resolve(key)));
+    });
+  } finally {
+    running--;
+    waiting.shift()?.();
+  }
+}
+
+/** scrypt computations running now and waiting for their turn (for tests and metrics). */
+export function passwordHashingLoad(): { running: number; waiting: number } {
+  return { running, waiting: waiting.length };
 }
 
 function options(log2N: number, r: number, p: number): ScryptOptions {
