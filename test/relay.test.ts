@@ -4,7 +4,7 @@
  * Covers: STARTTLS + AUTH PLAIN/LOGIN, open-relay attempts, wrong passwords and throttling, Allowed
  * Networks, SMTP smuggling vectors, oversize messages, dot-stuffing, the sender policy and added headers.
  */
-import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -277,5 +277,38 @@ describe('message size (checklist 34)', () => {
     }, 5_000, 'the partial file to go');
     expect((await queueRows()).length).toBe(before);
     await saveRelaySettings(stack.web, {});
+  });
+});
+
+describe('storage failures (nothing is lost)', () => {
+  it('a spool that cannot be written answers 451 4.3.0 and queues nothing; the retry goes through once storage is back', async () => {
+    const spool = join(stack.gw.dataDir, 'spool');
+    const send = () =>
+      pythonSend({
+        port: stack.relayPort,
+        starttls: true,
+        auth: { mechanism: 'PLAIN', user: DEVICE.user, password: DEVICE.password },
+        from: ALICE,
+        to: ['bob@example.test'],
+        message: message('storage trouble', ALICE),
+      });
+    const before = (await queueRows()).length;
+    // The spool directory turns into a file: every write fails, as on a failed or read-only disk.
+    renameSync(spool, `${spool}.away`);
+    writeFileSync(spool, '');
+    try {
+      const refused = await send();
+      expect(refused.ok).toBe(false);
+      expect(refused.error).toMatchObject({ code: 451 });
+      expect(refused.error?.message).toMatch(/^4\.3\.0 /);
+      expect((await queueRows()).length).toBe(before);
+    } finally {
+      rmSync(spool);
+      renameSync(`${spool}.away`, spool);
+    }
+    const retried = await send();
+    expect(retried.ok).toBe(true);
+    await upstreamMessage('storage trouble');
+    expect(stack.upstream.messages.filter((m) => m.parsed?.subject === 'storage trouble')).toHaveLength(1);
   });
 });
