@@ -7,7 +7,7 @@
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from 'kysely';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { migrationProvider, type DialectName } from './migrations.js';
@@ -61,6 +61,10 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     dialect = 'sqlite';
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     databaseFile = join(options.dataDir, 'postern.sqlite');
+    // Owner-only, whatever the umask or the data directory's own mode: the file holds password hashes, the
+    // audit log and message metadata. SQLite gives its -wal and -shm files the database file's mode.
+    closeSync(openSync(databaseFile, 'a', 0o600));
+    chmodSync(databaseFile, 0o600);
     const sqlite = new BetterSqlite3(databaseFile);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = FULL');
