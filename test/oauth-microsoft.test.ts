@@ -135,7 +135,8 @@ describe('device authorization grant', () => {
   });
 
   test('N concurrent callers across an expiry cause exactly one refresh request', async () => {
-    await gw.postern.accounts.update('microsoft', { access_token_expires_at: Date.now() + 1000 });
+    // An hour-long token in its last second (a one-second token would be fresh for half of it: refreshDueAt).
+    await gw.postern.accounts.update('microsoft', { access_token_expires_at: Date.now() + 1000, token_issued_at: Date.now() - 3_599_000 });
     const before = ms.tokenRequests.filter((r) => r.grantType === 'refresh_token').length;
     const results = await Promise.all(Array.from({ length: 25 }, () => gw.postern.tokens.getAccessToken('microsoft')));
     const refreshes = ms.tokenRequests.filter((r) => r.grantType === 'refresh_token').length - before;

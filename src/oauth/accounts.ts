@@ -113,6 +113,9 @@ export class OAuthAccounts {
         mailbox: null,
         display_name: null,
         ...NO_TOKENS,
+        clock_offset_ms: null,
+        clock_server_host: null,
+        clock_checked_at: null,
         created_at: now,
         updated_at: now,
       })
@@ -151,6 +154,11 @@ export class OAuthAccounts {
       connection_detail: result.detail,
       connection_checked_at: Date.now(),
     });
+  }
+
+  /** What the last comparison with the authorization server's clock found (oauth/clock-skew.ts). */
+  async setServerClock(id: string, clock: { offsetMs: number; host: string; checkedAt: number }): Promise<void> {
+    await this.update(id, { clock_offset_ms: clock.offsetMs, clock_server_host: clock.host, clock_checked_at: clock.checkedAt });
   }
 
   async setTokenStatus(

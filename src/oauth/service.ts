@@ -2,6 +2,8 @@
  * The OAuth facade the Remote UI talks to: save Basic Settings, check the connection, start the device
  * authorization grant, delete tokens, and assemble what the status block shows.
  *
+ * The connection check also compares the server's Date header with this host's clock (clock-skew.ts).
+ *
  * Long steps (connection check, device authorization request) run in the background after OK, as on the
  * device ("wait a few seconds, then click refresh"); `whenIdle()` lets callers and tests await them.
  */
@@ -10,6 +12,7 @@ import type { AuditLog } from '../store/audit.js';
 import type { ProviderId } from '../store/schema.js';
 import { settingsOf, TOKEN_STATUS_LABELS, type AccountRow, type OAuthAccounts, type TokenStatus } from './accounts.js';
 import { authorizationServerOf, clientOf, connectionCheckUrl } from './authorization-server.js';
+import { clockSkewWarningOf, recordServerClock, ServerClockProbe } from './clock-skew.js';
 import { checkConnection, CONNECTION_STATUS_LABELS, type ConnectionStatus } from './connection-check.js';
 import type { DevicePoller } from './device-poller.js';
 import { startDeviceAuthorization } from './grants.js';
@@ -69,6 +72,8 @@ export interface AccountStatusView {
     statusAt: number;
   };
   warnings: string[];
+  /** This host's clock is more than 2 minutes off the authorization server's (shown apart from the status values). */
+  clockWarning: string | null;
 }
 
 export interface OAuthServiceOptions {
@@ -210,8 +215,10 @@ export class OAuthService {
   }
 
   async #checkConnection(row: AccountRow): Promise<boolean> {
-    const fetch = await this.#http.fetchFor(settingsOf(row).tls);
+    const clock = new ServerClockProbe(this.#now);
+    const fetch = clock.fetch(await this.#http.fetchFor(settingsOf(row).tls));
     const result = await checkConnection(connectionCheckUrl(row), fetch);
+    await recordServerClock(this.#accounts, this.#log, row.id, clock.last);
     await this.#accounts.setConnection(row.id, result);
     if (result.status === 'ConnectionFailed') {
       this.#log.warn({ account: row.id, reason: result.detail }, `${PROVIDER_LABELS[row.provider]}: Connection Failed`);
@@ -332,6 +339,7 @@ export class OAuthService {
         statusAt: row.token_status_at,
       },
       warnings,
+      clockWarning: settings.enabled ? clockSkewWarningOf(row) : null,
     };
   }
 }

@@ -4,13 +4,15 @@
  * Inputs: the account's stored tokens and settings. Outputs: an access token, or a TokenUnavailableError
  * saying why not and whether waiting can help (the queue holds messages meanwhile).
  *
- * - Refreshes ahead of expiry (REFRESH_SKEW before `expires_at`), in the background and on demand.
+ * - Refreshes ahead of expiry (`refreshAheadMs`, POSTERN_TOKEN_REFRESH_AHEAD_SECONDS, before `expires_at`;
+ *   see refreshDueAt for short-lived tokens), in the background and on demand.
  * - Single-flight per account: concurrent callers share one token request; across instances sharing a
  *   database, a lease in the account row lets one instance refresh while the others wait for its result.
  * - A rotated refresh token is saved together with the new access token before the access token is handed
  *   out (PROTOCOL.md checklist 13).
  * - invalid_grant and other definitive errors → Expired, credentials dropped, no retry loop (checklist 14).
  *   5xx / 429 / network → Error, retried with exponential backoff and jitter, credentials kept (checklist 15).
+ * - Compares the token endpoint's Date header with this host's clock on every refresh (clock-skew.ts).
  *
  * Known limits: the background check runs every TICK_MS, so a token that expires sooner than that after an
  * instance start is refreshed on first use instead.
@@ -22,12 +24,14 @@ import type { AuditLog } from '../store/audit.js';
 import type { AccountRow, OAuthAccounts, TokenStatus } from './accounts.js';
 import { settingsOf } from './accounts.js';
 import { authorizationServerOf, clientOf } from './authorization-server.js';
+import { recordServerClock, ServerClockProbe } from './clock-skew.js';
 import { refreshAccessToken } from './grants.js';
 import type { OAuthHttp } from './http.js';
 import { PROVIDER_LABELS } from './profiles.js';
 import { ProviderError } from './provider-errors.js';
 
-export const REFRESH_SKEW_MS = 5 * 60_000;
+/** Default of POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: refresh five minutes before the access token expires. */
+export const DEFAULT_REFRESH_AHEAD_MS = 5 * 60_000;
 const LEASE_TTL_MS = 30_000;
 const TICK_MS = 15_000;
 const BACKOFF_BASE_MS = 30_000;
@@ -75,6 +79,19 @@ export interface OAuthBackgroundOptions {
 
 export interface TokenServiceOptions extends OAuthBackgroundOptions {
   random?: () => number;
+  /** How long before expiry an access token is refreshed (config: POSTERN_TOKEN_REFRESH_AHEAD_SECONDS). */
+  refreshAheadMs?: number;
+}
+
+/**
+ * When an access token is due for refresh: `refreshAheadMs` before it expires, except that a token whose whole
+ * lifetime is shorter than twice that window is refreshed at half its lifetime. Otherwise a token living five
+ * minutes under a five-minute window would be due the moment it arrives, and every send would refresh it
+ * again. Without a known issue time (`issuedAt` null) the window applies as configured.
+ */
+export function refreshDueAt(issuedAt: number | null, expiresAt: number, refreshAheadMs: number): number {
+  const lifetime = issuedAt === null ? Infinity : Math.max(0, expiresAt - issuedAt);
+  return expiresAt - Math.min(refreshAheadMs, lifetime / 2);
 }
 
 export class TokenService {
@@ -86,6 +103,7 @@ export class TokenService {
   readonly #now: () => number;
   readonly #random: () => number;
   readonly #instanceId: string;
+  readonly #refreshAheadMs: number;
   #timer: NodeJS.Timeout | undefined;
   #ticking: Promise<void> | undefined;
 
@@ -97,6 +115,7 @@ export class TokenService {
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
     this.#instanceId = options.instanceId ?? randomUUID();
+    this.#refreshAheadMs = options.refreshAheadMs ?? DEFAULT_REFRESH_AHEAD_MS;
   }
 
   async getAccessToken(accountId: string, options: GetAccessTokenOptions = {}): Promise<AccessToken> {
@@ -120,7 +139,7 @@ export class TokenService {
     const expiresAt = row.access_token_expires_at ?? 0;
     const rejected = options.rejectedAccessToken !== undefined && options.rejectedAccessToken === accessToken;
 
-    if (accessToken && !rejected && expiresAt - REFRESH_SKEW_MS > now) {
+    if (accessToken && !rejected && refreshDueAt(row.token_issued_at, expiresAt, this.#refreshAheadMs) > now) {
       return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
     }
     if (accessToken && options.rejectedAccessToken !== undefined && !rejected && expiresAt > now) {
@@ -178,7 +197,8 @@ export class TokenService {
     const label = PROVIDER_LABELS[row.provider];
     const refreshToken = this.#accounts.refreshToken(row);
     if (!refreshToken) throw new TokenUnavailableError(`${label} has no refresh token.`, 'NotRegistered', true);
-    const http = await this.#http.options(settingsOf(row).tls);
+    const clock = new ServerClockProbe(this.#now);
+    const http = clock.http(await this.#http.options(settingsOf(row).tls));
     const now = this.#now();
     try {
       const tokens = await refreshAccessToken(
@@ -187,7 +207,7 @@ export class TokenService {
         refreshToken,
         http,
         this.#now,
-      );
+      ).finally(() => recordServerClock(this.#accounts, this.#log, accountId, clock.last));
       await this.#accounts.saveTokens(accountId, tokens, { keepRefreshToken: true, now });
       if (row.token_status !== 'Active') {
         this.#log.info({ account: accountId }, `${label}: token refreshed, Token Status is Active again`);
@@ -232,7 +252,7 @@ export class TokenService {
     for (const row of rows) {
       if (row.refresh_token_enc === null) continue;
       const due =
-        (row.token_status === 'Active' && (row.access_token_expires_at ?? 0) - REFRESH_SKEW_MS <= now) ||
+        (row.token_status === 'Active' && refreshDueAt(row.token_issued_at, row.access_token_expires_at ?? 0, this.#refreshAheadMs) <= now) ||
         (row.token_status === 'Error' && (row.next_refresh_attempt_at ?? 0) <= now);
       if (!due) continue;
       try {

@@ -236,6 +236,15 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.createIndex('pacing_starts_key_started_at').on('pacing_starts').columns(['pacing_key', 'started_at']).execute();
     },
   }),
+  '004_server_clock': () => ({
+    async up(db: Kysely<any>) {
+      // The authorization server's clock against this host's (oauth/clock-skew.ts, docs/decisions/009).
+      // One column per statement: SQLite's ALTER TABLE adds one column at a time.
+      await db.schema.alterTable('oauth_accounts').addColumn('clock_offset_ms', 'bigint').execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('clock_server_host', 'text').execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('clock_checked_at', 'bigint').execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

@@ -72,6 +72,15 @@ export interface OAuthAccountsTable {
   refresh_lease_owner: string | null;
   refresh_lease_until: number | null;
 
+  /**
+   * The authorization server's clock minus this host's, in ms, as last measured from its Date header
+   * (oauth/clock-skew.ts); beyond ±2 minutes the status block warns. Null until first measured.
+   */
+  clock_offset_ms: number | null;
+  /** The host whose Date header was compared. */
+  clock_server_host: string | null;
+  clock_checked_at: number | null;
+
   created_at: number;
   updated_at: number;
 }

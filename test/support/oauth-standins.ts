@@ -119,6 +119,12 @@ export interface StandinControls<P extends string> {
   revokeRefreshTokens(email: string): number;
   /** Lifetime of access tokens issued from now on. */
   setAccessTokenTtl(seconds: number): void;
+  /**
+   * Shift the `Date` header of every response by `ms` (positive: the server's clock runs ahead of the client's),
+   * which is what a client on a host with a wrong clock sees. Only the header moves; tokens, their lifetimes and
+   * id_token timestamps stay on the real clock. 0 puts it right again.
+   */
+  setClockOffset(ms: number): void;
   /** The underlying oidc-provider instance, for anything not covered here. */
   readonly provider: Provider;
   close(): Promise<void>;
@@ -432,6 +438,7 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
     setDeclineError: (error) => {
       declineError = error;
     },
+    setClockOffset: (ms) => listening.setDateOffset(ms),
     close: () => listening.close(),
   };
 }
@@ -689,6 +696,7 @@ export async function startGoogleStandin(options: GoogleStandinOptions = {}): Pr
     grantScopeWithoutMail: (withhold = true) => {
       withholdMailScope = withhold;
     },
+    setClockOffset: (ms) => listening.setDateOffset(ms),
     close: () => listening.close(),
   };
 }
@@ -1178,12 +1186,19 @@ type RequestHandler = (req: IncomingMessage, res: ServerResponse) => void;
  * Listens on 127.0.0.1 port 0 first, so the issuer (which contains the port) is known before the provider is
  * built; requests are handed to whatever handler is set afterwards.
  */
-async function listenHttps(pki: TestPki): Promise<{ origin: string; setHandler(handler: RequestHandler): void; close(): Promise<void> }> {
+async function listenHttps(
+  pki: TestPki,
+): Promise<{ origin: string; setHandler(handler: RequestHandler): void; setDateOffset(ms: number): void; close(): Promise<void> }> {
   let handler: RequestHandler = (_req, res) => {
     res.statusCode = 503;
     res.end();
   };
-  const server: Server = createServer({ key: pki.server.key, cert: pki.server.cert }, (req, res) => handler(req, res));
+  let dateOffsetMs = 0;
+  const server: Server = createServer({ key: pki.server.key, cert: pki.server.cert }, (req, res) => {
+    // Node writes its own Date only when none was set; Koa keeps headers set before it runs.
+    if (dateOffsetMs !== 0) res.setHeader('Date', new Date(Date.now() + dateOffsetMs).toUTCString());
+    handler(req, res);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
@@ -1196,6 +1211,9 @@ async function listenHttps(pki: TestPki): Promise<{ origin: string; setHandler(h
     origin: `https://127.0.0.1:${port}`,
     setHandler: (next) => {
       handler = next;
+    },
+    setDateOffset: (ms) => {
+      dateOffsetMs = ms;
     },
     close: () =>
       new Promise<void>((resolve, reject) => {
