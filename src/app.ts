@@ -75,11 +75,11 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const audit = new AuditLog(store);
   const caCertificates = new CaCertificates(store);
   const trust = new TrustStore(caCertificates, config.extraCaFile);
-  const http = new OAuthHttp(trust);
+  const http = new OAuthHttp(trust, config.outboundProxy);
   const accounts = new OAuthAccounts(store);
   await accounts.getOrCreate('microsoft');
   await accounts.getOrCreate('google');
-  const tokens = new TokenService({ accounts, http, audit, log, instanceId });
+  const tokens = new TokenService({ accounts, http, audit, log, instanceId, refreshAheadMs: config.tokenRefreshAheadMs });
   const poller = new DevicePoller({ accounts, http, audit, log, instanceId });
   const google = new GoogleAuthorization({ accounts, http, audit, log });
   const oauth = new OAuthService({ accounts, http, poller, google, audit, log });
@@ -159,6 +159,10 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     smtpPort: 0,
     generatedAdminPassword: generatedPassword,
     async start() {
+      if (config.outboundProxy) {
+        // toJSON shows scheme://host:port and whether credentials are set, never the credentials.
+        log.info(config.outboundProxy.toJSON(), 'OAuth HTTP requests go through the outbound proxy (upstream SMTP connects directly)');
+      }
       await poller.start();
       tokens.start();
       await queueManager.start();

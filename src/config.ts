@@ -6,6 +6,7 @@ import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { ErrorCodes, PosternError } from './errors.js';
+import { OutboundProxy } from './outbound-proxy.js';
 
 export interface Config {
   /** Directory for the SQLite database, the encryption key and generated certificates. */
@@ -23,8 +24,12 @@ export interface Config {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
   /** PEM file of extra CAs (Node's NODE_EXTRA_CA_CERTS), trusted in addition to the system roots. */
   extraCaFile: string | undefined;
+  /** Outbound HTTP proxy for the OAuth HTTP requests (not for upstream SMTP); undefined: connect directly. */
+  outboundProxy?: OutboundProxy | undefined;
   /** Queue retry schedule and concurrency; defaults (QUEUE_DEFAULTS) when absent. */
   queue?: Partial<QueueTuning>;
+  /** How long before expiry access tokens are refreshed (POSTERN_TOKEN_REFRESH_AHEAD_SECONDS); default 5 min. */
+  tokenRefreshAheadMs?: number;
 }
 
 /**
@@ -160,7 +165,37 @@ const schema = z.object({
       }
       return n;
     }),
+  POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return 300_000; // as the token service's own default
+      const n = Number(value.trim());
+      if (!/^\d+$/.test(value.trim()) || n < 60 || n > 3000) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `POSTERN_TOKEN_REFRESH_AHEAD_SECONDS must be a whole number of seconds from 60 to 3000, got "${value}"`,
+        });
+        return z.NEVER;
+      }
+      return n * 1000;
+    }),
 });
+
+/**
+ * The outbound proxy: POSTERN_HTTPS_PROXY, else the conventional https_proxy / HTTPS_PROXY (lower case
+ * first, as curl and undici read them), with no_proxy / NO_PROXY. An empty value counts as unset.
+ */
+function outboundProxyFrom(env: NodeJS.ProcessEnv): OutboundProxy | undefined {
+  const setting = (['POSTERN_HTTPS_PROXY', 'https_proxy', 'HTTPS_PROXY'] as const).find((name) => (env[name] ?? '').trim() !== '');
+  if (!setting) return undefined;
+  const noProxySetting = (['no_proxy', 'NO_PROXY'] as const).find((name) => (env[name] ?? '').trim() !== '') ?? 'NO_PROXY';
+  try {
+    return OutboundProxy.parse(env[setting]!, setting, env[noProxySetting] ?? '', noProxySetting);
+  } catch (error) {
+    throw new PosternError(ErrorCodes.CONFIG_INVALID, `Invalid configuration: ${(error as Error).message}`);
+  }
+}
 
 /**
  * Reads and validates the configuration. Throws a PosternError whose message is a single line naming the
@@ -179,6 +214,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new PosternError(ErrorCodes.CONFIG_INVALID, `Invalid configuration: ${message}`);
   }
   const value = result.data;
+  const outboundProxy = outboundProxyFrom(env);
   return {
     dataDir: value.POSTERN_DATA_DIR,
     host: value.POSTERN_HOST,
@@ -189,11 +225,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     secretKey: value.POSTERN_SECRET_KEY,
     logLevel: value.POSTERN_LOG_LEVEL,
     extraCaFile: value.NODE_EXTRA_CA_CERTS && value.NODE_EXTRA_CA_CERTS !== '' ? value.NODE_EXTRA_CA_CERTS : undefined,
+    outboundProxy,
     queue: {
       ...(value.POSTERN_QUEUE_RETRY_BASE_SECONDS !== undefined ? { retryBaseMs: value.POSTERN_QUEUE_RETRY_BASE_SECONDS } : {}),
       ...(value.POSTERN_QUEUE_RETRY_MAX_SECONDS !== undefined ? { retryMaxMs: value.POSTERN_QUEUE_RETRY_MAX_SECONDS } : {}),
       ...(value.POSTERN_QUEUE_LIFETIME_SECONDS !== undefined ? { lifetimeMs: value.POSTERN_QUEUE_LIFETIME_SECONDS } : {}),
       ...(value.POSTERN_QUEUE_CONCURRENCY !== undefined ? { concurrency: value.POSTERN_QUEUE_CONCURRENCY } : {}),
     },
+    tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
   };
 }

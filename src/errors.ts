@@ -25,6 +25,10 @@ export const ErrorCodes = {
   OAUTH_TOKEN_UNAVAILABLE: 'POSTERN_OAUTH_TOKEN_UNAVAILABLE',
   /** A pasted authorization response was refused before any token request. */
   OAUTH_AUTHORIZATION_RESPONSE_REJECTED: 'POSTERN_OAUTH_AUTHORIZATION_RESPONSE_REJECTED',
+  /** The outbound HTTP proxy answered CONNECT with a status other than 200 (e.g. 407, 403). */
+  PROXY_CONNECT_REFUSED: 'POSTERN_PROXY_CONNECT_REFUSED',
+  /** The outbound HTTP proxy could not be reached (DNS, refused, timeout, TLS to the proxy). */
+  PROXY_UNREACHABLE: 'POSTERN_PROXY_UNREACHABLE',
   /** A request from the Remote UI failed validation. */
   WEB_INVALID_INPUT: 'POSTERN_WEB_INVALID_INPUT',
   /** Relay: a device sent MAIL without authenticating from a network that is not allowed (530 5.7.0). */

@@ -26,6 +26,8 @@ const SECRET_KEYS = [
   'secret',
   'token',
   'authorization',
+  'proxy-authorization',
+  'proxyAuthorization',
   'cookie',
   'set-cookie',
 ];
@@ -67,10 +69,12 @@ export interface ErrorSummary {
 }
 
 const TOKEN_LIKE = /\b(?:eyJ[\w-]+\.[\w-]+\.[\w-]*|ya29\.[\w.-]+|[A-Za-z0-9_-]{40,})\b/g;
+/** The user:password part of a URL such as a proxy URL (http://user:password@proxy:3128). */
+const URL_CREDENTIALS = /\b([a-z][a-z0-9+.-]*:\/\/)[^\s/?#@]+@/gi;
 
-/** Removes anything that looks like a bearer token or JWT from free text. */
+/** Removes anything that looks like a bearer token, a JWT or a URL's credentials from free text. */
 export function scrubSecrets(text: string): string {
-  return text.replace(TOKEN_LIKE, '[redacted]');
+  return text.replace(TOKEN_LIKE, '[redacted]').replace(URL_CREDENTIALS, '$1[redacted]@');
 }
 
 /** A loggable summary of an error: type, message, code and the cause chain; never response bodies. */

@@ -18,6 +18,7 @@ import { existsSync } from 'node:fs';
 import { loadConfig, QUEUE_DEFAULTS, type Config } from '../config.js';
 import { isPosternError } from '../errors.js';
 import { TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
+import { clockSkewWarningOf } from '../oauth/clock-skew.js';
 import { CONNECTION_STATUS_LABELS, type ConnectionStatus } from '../oauth/connection-check.js';
 import { PROVIDER_LABELS } from '../oauth/profiles.js';
 import type { MessageQueue, QueuedMessage } from '../queue/queue.js';
@@ -83,8 +84,12 @@ async function withQueue<T>(fn: (queue: MessageQueue, store: Store) => Promise<T
 }
 
 async function status(): Promise<void> {
-  await withStore(async (store) => {
+  await withStore(async (store, config) => {
     const rows = await store.db.selectFrom('oauth_accounts').selectAll().orderBy('id').execute();
+    if (config.outboundProxy) {
+      // The origin only (scheme://host:port): the proxy's credentials are never printed.
+      process.stdout.write(`Outbound proxy for OAuth HTTP requests: ${config.outboundProxy.origin} (from ${config.outboundProxy.setting})\n`);
+    }
     if (rows.length === 0) process.stdout.write('No OAuth account is configured yet.\n');
     for (const row of rows) {
       const label = PROVIDER_LABELS[row.provider];
@@ -96,6 +101,8 @@ async function status(): Promise<void> {
       if (row.token_error) process.stdout.write(`  Error: ${row.token_error}\n`);
       if (row.token_advice) process.stdout.write(`  Advice: ${row.token_advice}\n`);
       if (row.access_token_expires_at) process.stdout.write(`  Access token expires: ${new Date(row.access_token_expires_at).toISOString()}\n`);
+      const clockWarning = row.enabled ? clockSkewWarningOf(row) : null;
+      if (clockWarning) process.stdout.write(`  Warning: ${clockWarning}\n`);
     }
   });
 }

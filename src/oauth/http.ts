@@ -2,10 +2,16 @@
  * HTTP for the OAuth protocol steps: undici's fetch with a connection pool whose TLS settings follow the
  * account's Verify Server Certificate / Add CN to Verification Items options and the trusted CAs.
  * Handed to oauth4webapi through its `customFetch` hook.
+ *
+ * With an outbound proxy configured, requests to hosts not listed in NO_PROXY go through an undici
+ * ProxyAgent: an HTTP CONNECT tunnel to the proxy, and inside it the TLS to the authorization server with
+ * exactly the direct path's options (`requestTls`). A proxy that refuses the CONNECT or cannot be reached
+ * surfaces as a ProxyTunnelError naming the proxy (see docs/decisions/010-outbound-proxy-connect-errors.md).
  */
 import { createHash } from 'node:crypto';
 import * as oauth from 'oauth4webapi';
-import { Agent, fetch as undiciFetch } from 'undici';
+import { Agent, Pool, ProxyAgent, fetch as undiciFetch, type Dispatcher } from 'undici';
+import { ProxyTunnelError, type OutboundProxy } from '../outbound-proxy.js';
 import { tlsClientOptions, type TlsPolicy, type TrustStore } from '../tls/trust.js';
 
 /** Connect + response limits; the device grant and token requests are small and should be quick. */
@@ -19,11 +25,23 @@ export interface HttpOptions {
   signal?: AbortSignal;
 }
 
-/** Keeps one undici Agent per distinct TLS configuration (policy + CA set), replacing it when CAs change. */
-export class OAuthHttp {
-  readonly #agents = new Map<string, Agent>();
+/** The dispatchers of one TLS configuration: direct, and through the proxy when one is configured. */
+interface Dispatchers {
+  direct: Agent;
+  viaProxy: ProxyAgent | undefined;
+}
 
-  constructor(private readonly trust: TrustStore) {}
+/**
+ * Keeps one undici Agent (and, with a proxy, one ProxyAgent) per distinct TLS configuration (policy + CA
+ * set), replacing them when CAs change.
+ */
+export class OAuthHttp {
+  readonly #agents = new Map<string, Dispatchers>();
+
+  constructor(
+    private readonly trust: TrustStore,
+    private readonly proxy?: OutboundProxy,
+  ) {}
 
   async fetchFor(policy: TlsPolicy): Promise<Fetch> {
     const ca = await this.trust.caList();
@@ -32,29 +50,30 @@ export class OAuthHttp {
       policy.addCnToVerificationItems ? 1 : 0,
       createHash('sha256').update(ca.join('\n')).digest('hex'),
     ].join(':');
-    let agent = this.#agents.get(key);
-    if (!agent) {
+    let agents = this.#agents.get(key);
+    if (!agents) {
       // A CA change makes earlier agents unreachable by key; close those for this policy.
       for (const [otherKey, other] of this.#agents) {
         if (otherKey.startsWith(key.slice(0, 4))) {
           this.#agents.delete(otherKey);
-          void other.close().catch(() => undefined);
+          void closeAll(other);
         }
       }
-      agent = new Agent({
-        connect: { ...tlsClientOptions(policy, ca), timeout: CONNECT_TIMEOUT_MS },
-        headersTimeout: HTTP_TIMEOUT_MS,
-        bodyTimeout: HTTP_TIMEOUT_MS,
-        keepAliveTimeout: 10_000,
-      });
-      this.#agents.set(key, agent);
+      const limits = { headersTimeout: HTTP_TIMEOUT_MS, bodyTimeout: HTTP_TIMEOUT_MS, keepAliveTimeout: 10_000 };
+      const requestTls = { ...tlsClientOptions(policy, ca), timeout: CONNECT_TIMEOUT_MS };
+      agents = {
+        direct: new Agent({ connect: requestTls, ...limits }),
+        viaProxy: this.proxy ? proxyAgent(this.proxy, requestTls, ca, limits) : undefined,
+      };
+      this.#agents.set(key, agents);
     }
-    const dispatcher = agent;
+    const { direct, viaProxy } = agents;
+    const proxy = this.proxy;
     return (url, init) =>
       undiciFetch(url, {
         ...(init as object),
         signal: init.signal ?? AbortSignal.timeout(HTTP_TIMEOUT_MS),
-        dispatcher,
+        dispatcher: viaProxy && proxy?.isUsedFor(new URL(url)) ? viaProxy : direct,
       } as never) as unknown as Promise<Response>;
   }
 
@@ -65,6 +84,67 @@ export class OAuthHttp {
   async close(): Promise<void> {
     const agents = [...this.#agents.values()];
     this.#agents.clear();
-    await Promise.all(agents.map((agent) => agent.close().catch(() => undefined)));
+    await Promise.all(agents.map(closeAll));
   }
+}
+
+async function closeAll({ direct, viaProxy }: Dispatchers): Promise<void> {
+  await Promise.all([direct.close().catch(() => undefined), viaProxy?.close().catch(() => undefined)]);
+}
+
+/**
+ * A ProxyAgent whose tunnelled TLS follows the account's options (`requestTls`, the same options the direct
+ * Agent connects with). The proxy itself, when it is an https:// proxy, is always verified against the
+ * trusted CAs: it is the network's, not the account's.
+ *
+ * undici reports a refused CONNECT only as "Proxy response (407) !== 200 when HTTP Tunneling" and an
+ * unreachable proxy as the bare socket error, which reads as if the authorization server were unreachable.
+ * The client factory therefore wraps the proxy pool's `connect` (the CONNECT request) so that both become a
+ * ProxyTunnelError carrying the status or the cause (decision record 010).
+ */
+function proxyAgent(
+  proxy: OutboundProxy,
+  requestTls: ReturnType<typeof tlsClientOptions> & { timeout: number },
+  ca: string[],
+  limits: { headersTimeout: number; bodyTimeout: number; keepAliveTimeout: number },
+): ProxyAgent {
+  return new ProxyAgent({
+    uri: proxy.origin,
+    ...(proxy.authorization ? { token: proxy.authorization } : {}),
+    requestTls,
+    proxyTls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ca, timeout: CONNECT_TIMEOUT_MS },
+    ...limits,
+    // A proxy that accepts the connection but never answers CONNECT must not hold a socket for undici's 300 s default.
+    clientFactory: (origin, options) => reportingTunnelFailures(new Pool(origin, { ...options, headersTimeout: HTTP_TIMEOUT_MS }), proxy),
+  });
+}
+
+function reportingTunnelFailures(pool: Pool, proxy: OutboundProxy): Pool {
+  const connect = pool.connect.bind(pool) as (options: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>;
+  const tunnel = async (options: Dispatcher.ConnectOptions): Promise<Dispatcher.ConnectData> => {
+    const target = String(options.path ?? '');
+    let data: Dispatcher.ConnectData;
+    try {
+      data = await connect(options);
+    } catch (error) {
+      throw new ProxyTunnelError(proxy, target, undefined, { cause: error });
+    }
+    // undici tunnels only on exactly 200 (RFC 9110 allows any 2xx); anything else is reported here, with its status.
+    if (data.statusCode !== 200) {
+      data.socket.on('error', () => undefined).destroy();
+      throw new ProxyTunnelError(proxy, target, data.statusCode);
+    }
+    return data;
+  };
+  // Both forms of Dispatcher#connect, although ProxyAgent uses the promise form.
+  pool.connect = ((options: Dispatcher.ConnectOptions, callback?: (error: Error | null, data: Dispatcher.ConnectData | null) => void) => {
+    const result = tunnel(options);
+    if (!callback) return result;
+    result.then(
+      (data) => callback(null, data),
+      (error: Error) => callback(error, null),
+    );
+    return undefined;
+  }) as Pool['connect'];
+  return pool;
 }

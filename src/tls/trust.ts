@@ -13,6 +13,7 @@
  */
 import { readFileSync } from 'node:fs';
 import tls, { type ConnectionOptions } from 'node:tls';
+import { ProxyTunnelError } from '../outbound-proxy.js';
 
 export interface TlsPolicy {
   verifyServerCertificate: boolean;
@@ -72,7 +73,9 @@ export type ConnectionFailureKind =
   | 'timeout'
   | 'reset'
   | 'tls-handshake'
-  | 'network';
+  | 'network'
+  | 'proxy-refused'
+  | 'proxy-unreachable';
 
 export interface ConnectionFailure {
   kind: ConnectionFailureKind;
@@ -121,6 +124,9 @@ export function innermostCode(error: unknown): { code: string | undefined; messa
 
 /** Classifies a failed connection and says, in plain words, what went wrong and what to do. */
 export function classifyConnectionError(error: unknown, host: string): ConnectionFailure {
+  // A failure at the proxy is named as one: its cause (e.g. ECONNREFUSED) is the proxy's, not the host's.
+  const tunnel = findProxyTunnelError(error);
+  if (tunnel) return classifyProxyTunnelError(tunnel);
   const { code, message } = innermostCode(error);
   if (code && UNTRUSTED.has(code)) {
     return {
@@ -163,4 +169,56 @@ export function classifyConnectionError(error: unknown, host: string): Connectio
     return { kind: 'tls-handshake', code, reason: `The TLS handshake with ${host} failed (${code}).` };
   }
   return { kind: 'network', code, reason: `Could not connect to ${host}: ${message || code || 'network error'}.` };
+}
+
+function findProxyTunnelError(error: unknown): ProxyTunnelError | undefined {
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 6; depth++) {
+    if (current instanceof ProxyTunnelError) return current;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** The proxy refused the CONNECT or could not be reached: say so, naming the proxy as host:port. */
+function classifyProxyTunnelError(error: ProxyTunnelError): ConnectionFailure {
+  const { proxy, target, statusCode } = error;
+  const where = proxy.setting;
+  if (statusCode !== undefined) {
+    const status = error.status!;
+    let advice: string;
+    if (statusCode === 407) {
+      advice = proxy.hasCredentials
+        ? `The proxy did not accept the user name and password in ${where}; check them (percent-encode special characters).`
+        : `The proxy requires a user name and password: give them in ${where} as http://user:password@${proxy.address}.`;
+    } else if (statusCode === 403) {
+      advice = `The proxy does not allow connections to ${target}; ask its administrator to allow it, or list the host in NO_PROXY if it can be reached directly.`;
+    } else if (statusCode >= 500 || statusCode === 404) {
+      advice = `The proxy could not open a connection to ${target}; check the endpoint URL and the proxy's own network access.`;
+    } else {
+      advice = `Check the proxy's settings and ${where}.`;
+    }
+    return { kind: 'proxy-refused', code: String(statusCode), reason: `The proxy at ${proxy.address} refused the connection: ${status}. ${advice}` };
+  }
+  const cause = classifyConnectionError(error.cause, proxy.address);
+  const why: Partial<Record<ConnectionFailureKind, string>> = {
+    dns: 'its host name could not be resolved',
+    refused: 'connection refused',
+    timeout: 'timed out',
+    reset: 'it closed the connection',
+    'certificate-untrusted': `its certificate is not trusted: ${cause.code}`,
+    'certificate-expired': `its certificate is expired or not yet valid: ${cause.code}`,
+    'name-mismatch': `its certificate does not match its host name`,
+    'tls-handshake': `the TLS handshake with the proxy failed: ${cause.code}`,
+  };
+  const detail = why[cause.kind] ?? (innermostCode(error.cause).message || cause.code || 'network error');
+  const advice =
+    cause.kind === 'certificate-untrusted'
+      ? 'Register the CA that issued the proxy’s certificate in CA Certificate Settings (or NODE_EXTRA_CA_CERTS).'
+      : `Check ${where} and that the proxy is running; hosts reached directly belong in NO_PROXY.`;
+  return {
+    kind: 'proxy-unreachable',
+    code: cause.code,
+    reason: `Could not reach the proxy at ${proxy.address} (${detail}). ${advice}`,
+  };
 }
