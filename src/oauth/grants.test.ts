@@ -1,6 +1,8 @@
 /** Protocol steps against hand-made responses (RFC 8628 §3.5 outcomes, id_token issuer rules). */
+import * as oauth from 'oauth4webapi';
 import { describe, expect, test } from 'vitest';
-import { expectedIssuer, processDeviceCodeGrantResponse, type AuthorizationServerConfig } from './grants.js';
+import { expectedIssuer, processDeviceCodeGrantResponse, refreshAccessToken, type AuthorizationServerConfig } from './grants.js';
+import { ProviderError } from './provider-errors.js';
 
 const ms: AuthorizationServerConfig = {
   provider: 'microsoft',
@@ -91,5 +93,35 @@ describe('expectedIssuer', () => {
     const google: AuthorizationServerConfig = { provider: 'google', issuer: 'https://accounts.google.com', tokenEndpoint: 'https://oauth2.googleapis.com/token' };
     expect(expectedIssuer(google, { iss: 'accounts.google.com' })).toBe('accounts.google.com');
     expect(expectedIssuer(google, { iss: 'https://accounts.google.com' })).toBe('https://accounts.google.com');
+  });
+});
+
+describe("id_tokens and this computer's clock", () => {
+  const tid = '9188040d-6c67-4c5b-b112-36a304b66dad';
+  /** A token response whose id_token was issued `aheadS` seconds after this computer's "now". */
+  const dated = (aheadS: number) => {
+    const iat = Math.floor(Date.now() / 1000) + aheadS;
+    const idToken = jwt({ iss: `https://login.microsoftonline.com/${tid}/v2.0`, aud: client.clientId, sub: 'x', tid, iat, nbf: iat, exp: iat + 3600, preferred_username: 'printer@contoso.example' });
+    return json(200, { token_type: 'Bearer', access_token: 'at-new', refresh_token: 'rt-rotated', expires_in: 3599, id_token: idToken });
+  };
+
+  test('a clock up to 5 minutes behind the server is tolerated', async () => {
+    const outcome = await processDeviceCodeGrantResponse(ms, client, dated(4 * 60), Date.now());
+    expect(outcome).toMatchObject({ type: 'tokens', tokens: { mailbox: 'printer@contoso.example' } });
+  });
+
+  test('a clock further off fails the sign-in as a transient clock problem with advice, not as bad settings', async () => {
+    const outcome = await processDeviceCodeGrantResponse(ms, client, dated(20 * 60), Date.now());
+    expect(outcome.type).toBe('transient');
+    const error = (outcome as { error: ProviderError }).error;
+    expect(error.kind).toBe('transient');
+    expect(error.message).toMatch(/dated outside this computer's clock/);
+    expect(error.advice).toMatch(/date, time and time zone.*NTP/);
+  });
+
+  test('a refresh is never lost over its id_token\'s timestamps: the rotated refresh token is kept', async () => {
+    const http = { [oauth.customFetch]: async () => dated(3 * 3600) };
+    const tokens = await refreshAccessToken(ms, client, 'rt-old', http);
+    expect(tokens).toMatchObject({ accessToken: 'at-new', refreshToken: 'rt-rotated', mailbox: 'printer@contoso.example' });
   });
 });

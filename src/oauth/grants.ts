@@ -52,8 +52,23 @@ function authorizationServer(config: AuthorizationServerConfig, issuer = config.
   };
 }
 
-function client(config: ClientConfig): oauth.Client {
-  return { client_id: config.clientId };
+/**
+ * Clock tolerance for the id_token's iat / nbf / exp: 5 minutes, as Microsoft's own libraries allow (MSAL's
+ * default clock skew), instead of oauth4webapi's 30 s. A gateway in a server room often runs a little off;
+ * the admin is warned from 2 minutes on (clock-skew.ts).
+ */
+export const ID_TOKEN_CLOCK_TOLERANCE_S = 300;
+
+/**
+ * On a refresh, the id_token only updates the account shown (the token endpoint was reached over verified
+ * TLS, which is what authenticates the answer). Its timestamps are not allowed to throw away a refresh that
+ * succeeded, and with it a rotated refresh token: a clock a day off loses nothing, and the clock warning
+ * tells the admin.
+ */
+const REFRESH_ID_TOKEN_CLOCK_TOLERANCE_S = 24 * 3600;
+
+function client(config: ClientConfig, tolerance = ID_TOKEN_CLOCK_TOLERANCE_S): oauth.Client {
+  return { client_id: config.clientId, [oauth.clockTolerance]: tolerance };
 }
 
 function clientAuthentication(config: ClientConfig): oauth.ClientAuth {
@@ -100,13 +115,14 @@ async function processTokenResponse(
   response: Response,
   sentAt: number,
   process: (as: oauth.AuthorizationServer, c: oauth.Client, r: Response) => Promise<oauth.TokenEndpointResponse>,
+  clockTolerance = ID_TOKEN_CLOCK_TOLERANCE_S,
 ): Promise<TokenSet> {
   let issuer = config.issuer;
   if (response.status === 200) {
     const peek = (await response.clone().json().catch(() => undefined)) as { id_token?: unknown } | undefined;
     if (typeof peek?.id_token === 'string') issuer = expectedIssuer(config, decodeJwtPayload(peek.id_token));
   }
-  const result = await process(authorizationServer(config, issuer), client(clientConfig), response);
+  const result = await process(authorizationServer(config, issuer), client(clientConfig, clockTolerance), response);
   const claims = oauth.getValidatedIdTokenClaims(result);
   const pick = (name: string) => (typeof claims?.[name] === 'string' ? (claims[name] as string) : undefined);
   return {
@@ -254,7 +270,7 @@ export async function refreshAccessToken(
       refreshToken,
       http,
     );
-    return await processTokenResponse(config, clientConfig, response, sentAt, oauth.processRefreshTokenResponse);
+    return await processTokenResponse(config, clientConfig, response, sentAt, oauth.processRefreshTokenResponse, REFRESH_ID_TOKEN_CLOCK_TOLERANCE_S);
   } catch (error) {
     throw toProviderError(config.provider, error, hostOf(config));
   }

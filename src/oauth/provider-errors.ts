@@ -149,6 +149,19 @@ export function toProviderError(provider: 'microsoft' | 'google', thrown: unknow
       { cause: thrown },
     );
   }
+  if (thrown instanceof oauth.OperationProcessingError && thrown.code === oauth.JWT_TIMESTAMP_CHECK) {
+    // The id_token is "issued in the future" or "already expired" by this computer's clock: the clock is
+    // wrong, not the server or the settings. Transient: nothing is dropped, and it works once the time is set.
+    return new ProviderError(
+      `The sign-in from ${host} is dated outside this computer's clock (${scrubSecrets(thrown.message)})`,
+      'transient',
+      undefined,
+      undefined,
+      undefined,
+      "Check this computer's date, time and time zone, and set the time automatically (NTP); then try again.",
+      { cause: thrown },
+    );
+  }
   if (thrown instanceof oauth.OperationProcessingError) {
     const response = (thrown.cause as { status?: unknown } | undefined) ?? undefined;
     const status = response instanceof Response ? response.status : typeof response?.status === 'number' ? response.status : undefined;
