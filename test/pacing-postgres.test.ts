@@ -8,16 +8,15 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { StorePacer, WINDOW_MS, type PacingGrant } from '../src/queue/pacing.js';
 import { openStore, type Store } from '../src/store/store.js';
+import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 
-const adminUrl = process.env.POSTERN_TEST_DATABASE_URL;
-const database = `postern_pacing_${process.pid}_${Date.now()}`;
+let database: TestDatabase;
 const LIMIT = 30;
 
-describe.skipIf(!adminUrl)('pacing across instances on PostgreSQL (POSTERN_TEST_DATABASE_URL)', () => {
+describe.skipIf(!POSTGRES_ADMIN_URL)('pacing across instances on PostgreSQL (POSTERN_TEST_DATABASE_URL)', () => {
   const stores: Store[] = [];
   const connectionErrors: Error[] = [];
   let now = 1_000_000;
@@ -26,18 +25,13 @@ describe.skipIf(!adminUrl)('pacing across instances on PostgreSQL (POSTERN_TEST_
   const granted = (grants: PacingGrant[]) => grants.reduce((sum, grant) => sum + grant.slots.length, 0);
 
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`create database ${database}`);
-    await admin.end();
-    const url = new URL(adminUrl!);
-    url.pathname = `/${database}`;
+    database = await createTestDatabase('postern_pacing');
     const secretKey = randomBytes(32); // instances on one database share its key
     for (let i = 0; i < 2; i++) {
       stores.push(
         await openStore({
           dataDir: mkdtempSync(join(tmpdir(), 'postern-pgpace-')),
-          databaseUrl: url.href,
+          databaseUrl: database.url,
           secretKey,
           onConnectionError: (error) => connectionErrors.push(error),
         }),
@@ -53,10 +47,7 @@ describe.skipIf(!adminUrl)('pacing across instances on PostgreSQL (POSTERN_TEST_
 
   afterAll(async () => {
     for (const store of stores) await store.close();
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`drop database if exists ${database} with (force)`);
-    await admin.end();
+    await database?.drop();
   });
 
   test('2 × 20 concurrent takes with a limit of 30: exactly 30 granted, then both wait', async () => {

@@ -7,7 +7,6 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { createLogger } from '../src/log.js';
 import { StorePacer } from '../src/queue/pacing.js';
@@ -16,12 +15,12 @@ import { MessageQueue, type QueuedMessage } from '../src/queue/queue.js';
 import { Spool } from '../src/queue/spool.js';
 import { openStore, type Store } from '../src/store/store.js';
 import { eventually } from './support/postern.js';
+import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 
-const adminUrl = process.env.POSTERN_TEST_DATABASE_URL;
-const database = `postern_queue_${process.pid}_${Date.now()}`;
+let database: TestDatabase;
 const tuning = { retryBaseMs: 20, retryMaxMs: 40, lifetimeMs: 60_000, concurrency: 4 };
 
-describe.skipIf(!adminUrl)('queue on PostgreSQL (POSTERN_TEST_DATABASE_URL)', () => {
+describe.skipIf(!POSTGRES_ADMIN_URL)('queue on PostgreSQL (POSTERN_TEST_DATABASE_URL)', () => {
   let store: Store;
   let dataDir: string;
   let queue: MessageQueue;
@@ -47,14 +46,9 @@ describe.skipIf(!adminUrl)('queue on PostgreSQL (POSTERN_TEST_DATABASE_URL)', ()
   }
 
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`create database ${database}`);
-    await admin.end();
-    const url = new URL(adminUrl!);
-    url.pathname = `/${database}`;
+    database = await createTestDatabase('postern_queue');
     dataDir = mkdtempSync(join(tmpdir(), 'postern-pgq-'));
-    store = await openStore({ dataDir, databaseUrl: url.href });
+    store = await openStore({ dataDir, databaseUrl: database.url });
     queue = new MessageQueue(store, Spool.open(join(dataDir, 'spool')), { tuning });
     manager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log: createLogger('silent'), tuning, reportingMta: 'pg.test', tickMs: 50, routeCacheMs: 0 });
     await manager.start();
@@ -63,10 +57,7 @@ describe.skipIf(!adminUrl)('queue on PostgreSQL (POSTERN_TEST_DATABASE_URL)', ()
   afterAll(async () => {
     await manager?.stop(1000);
     await store?.close();
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`drop database if exists ${database} with (force)`);
-    await admin.end();
+    await database?.drop();
   });
 
   test('accepted messages are leased in batches, delivered once and recorded', async () => {

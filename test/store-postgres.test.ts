@@ -6,28 +6,22 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { OAuthAccounts } from '../src/oauth/accounts.js';
 import { openStore, type Store } from '../src/store/store.js';
 import { Users } from '../src/store/users.js';
+import { adminQuery, createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 
-const adminUrl = process.env.POSTERN_TEST_DATABASE_URL;
-const database = `postern_test_${process.pid}_${Date.now()}`;
+let database: TestDatabase;
 let store: Store | undefined;
 const connectionErrors: Error[] = [];
 
-describe.skipIf(!adminUrl)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () => {
+describe.skipIf(!POSTGRES_ADMIN_URL)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () => {
   let url: string;
 
   beforeAll(async () => {
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`create database ${database}`);
-    await admin.end();
-    const parsed = new URL(adminUrl!);
-    parsed.pathname = `/${database}`;
-    url = parsed.href;
+    database = await createTestDatabase('postern_test');
+    url = database.url;
     store = await openStore({
       dataDir: mkdtempSync(join(tmpdir(), 'postern-pg-')),
       databaseUrl: url,
@@ -37,10 +31,7 @@ describe.skipIf(!adminUrl)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () =>
 
   afterAll(async () => {
     await store?.close();
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    await admin.query(`drop database if exists ${database} with (force)`);
-    await admin.end();
+    await database?.drop();
   });
 
   test('migrations ran and the key check is stored encrypted', async () => {
@@ -86,14 +77,11 @@ describe.skipIf(!adminUrl)('PostgreSQL store (POSTERN_TEST_DATABASE_URL)', () =>
 
   test('a connection the server terminates is reported and replaced; the process goes on', async () => {
     await store!.db.selectFrom('meta').select('key').execute();
-    const admin = new pg.Client({ connectionString: adminUrl });
-    await admin.connect();
-    const { rows } = await admin.query(
+    const [row] = await adminQuery<{ n: number }>(
       'select count(pg_terminate_backend(pid))::int as n from pg_stat_activity where datname = $1 and pid <> pg_backend_pid()',
-      [database],
+      [database.name],
     );
-    await admin.end();
-    expect(rows[0].n).toBeGreaterThan(0);
+    expect(row!.n).toBeGreaterThan(0);
     await expect.poll(() => connectionErrors.length).toBeGreaterThan(0);
     expect((await store!.db.selectFrom('meta').select('key').execute()).length).toBeGreaterThan(0);
   });
