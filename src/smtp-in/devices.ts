@@ -8,13 +8,22 @@
  * for CACHE_TTL_MS as an HMAC of the password under a key that exists only in this process, tied to the
  * stored hash (changing the password or removing the device ends it); and scrypt checks wait their turn
  * (store/passwords.ts runs at most two at once). Failed attempts always pay the full check.
+ *
+ * Allowed Sender Addresses (allowed-senders.ts) are judged at every MAIL FROM, so an edit must count for the
+ * next MAIL, not the next sign-in. They come with the row AUTH reads anyway and are remembered per device for
+ * at most SENDER_RULES_TTL_MS: a device with an empty list (most of them) costs no query per message. An edit
+ * through this process replaces the remembered list at once; an edit made by another instance on the same
+ * database counts within SENDER_RULES_TTL_MS, as Relay Settings do (relay-server.ts re-reads those as often).
  */
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import type { RelayDevicesTable } from '../store/schema.js';
 import { hashPassword, verifyPassword } from '../store/passwords.js';
 import type { Store } from '../store/store.js';
 
-export type DeviceAccount = Omit<RelayDevicesTable, 'password_hash'>;
+export interface DeviceAccount extends Omit<RelayDevicesTable, 'password_hash' | 'allowed_senders'> {
+  /** Allowed Sender Addresses, normalised (allowed-senders.ts); empty = any sender. */
+  allowedSenders: string[];
+}
 
 const USERNAME = /^[A-Za-z0-9._@+-]{1,64}$/;
 
@@ -30,6 +39,19 @@ export function validateDevicePassword(password: string): string | undefined {
 }
 
 const CACHE_TTL_MS = 15 * 60_000;
+/** How long a device's Allowed Sender Addresses are used without reading them again (other instances' edits). */
+export const SENDER_RULES_TTL_MS = 10_000;
+
+const PUBLIC_COLUMNS = ['id', 'username', 'allowed_senders', 'created_at', 'updated_at', 'last_login_at'] as const;
+
+function toAccount(row: Omit<RelayDevicesTable, 'password_hash'>): DeviceAccount {
+  const { allowed_senders: allowed, ...rest } = row;
+  return { ...rest, allowedSenders: splitSenders(allowed) };
+}
+
+function splitSenders(stored: string): string[] {
+  return stored.split('\n').map((s) => s.trim()).filter(Boolean);
+}
 
 interface Verified {
   passwordHash: string;
@@ -40,6 +62,10 @@ interface Verified {
 export class DeviceAccounts {
   readonly #cacheKey = randomBytes(32);
   readonly #verified = new Map<string, Verified>();
+  /** Allowed Sender Addresses by device id, with when they were read. */
+  readonly #senders = new Map<string, { list: string[]; readAt: number }>();
+  /** Counts edits made through this process, so a read that raced one is not remembered. */
+  #edits = 0;
 
   constructor(private readonly store: Store) {}
 
@@ -48,21 +74,62 @@ export class DeviceAccounts {
   }
 
   async list(): Promise<DeviceAccount[]> {
-    return this.store.db.selectFrom('relay_devices').select(['id', 'username', 'created_at', 'updated_at', 'last_login_at']).orderBy('username').execute();
+    return (await this.store.db.selectFrom('relay_devices').select(PUBLIC_COLUMNS).orderBy('username').execute()).map(toAccount);
+  }
+
+  async find(id: string): Promise<DeviceAccount | undefined> {
+    const row = await this.store.db.selectFrom('relay_devices').select(PUBLIC_COLUMNS).where('id', '=', id).executeTakeFirst();
+    return row ? toAccount(row) : undefined;
   }
 
   async exists(username: string): Promise<boolean> {
     return (await this.store.db.selectFrom('relay_devices').select('id').where('username', '=', username).executeTakeFirst()) !== undefined;
   }
 
-  async create(username: string, password: string): Promise<DeviceAccount> {
+  /** `allowedSenders`: entries as parseAllowedSenders returns them. */
+  async create(username: string, password: string, allowedSenders: string[] = []): Promise<DeviceAccount> {
     const now = Date.now();
     const device = { id: randomUUID(), username, created_at: now, updated_at: now, last_login_at: null };
     await this.store.db
       .insertInto('relay_devices')
-      .values({ ...device, password_hash: await hashPassword(password) })
+      .values({ ...device, allowed_senders: allowedSenders.join('\n'), password_hash: await hashPassword(password) })
       .execute();
-    return device;
+    return { ...device, allowedSenders: [...allowedSenders] };
+  }
+
+  /** Replaces the device's Allowed Sender Addresses; the relay applies them from the next MAIL FROM. */
+  async setAllowedSenders(id: string, allowedSenders: string[]): Promise<DeviceAccount | undefined> {
+    await this.store.db.updateTable('relay_devices').set({ allowed_senders: allowedSenders.join('\n'), updated_at: Date.now() }).where('id', '=', id).execute();
+    this.#forgetSenders(id);
+    return this.find(id);
+  }
+
+  /**
+   * The device's Allowed Sender Addresses as they stand (read at most SENDER_RULES_TTL_MS ago); undefined
+   * once the account is gone.
+   */
+  async allowedSenders(id: string): Promise<string[] | undefined> {
+    const known = this.#senders.get(id);
+    if (known && Date.now() - known.readAt < SENDER_RULES_TTL_MS) return known.list;
+    const edits = this.#edits;
+    const row = await this.store.db.selectFrom('relay_devices').select('allowed_senders').where('id', '=', id).executeTakeFirst();
+    if (!row) {
+      this.#senders.delete(id);
+      return undefined;
+    }
+    const list = splitSenders(row.allowed_senders);
+    this.#remember(id, list, edits);
+    return list;
+  }
+
+  #remember(id: string, list: string[], editsBeforeRead: number): void {
+    if (editsBeforeRead === this.#edits) this.#senders.set(id, { list, readAt: Date.now() });
+  }
+
+  /** After a write has committed: reads still in flight may have seen the old row, so they must not remember it. */
+  #forgetSenders(id: string): void {
+    this.#edits++;
+    this.#senders.delete(id);
   }
 
   async setPassword(id: string, password: string): Promise<void> {
@@ -71,14 +138,16 @@ export class DeviceAccounts {
   }
 
   async remove(id: string): Promise<DeviceAccount | undefined> {
-    const row = await this.store.db.selectFrom('relay_devices').select(['id', 'username', 'created_at', 'updated_at', 'last_login_at']).where('id', '=', id).executeTakeFirst();
+    const row = await this.store.db.selectFrom('relay_devices').select(PUBLIC_COLUMNS).where('id', '=', id).executeTakeFirst();
     if (row) await this.store.db.deleteFrom('relay_devices').where('id', '=', id).execute();
     this.#verified.clear();
-    return row;
+    this.#forgetSenders(id);
+    return row ? toAccount(row) : undefined;
   }
 
   /** Checks a device's credentials; the time taken does not reveal whether the user exists. */
   async authenticate(username: string, password: string): Promise<DeviceAccount | undefined> {
+    const edits = this.#edits;
     const row = await this.store.db.selectFrom('relay_devices').selectAll().where('username', '=', username).executeTakeFirst();
     const now = Date.now();
     const cached = row ? this.#verified.get(row.username) : undefined;
@@ -94,6 +163,8 @@ export class DeviceAccounts {
       await this.store.db.updateTable('relay_devices').set({ last_login_at: now }).where('id', '=', row.id).execute();
     }
     const { password_hash: _ignored, ...device } = row;
-    return { ...device, last_login_at: now };
+    const account = toAccount({ ...device, last_login_at: now });
+    this.#remember(account.id, account.allowedSenders, edits);
+    return account;
   }
 }

@@ -7,7 +7,9 @@
  * Rules (DESIGN.md pinned details, PROTOCOL.md §5): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN
  *   (with the classic `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) only under TLS unless the legacy
  *   switch allows it (`538` otherwise); MAIL before AUTH from a network that is not allowed gets
- *   `530 5.7.0`, so the relay is never open; a wrong password gets `535 5.7.8` and repeated failures are
+ *   `530 5.7.0`, so the relay is never open; a signed-in device whose account lists Allowed Sender
+ *   Addresses gets `550 5.7.1` for any other MAIL FROM, `<>` included (RFC 6409 §6.1, checklist 31; the
+ *   header From stays with the sender policy); a wrong password gets `535 5.7.8` and repeated failures are
  *   throttled (`454 4.7.0`); size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; bare CR/LF
  *   are normalised or rejected (`554 5.6.0`); DSN is not advertised (not implemented end to end);
  *   8BITMIME and SMTPUTF8 are advertised because both upstreams support them.
@@ -27,6 +29,7 @@ import { describeError, type Logger } from '../log.js';
 import type { IncomingMessage, MessageEnvelope, QueuedMessage } from '../queue/queue.js';
 import type { LoginThrottle } from '../web/login-throttle.js';
 import { formatWait } from '../web/login-throttle.js';
+import { isAllowedSender } from './allowed-senders.js';
 import type { DeviceAccounts } from './devices.js';
 import { MessageNormalizer } from './message-normalizer.js';
 import { isAllowed, parseNetworks } from './networks.js';
@@ -56,6 +59,7 @@ export interface RelayServerOptions {
 
 interface SessionUser {
   device: string;
+  deviceId: string;
 }
 
 /** smtp-server's handler error: the reply code travels on the error. */
@@ -191,7 +195,7 @@ export class RelayServer {
       logger: false,
       onConnect: (session, callback) => this.onConnect(session, callback),
       onAuth: (auth, session, callback) => void this.onAuth(auth.method, auth.username ?? '', auth.password ?? '', session, callback),
-      onMailFrom: (address, session, callback) => this.onMailFrom(address.address, session, callback),
+      onMailFrom: (address, session, callback) => void this.onMailFrom(address.address, session, callback),
       onData: (stream, session, callback) => void this.onData(stream, session, callback),
     });
     server.on('error', (error: Error & { code?: string }) => {
@@ -241,19 +245,42 @@ export class RelayServer {
         return callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
       }
       await this.#options.throttle.recordSuccess(username, address);
-      callback(null, { user: { device: device.username } });
+      callback(null, { user: { device: device.username, deviceId: device.id } });
     } catch (error) {
       this.#log.error({ err: describeError(error) }, 'device AUTH could not be checked');
       callback(smtpError(454, '4.7.0 Temporary authentication failure; try again'));
     }
   }
 
-  /** RFC 6409 §4.3: MAIL needs AUTH, or a client on an allowed network. */
-  onMailFrom(_address: string, session: SMTPServerSession, callback: (error?: Error | null) => void): void {
+  /**
+   * RFC 6409 §4.3: MAIL needs AUTH, or a client on an allowed network. §6.1: a signed-in device may use only
+   * the senders its account allows (`address` is '' for the null reverse-path). Sessions from Allowed
+   * Networks have no account, hence no list: only the sender policy applies to them.
+   */
+  async onMailFrom(address: string, session: SMTPServerSession, callback: (error?: Error | null) => void): Promise<void> {
     const user = session.user as SessionUser | undefined;
-    if (!user && !isAllowed(session.remoteAddress, this.#networks)) {
-      this.#log.warn({ address: session.remoteAddress }, 'MAIL without AUTH from a network that is not allowed: refused (530)');
+    if (!user) {
+      if (!isAllowed(session.remoteAddress, this.#networks)) {
+        this.#log.warn({ address: session.remoteAddress }, 'MAIL without AUTH from a network that is not allowed: refused (530)');
+        return callback(smtpError(530, '5.7.0 Authentication required'));
+      }
+      return callback();
+    }
+    let allowed: string[] | undefined;
+    try {
+      // Remembered from AUTH for a few seconds (devices.ts): no query per message, edits count at once.
+      allowed = await this.#options.devices.allowedSenders(user.deviceId);
+    } catch (error) {
+      this.#log.error({ err: describeError(error), device: user.device }, 'Allowed Sender Addresses could not be read (451)');
+      return callback(smtpError(451, '4.3.0 Local error; try again later'));
+    }
+    if (allowed === undefined) {
+      this.#log.info({ device: user.device, address: session.remoteAddress }, 'MAIL from a device account removed during the session: refused (530)');
       return callback(smtpError(530, '5.7.0 Authentication required'));
+    }
+    if (!isAllowedSender(address, allowed)) {
+      this.#log.info({ device: user.device, address: session.remoteAddress, mailFrom: address || '<>' }, 'MAIL FROM not allowed for this device: refused (550)');
+      return callback(smtpError(550, `5.7.1 Sender address <${address}> is not allowed for this device`));
     }
     callback();
   }

@@ -245,6 +245,13 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.alterTable('oauth_accounts').addColumn('clock_checked_at', 'bigint').execute();
     },
   }),
+  '005_device_allowed_senders': () => ({
+    async up(db: Kysely<any>) {
+      // Allowed Sender Addresses of a device account, one per line (smtp-in/allowed-senders.ts). The empty
+      // default keeps every existing device as it was: any sender.
+      await db.schema.alterTable('relay_devices').addColumn('allowed_senders', 'text', (c) => c.notNull().defaultTo('')).execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

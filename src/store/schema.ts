@@ -186,6 +186,8 @@ export interface RelayDevicesTable {
   id: string;
   username: string;
   password_hash: string;
+  /** Allowed Sender Addresses (MAIL FROM), one per line: `local@domain` or `@domain`; empty = any sender. */
+  allowed_senders: string;
   created_at: number;
   updated_at: number;
   last_login_at: number | null;

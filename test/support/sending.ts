@@ -106,9 +106,20 @@ export async function saveRelaySettings(web: WebClient, fields: Record<string, s
   return web.post('/settings/send/relay', form);
 }
 
-export async function addDevice(web: WebClient, username: string, password: string): Promise<string> {
+/** Adds a device account on Relay Settings; `allowedSenders` is the Allowed Sender Addresses text (one per line). */
+export async function addDevice(web: WebClient, username: string, password: string, allowedSenders = ''): Promise<string> {
   await web.get('/settings/send/relay');
-  return web.post('/settings/send/relay/devices', { username, password });
+  return web.post('/settings/send/relay/devices', { username, password, allowedSenders });
+}
+
+/** Opens the device's Edit page from Relay Settings (its Edit button) and saves `allowedSenders` there. */
+export async function editDeviceSenders(web: WebClient, username: string, allowedSenders: string): Promise<string> {
+  const list = await web.get('/settings/send/relay');
+  const escaped = username.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const action = new RegExp(`<form method="get" action="([^"]+)" class="inline"><button type="submit" aria-label="Edit ${escaped}">`).exec(list)?.[1];
+  if (!action) throw new Error(`no Edit button for the device account ${username} on Relay Settings`);
+  await web.get(action);
+  return web.post(action, { allowedSenders });
 }
 
 /**

@@ -1,16 +1,33 @@
 /**
  * Relay Settings (Settings/Registration > Send): how devices reach Postern. Allowed Networks, maximum
- * message size, the bare CR/LF policy, the legacy switches, device accounts (User Name / Password) and the
- * relay's STARTTLS certificate (generated at first start, or uploaded).
+ * message size, the bare CR/LF policy, the legacy switches, device accounts (User Name / Password, and the
+ * Allowed Sender Addresses each may use as MAIL FROM) and the relay's STARTTLS certificate (generated at first
+ * start, or uploaded).
  */
 import type { FastifyInstance } from 'fastify';
 import { isPosternError } from '../../errors.js';
 import type { AuditLog } from '../../store/audit.js';
-import { validateDevicePassword, validateDeviceUsername, type DeviceAccounts } from '../../smtp-in/devices.js';
+import { parseAllowedSenders } from '../../smtp-in/allowed-senders.js';
+import { validateDevicePassword, validateDeviceUsername, type DeviceAccount, type DeviceAccounts } from '../../smtp-in/devices.js';
 import type { RelayCertificate, RelaySettings, RelaySettingsErrors, RelaySettingsInput, RelaySettingsView } from '../../smtp-in/relay-settings.js';
 import { checkbox, text, type WebContext } from '../app.js';
 
 export const RELAY_SETTINGS_PATH = '/settings/send/relay';
+
+const SENDERS_HINT = 'Write one per line: an address (scanner@example.com) or @domain (@example.com).';
+
+/** The page's Allowed Sender Addresses text: the entries, or the field error naming the bad ones. */
+function readAllowedSenders(text: string): { entries: string[]; error?: string } {
+  const parsed = parseAllowedSenders(text);
+  if (parsed.errors.length === 0) return { entries: parsed.entries };
+  const more = parsed.errors.length > 5 ? ` (and ${parsed.errors.length - 5} more)` : '';
+  return { entries: [], error: `${parsed.errors.slice(0, 5).join('; ')}${more}. ${SENDERS_HINT}` };
+}
+
+/** For the audit log. */
+function sendersDetail(entries: string[]): string {
+  return entries.length > 0 ? `allowed senders [${entries.join(' ')}]` : 'any sender';
+}
 
 export interface RelaySettingsPageDependencies {
   relaySettings: RelaySettings;
@@ -37,7 +54,7 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     extra: {
       form?: RelaySettingsInput;
       errors?: RelaySettingsErrors;
-      device?: { username: string; errors: Record<string, string> };
+      device?: { username: string; allowedSenders: string; errors: Record<string, string> };
       upload?: { cert: string; error?: string };
     } = {},
   ) => {
@@ -50,7 +67,7 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
       form: extra.form ?? formOf(settings),
       errors: extra.errors ?? {},
       devices: await deps.devices.list(),
-      device: extra.device ?? { username: '', errors: {} },
+      device: extra.device ?? { username: '', allowedSenders: '', errors: {} },
       upload: extra.upload ?? { cert: '' },
       certificate: certificate ? { ...certificate, key: undefined } : undefined,
       time: (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'Never'),
@@ -89,16 +106,53 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     const body = (request.body ?? {}) as Record<string, unknown>;
     const username = text(body, 'username').trim();
     const password = text(body, 'password');
+    const allowedSenders = text(body, 'allowedSenders');
     const errors: Record<string, string> = {};
     const nameError = validateDeviceUsername(username);
     if (nameError) errors.username = nameError;
     else if (await deps.devices.exists(username)) errors.username = `A device account named ${username} already exists.`;
     const passwordError = validateDevicePassword(password);
     if (passwordError) errors.password = passwordError;
-    if (Object.keys(errors).length > 0) return reply.render('relay-settings', await page({ device: { username, errors } }), 400);
-    await deps.devices.create(username, password);
-    await deps.audit.record(request.user!.username, 'relay-device.added', username);
+    const senders = readAllowedSenders(allowedSenders);
+    if (senders.error) errors.allowedSenders = senders.error;
+    if (Object.keys(errors).length > 0) return reply.render('relay-settings', await page({ device: { username, allowedSenders, errors } }), 400);
+    await deps.devices.create(username, password, senders.entries);
+    await deps.audit.record(request.user!.username, 'relay-device.added', `${username}, ${sendersDetail(senders.entries)}`);
     web.setFlash(request, { type: 'success', text: `Added the device account ${username}. Configure the device with this User Name and Password, SMTP AUTH and STARTTLS.` });
+    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+  });
+
+  const editPage = (device: DeviceAccount, allowedSenders = device.allowedSenders.join('\n'), errors: Record<string, string> = {}) => ({
+    title: 'Edit Device Account',
+    base: RELAY_SETTINGS_PATH,
+    device,
+    form: { allowedSenders },
+    errors,
+  });
+
+  app.get(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preHandler: web.requireSendSettings }, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const device = await deps.devices.find(id);
+    if (!device) return reply.render('error', { title: 'Page Not Found', message: 'That device account does not exist (it may have been removed).' }, 404);
+    return reply.render('relay-device-edit', editPage(device));
+  });
+
+  app.post(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const { id } = request.params as { id: string };
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    if (checkbox(body, 'cancel')) return reply.redirect(RELAY_SETTINGS_PATH, 303);
+    const device = await deps.devices.find(id);
+    if (!device) {
+      web.setFlash(request, { type: 'error', text: 'That device account was removed; nothing was changed.' });
+      return reply.redirect(RELAY_SETTINGS_PATH, 303);
+    }
+    const allowedSenders = text(body, 'allowedSenders');
+    const senders = readAllowedSenders(allowedSenders);
+    if (senders.error) return reply.render('relay-device-edit', editPage(device, allowedSenders, { allowedSenders: senders.error }), 400);
+    await deps.devices.setAllowedSenders(id, senders.entries);
+    await deps.audit.record(request.user!.username, 'relay-device.changed', `${device.username}, ${sendersDetail(senders.entries)}`);
+    const rule = senders.entries.length > 0 ? 'only the listed sender addresses' : 'any sender address';
+    web.setFlash(request, { type: 'success', text: `Saved. From its next message on, ${device.username} may use ${rule}.` });
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
 

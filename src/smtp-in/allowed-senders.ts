@@ -1,0 +1,109 @@
+/**
+ * Allowed Sender Addresses of a device account: which envelope senders (MAIL FROM) a device credential may
+ * use. RFC 6409 §6.1 lets a submission server refuse a MAIL FROM "not authorized with the authentication
+ * used" with `550 5.7.1` (PROTOCOL.md §5.2, checklist 31); this limits what a leaked credential (often
+ * stored in clear on a printer) can claim to be.
+ *
+ * Entries are exact addresses (`scanner@printers.local`) or whole domains (`@contoso.example`, that domain
+ * only, not its subdomains). An empty list allows any sender.
+ *
+ * Comparison: RFC 5321 §2.4 lets the receiving host treat a local part as case-sensitive, but Exchange
+ * Online, Gmail and practically every mail system treat `Scanner@` and `scanner@` as one mailbox, and the
+ * sender policy (smtp-out/sender-policy.ts) compares From addresses the same way; a case-sensitive check
+ * would only refuse devices that upper-case their configured address. So the local part is compared
+ * case-insensitively (Unicode lower case, RFC 6531 local parts included), and the domain as IDNA A-labels
+ * (smtp-server hands over U-labels; an administrator may write either form).
+ *
+ * Known limits: quoted local parts and address literals (`user@[192.0.2.1]`) cannot be listed.
+ */
+import { domainToASCII } from 'node:url';
+
+/** More than this is a directory, not a device's senders; the page says so. */
+export const MAX_ALLOWED_SENDERS = 100;
+
+export interface ParsedAllowedSenders {
+  /** Normalised entries (lower case, duplicates removed), for storage and display. */
+  entries: string[];
+  /** Entries that could not be read, each with why. */
+  errors: string[];
+}
+
+// RFC 5322 §3.2.3 dot-atom, with RFC 6532 UTF-8 in atext.
+const ATEXT = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~\\u0080-\\uFFFF-]";
+const DOT_ATOM = new RegExp(`^${ATEXT}+(?:\\.${ATEXT}+)*$`, 'u');
+// RFC 1035 / RFC 5890 LDH labels, checked on the A-label form.
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/** The domain as lower-case A-labels; undefined when it is not a domain name. */
+function asciiDomain(domain: string): string | undefined {
+  if (domain === '' || domain.length > 253 || domain.startsWith('[')) return undefined;
+  const ascii = domainToASCII(domain);
+  if (ascii === '' || ascii.endsWith('.') || ascii.length > 253) return undefined;
+  return ascii.split('.').every((label) => LABEL.test(label)) ? ascii : undefined;
+}
+
+/** The comparison key of a domain: A-labels when it is a domain name, else plain lower case. */
+function domainKey(domain: string): string {
+  return asciiDomain(domain) ?? domain.toLowerCase();
+}
+
+/** Why `entry` is not an address or `@domain`; undefined when it is fine. */
+function entryError(entry: string): string | undefined {
+  if (/[\s\x00-\x1f\x7f<>"]/.test(entry)) return 'not an e-mail address or @domain';
+  const at = entry.lastIndexOf('@');
+  if (at < 0) {
+    return asciiDomain(entry) !== undefined && entry.includes('.')
+      ? `not an e-mail address (for the whole domain write @${entry})`
+      : 'not an e-mail address or @domain';
+  }
+  const local = entry.slice(0, at);
+  const domain = entry.slice(at + 1);
+  if (local.includes('@')) return 'more than one @ (write one address per line)';
+  if (domain === '') return local === '' ? 'a domain must follow the @ (for example @example.com)' : 'a domain must follow the @';
+  if (entry.length > 254) return 'longer than 254 characters';
+  if (asciiDomain(domain) === undefined) return `${domain} is not a domain name`;
+  if (local !== '' && (Buffer.byteLength(local, 'utf8') > 64 || !DOT_ATOM.test(local))) return 'the part before the @ is not a valid local part';
+  return undefined;
+}
+
+/** Parses the page's text: one entry per line (commas and semicolons also separate). */
+export function parseAllowedSenders(text: string): ParsedAllowedSenders {
+  const entries: string[] = [];
+  const errors: string[] = [];
+  const seen = new Set<string>();
+  for (const raw of text.split(/[\n,;]+/)) {
+    const entry = raw.trim();
+    if (entry === '') continue;
+    const error = entryError(entry);
+    if (error) {
+      errors.push(`${entry}: ${error}`);
+      continue;
+    }
+    const key = senderKey(entry);
+    if (seen.has(key)) continue;
+    seen.add(key);
+    entries.push(entry.toLowerCase());
+  }
+  if (entries.length > MAX_ALLOWED_SENDERS) errors.push(`${entries.length} entries: at most ${MAX_ALLOWED_SENDERS}; list a whole domain as @domain instead`);
+  return { entries, errors };
+}
+
+/** `local@domain` or `@domain` in its comparison form. */
+function senderKey(address: string): string {
+  const at = address.lastIndexOf('@');
+  return `${address.slice(0, at).toLowerCase()}@${domainKey(address.slice(at + 1))}`;
+}
+
+/**
+ * True when the envelope sender `mailFrom` (as smtp-server parsed it; '' for the null reverse-path `<>`)
+ * is allowed by `entries` (stored, normalised entries). An empty list allows every sender. A list refuses
+ * `<>`: bounces are generated by mail systems, and a device has no business sending them through Postern.
+ */
+export function isAllowedSender(mailFrom: string, entries: readonly string[]): boolean {
+  if (entries.length === 0) return true;
+  const at = mailFrom.lastIndexOf('@');
+  if (mailFrom === '' || at <= 0) return false;
+  const domain = domainKey(mailFrom.slice(at + 1));
+  const key = `${mailFrom.slice(0, at).toLowerCase()}@${domain}`;
+  return entries.some((entry) => (entry.startsWith('@') ? domainKey(entry.slice(1)) === domain : senderKey(entry) === key));
+}
