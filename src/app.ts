@@ -31,6 +31,7 @@ import { openStore, type Store } from './store/store.js';
 import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
 import { buildWebApp } from './web/app.js';
+import { listenHttps, type HttpsListener } from './web/https.js';
 import { LoginThrottle } from './web/login-throttle.js';
 import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
 import { registerQueueRoutes } from './web/routes/queue.js';
@@ -57,6 +58,10 @@ export interface Postern {
   /** Bound addresses, known after start(). */
   httpPort: number;
   smtpPort: number;
+  /** The Remote UI's HTTPS port when POSTERN_HTTPS_PORT is set, known after start(); undefined otherwise. */
+  httpsPort: number | undefined;
+  /** Where administrators open the Remote UI (over HTTPS when it is on), known after start(). */
+  remoteUiUrl: string;
   /** The generated first-administrator password, when one was generated at this start. */
   generatedAdminPassword: string | undefined;
   start(): Promise<void>;
@@ -114,6 +119,16 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
 
   const { generatedPassword } = await users.ensureFirstAdministrator(config.adminPassword);
   let boundHttpPort = config.httpPort;
+  let boundHttpsPort = config.https?.port ?? 0;
+  let httpsListener: HttpsListener | undefined;
+  if (config.https && !config.https.certificate) {
+    // Postern's own certificate, the relay's: the Remote UI follows it when it is regenerated or uploaded
+    // in Relay Settings.
+    relaySettings.onChange(async () => {
+      const certificate = await relaySettings.certificate();
+      if (certificate && httpsListener) httpsListener.setCertificate(certificate);
+    });
+  }
   const web = await buildWebApp({
     store,
     users,
@@ -122,6 +137,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     oauth,
     log,
     httpPort: () => boundHttpPort,
+    httpsPort: config.https ? () => boundHttpsPort : undefined,
     plugins: [
       (app, context) =>
         registerEmailSettingsRoutes(app, context, { emailSettings, oauth, audit, sendTestEmail: (to, actor) => transport.sendTestEmail(to, actor) }),
@@ -157,6 +173,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     transport,
     httpPort: 0,
     smtpPort: 0,
+    httpsPort: undefined,
+    remoteUiUrl: '',
     generatedAdminPassword: generatedPassword,
     async start() {
       if (config.outboundProxy) {
@@ -168,15 +186,33 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       await queueManager.start();
       postern.smtpPort = await relay.start();
       log.info({ host: config.host, port: postern.smtpPort }, 'SMTP relay listening');
+      // HTTPS first: when "Remote UI listening" (plain HTTP), which tools wait for, is logged, both are up.
+      let httpsUrl: string | undefined;
+      if (config.https) {
+        await web.ready();
+        const certificate = config.https.certificate ?? (await relaySettings.ensureCertificate(relayCertificateNames(config.host)));
+        httpsListener = await listenHttps(web, { host: config.host, port: config.https.port, certificate, log });
+        postern.httpsPort = boundHttpsPort = httpsListener.port;
+        httpsUrl = `https://${displayHost(config.host)}:${postern.httpsPort}/`;
+        log.info(
+          { host: config.host, port: postern.httpsPort, url: httpsUrl, certificate: config.https.certificate?.certFile ?? 'Postern\'s own (Relay Settings)' },
+          'Remote UI listening over HTTPS',
+        );
+      }
       await web.listen({ host: config.host, port: config.httpPort });
       postern.httpPort = boundHttpPort = (web.server.address() as AddressInfo).port;
-      log.info({ host: config.host, port: postern.httpPort, url: `http://${displayHost(config.host)}:${postern.httpPort}/` }, 'Remote UI listening');
+      const httpUrl = `http://${displayHost(config.host)}:${postern.httpPort}/`;
+      postern.remoteUiUrl = httpsUrl ?? httpUrl;
+      log.info(
+        { host: config.host, port: postern.httpPort, url: httpUrl, ...(httpsUrl ? { redirectsTo: httpsUrl } : {}) },
+        'Remote UI listening',
+      );
     },
     async stop() {
       // Stop accepting mail first, then let deliveries finish (or give their messages back), then the rest.
       await relay.stop();
       await queueManager.stop();
-      await web.close();
+      await Promise.all([web.close(), httpsListener?.close()]);
       await poller.stop();
       await tokens.stop();
       await http.close();

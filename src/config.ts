@@ -2,11 +2,15 @@
  * Configuration from the environment, validated once at start-up (DESIGN.md, run contract).
  * An invalid value stops start-up with one line that names the setting.
  */
+import { X509Certificate, createPrivateKey } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { z } from 'zod';
 import { ErrorCodes, PosternError } from './errors.js';
 import { OutboundProxy } from './outbound-proxy.js';
+import { parsePemCertificates } from './tls/certificates.js';
 
 export interface Config {
   /** Directory for the SQLite database, the encryption key and generated certificates. */
@@ -30,6 +34,18 @@ export interface Config {
   queue?: Partial<QueueTuning>;
   /** How long before expiry access tokens are refreshed (POSTERN_TOKEN_REFRESH_AHEAD_SECONDS); default 5 min. */
   tokenRefreshAheadMs?: number;
+  /** The Remote UI over HTTPS as well (POSTERN_HTTPS_PORT); undefined: plain HTTP only, the default. */
+  https?: HttpsConfig | undefined;
+}
+
+export interface HttpsConfig {
+  /** POSTERN_HTTPS_PORT; 0 picks a free port. */
+  port: number;
+  /**
+   * POSTERN_HTTPS_CERT and POSTERN_HTTPS_KEY, read and checked at start-up; undefined: Postern's own
+   * certificate, the one the relay uses for STARTTLS.
+   */
+  certificate: { certFile: string; keyFile: string; cert: string; key: string } | undefined;
 }
 
 /**
@@ -65,11 +81,11 @@ const seconds = (name: string) =>
       return Math.round(n * 1000);
     });
 
-const port = (name: string, fallback: number) =>
+const port = <Fallback extends number | undefined>(name: string, fallback: Fallback) =>
   z
     .string()
     .optional()
-    .transform((value, ctx) => {
+    .transform((value, ctx): number | Fallback => {
       if (value === undefined || value.trim() === '') return fallback;
       if (!/^\d+$/.test(value.trim())) {
         ctx.addIssue({ code: 'custom', message: `${name} must be a port number from 0 to 65535, got "${value}"` });
@@ -101,6 +117,9 @@ const schema = z.object({
     }),
   POSTERN_HTTP_PORT: port('POSTERN_HTTP_PORT', 8080),
   POSTERN_SMTP_PORT: port('POSTERN_SMTP_PORT', 2525),
+  POSTERN_HTTPS_PORT: port('POSTERN_HTTPS_PORT', undefined),
+  POSTERN_HTTPS_CERT: z.string().optional(),
+  POSTERN_HTTPS_KEY: z.string().optional(),
   POSTERN_DATABASE_URL: z
     .string()
     .optional()
@@ -198,6 +217,65 @@ function outboundProxyFrom(env: NodeJS.ProcessEnv): OutboundProxy | undefined {
 }
 
 /**
+ * The Remote UI over HTTPS: POSTERN_HTTPS_PORT turns it on. POSTERN_HTTPS_CERT and POSTERN_HTTPS_KEY (both or
+ * neither) are PEM files, read and checked here, so that a wrong file stops start-up with one line instead of
+ * failing every handshake later.
+ */
+function httpsFrom(
+  value: { POSTERN_HTTPS_PORT: number | undefined; POSTERN_HTTPS_CERT?: string | undefined; POSTERN_HTTPS_KEY?: string | undefined },
+  otherPorts: number[],
+): HttpsConfig | undefined {
+  const invalid = (message: string) => new PosternError(ErrorCodes.CONFIG_INVALID, `Invalid configuration: ${message.replace(/\s+/g, ' ').trim()}`);
+  const certFile = value.POSTERN_HTTPS_CERT?.trim() ? resolve(value.POSTERN_HTTPS_CERT.trim()) : undefined;
+  const keyFile = value.POSTERN_HTTPS_KEY?.trim() ? resolve(value.POSTERN_HTTPS_KEY.trim()) : undefined;
+  if (certFile && !keyFile) throw invalid('POSTERN_HTTPS_KEY must be set when POSTERN_HTTPS_CERT is: both or neither (the PEM private key of that certificate)');
+  if (keyFile && !certFile) throw invalid('POSTERN_HTTPS_CERT must be set when POSTERN_HTTPS_KEY is: both or neither (the PEM certificate of that key)');
+  const port = value.POSTERN_HTTPS_PORT;
+  if (port === undefined) {
+    if (certFile) throw invalid('POSTERN_HTTPS_PORT must be set to use POSTERN_HTTPS_CERT and POSTERN_HTTPS_KEY (without it the Remote UI is plain HTTP only)');
+    return undefined;
+  }
+  if (port !== 0 && otherPorts.includes(port)) {
+    throw invalid(`POSTERN_HTTPS_PORT must differ from POSTERN_HTTP_PORT and POSTERN_SMTP_PORT, got "${port}"`);
+  }
+  if (!certFile || !keyFile) return { port, certificate: undefined };
+
+  const read = (setting: string, file: string) => {
+    try {
+      return readFileSync(file, 'utf8');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      const reason = code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied for this user' : code === 'EISDIR' ? 'it is a directory' : (error as Error).message;
+      throw invalid(`${setting} cannot be read: ${file}: ${reason}`);
+    }
+  };
+  const cert = read('POSTERN_HTTPS_CERT', certFile);
+  const keyPem = read('POSTERN_HTTPS_KEY', keyFile);
+  let leaf: X509Certificate;
+  try {
+    leaf = new X509Certificate(parsePemCertificates(cert)[0]!.pem);
+  } catch (error) {
+    throw invalid(`POSTERN_HTTPS_CERT must be a PEM certificate file (${certFile}): ${(error as Error).message}`);
+  }
+  let privateKey;
+  try {
+    privateKey = createPrivateKey(keyPem);
+  } catch {
+    throw invalid(`POSTERN_HTTPS_KEY must be a PEM private key without a passphrase (${keyFile})`);
+  }
+  if (!leaf.checkPrivateKey(privateKey)) {
+    throw invalid(`POSTERN_HTTPS_KEY (${keyFile}) is not the private key of the certificate in POSTERN_HTTPS_CERT (${certFile}); the server certificate must come first in that file`);
+  }
+  const key = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  try {
+    createSecureContext({ cert, key, minVersion: 'TLSv1.2' });
+  } catch (error) {
+    throw invalid(`POSTERN_HTTPS_CERT and POSTERN_HTTPS_KEY are refused by Node's TLS: ${(error as Error).message}`);
+  }
+  return { port, certificate: { certFile, keyFile, cert, key } };
+}
+
+/**
  * Reads and validates the configuration. Throws a PosternError whose message is a single line naming the
  * first invalid setting.
  */
@@ -215,6 +293,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const value = result.data;
   const outboundProxy = outboundProxyFrom(env);
+  const https = httpsFrom(value, [value.POSTERN_HTTP_PORT, value.POSTERN_SMTP_PORT]);
   return {
     dataDir: value.POSTERN_DATA_DIR,
     host: value.POSTERN_HOST,
@@ -233,5 +312,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ...(value.POSTERN_QUEUE_CONCURRENCY !== undefined ? { concurrency: value.POSTERN_QUEUE_CONCURRENCY } : {}),
     },
     tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
+    https,
   };
 }

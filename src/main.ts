@@ -28,12 +28,16 @@ async function main(): Promise<void> {
     }
     throw error;
   }
-  if (postern.generatedAdminPassword) {
+  const printFirstAdministrator = () => {
+    if (!postern.generatedAdminPassword) return;
     // Printed once, to the terminal only (not the structured log), so that the first login is possible.
+    // With HTTPS on it names the address to log in at, so it waits for the listeners (the bound port).
+    const where = postern.remoteUiUrl.startsWith('https:') ? `    Log in at: ${postern.remoteUiUrl}\n` : '';
     process.stdout.write(
-      `\n  First administrator created.\n    User name: admin\n    Password:  ${postern.generatedAdminPassword}\n  Change it after logging in (Settings/Registration > Change Password).\n\n`,
+      `\n  First administrator created.\n    User name: admin\n    Password:  ${postern.generatedAdminPassword}\n${where}  Change it after logging in (Settings/Registration > Change Password).\n\n`,
     );
-  }
+  };
+  if (!config.https) printFirstAdministrator();
   log.info({ dataDir: config.dataDir, database: postern.store.dialect, keySource: postern.store.keySource }, 'store opened');
 
   let stopping = false;
@@ -54,9 +58,13 @@ async function main(): Promise<void> {
 
   try {
     await postern.start();
+    if (config.https) printFirstAdministrator();
   } catch (error) {
+    // The administrator exists from now on: its password must not be lost with a failed start.
+    if (config.https) printFirstAdministrator();
     const code = (error as { code?: string }).code;
-    log.fatal({ err: describeError(error) }, code === 'EADDRINUSE' ? 'a port is already in use; set POSTERN_HTTP_PORT / POSTERN_SMTP_PORT' : 'start-up failed');
+    const ports = config.https ? 'POSTERN_HTTP_PORT / POSTERN_HTTPS_PORT / POSTERN_SMTP_PORT' : 'POSTERN_HTTP_PORT / POSTERN_SMTP_PORT';
+    log.fatal({ err: describeError(error) }, code === 'EADDRINUSE' ? `a port is already in use; set ${ports}` : 'start-up failed');
     await postern.stop().catch(() => undefined);
     log.flush(() => process.exit(1));
   }

@@ -69,11 +69,29 @@ describe('run contract', () => {
   test.each([
     [{ POSTERN_HTTP_PORT: 'eighty' }, /^postern: Invalid configuration: POSTERN_HTTP_PORT must be a port number/],
     [{ POSTERN_DATABASE_URL: 'sqlite://x' }, /^postern: Invalid configuration: POSTERN_DATABASE_URL/],
+    [{ POSTERN_HTTPS_PORT: '0', POSTERN_HTTPS_CERT: '/etc/postern/remote-ui.pem' }, /^postern: Invalid configuration: POSTERN_HTTPS_KEY must be set/],
   ])('invalid configuration %o stops start-up with one line', async (env, message) => {
     const result = await run({ POSTERN_DATA_DIR: mkdtempSync(join(tmpdir(), 'postern-run-')), ...env });
     expect(result.code).toBe(78);
     expect(result.stderr.trim()).toMatch(message);
     expect(result.stderr.trim().split('\n')).toHaveLength(1);
+  });
+
+  test('POSTERN_HTTPS_PORT: the bound HTTPS port is logged and the first-start banner names the https address', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+    const env = { POSTERN_DATA_DIR: dataDir, POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_HTTPS_PORT: '0', POSTERN_HOST: '127.0.0.1' };
+    const first = await run(env, listening);
+    expect(first.code).toBe(0);
+    const line = first.stdout.split('\n').find((l) => l.includes('"msg":"Remote UI listening over HTTPS"'))!;
+    const port = JSON.parse(line).port;
+    expect(port).toBeGreaterThan(0);
+    expect(first.stdout).toMatch(/Password:\s+[A-Za-z0-9]{20}\n/);
+    expect(first.stdout).toContain(`Log in at: https://127.0.0.1:${port}/`);
+    // postern status reads the same environment and is not changed by it.
+    const status = await runCli(['status'], env);
+    expect(status.code).toBe(0);
+    expect(status.stdout).toContain('Token Status: Not Registered');
+    expect(status.stdout).not.toMatch(/https/i);
   });
 
   test('a key that does not match the database stops start-up with one line', async () => {

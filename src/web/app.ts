@@ -18,6 +18,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
+import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
 import type { OAuthService } from '../oauth/service.js';
 import type { AuditLog } from '../store/audit.js';
 import type { CaCertificates } from '../store/ca-certificates.js';
@@ -25,6 +26,7 @@ import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
 import type { Store } from '../store/store.js';
 import { canChangeSendSettings, canManageUsers, ROLE_LABELS, type User, type Users } from '../store/users.js';
+import { registerPlainHttpRedirect } from './https.js';
 import { LoginThrottle } from './login-throttle.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
@@ -70,6 +72,11 @@ export interface WebDependencies {
   loginThrottle?: LoginThrottle;
   /** The Remote UI's bound port (for the Google loopback redirect URI). */
   httpPort: () => number;
+  /**
+   * The HTTPS listener's bound port when the Remote UI is served over HTTPS (POSTERN_HTTPS_PORT). Absent:
+   * plain HTTP only. Present: the plain listener redirects to HTTPS, and the session cookie is Secure.
+   */
+  httpsPort?: (() => number) | undefined;
   /** Idle session lifetime, ms. */
   sessionTtlMs?: number;
 }
@@ -126,11 +133,23 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
         objectSrc: ["'none'"],
       },
     },
-    // Plain HTTP on the LAN is the default; HSTS would lock browsers out of it.
+    // Plain HTTP on the LAN is the default; HSTS would lock browsers out of it. Not even with HTTPS on:
+    // the default certificate is self-signed, and HSTS takes away the browser's "proceed anyway" on a
+    // certificate error, so an administrator who has not imported it could not reach the Remote UI at all.
+    // HSTS also covers every port of the host name, which would break the plain HTTP listener the Google
+    // loopback redirect needs (whenever the Remote UI is reached by the name "localhost") and any other
+    // plain HTTP service on that host. The plain listener's redirect does the useful part without the lock.
     strictTransportSecurity: false,
     crossOriginEmbedderPolicy: false,
     referrerPolicy: { policy: 'no-referrer' },
   });
+  if (deps.httpsPort) {
+    // The Google callback page's stylesheet and script come along, so that it reads like the rest of the UI.
+    registerPlainHttpRedirect(app, {
+      httpsPort: deps.httpsPort,
+      plainHttpPaths: [GOOGLE_CALLBACK_PATH, '/healthz', '/metrics', ...Object.keys(STATIC_FILES)],
+    });
+  }
   await app.register(fastifyFormbody);
   await app.register(fastifyCookie);
   await app.register(fastifySession, {
@@ -143,7 +162,9 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
       httpOnly: true,
       // Lax, not Strict: the Google authorization redirect back to Postern is a cross-site navigation.
       sameSite: 'lax',
-      secure: 'auto',
+      // With HTTPS on, always Secure: the plain listener then serves no page that should set a session
+      // (@fastify/session does not save a Secure session over plain HTTP).
+      secure: deps.httpsPort ? true : 'auto',
       path: '/',
       maxAge: deps.sessionTtlMs ?? 8 * 60 * 60_000,
     },

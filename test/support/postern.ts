@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import { createPostern, type Postern } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
@@ -16,6 +17,8 @@ export const ADMIN_PASSWORD = 'admin-password-for-tests';
 export interface TestPostern {
   postern: Postern;
   url: string;
+  /** The Remote UI over HTTPS, when config.https was given. */
+  httpsUrl: string | undefined;
   dataDir: string;
   /** Everything logged so far (JSON lines). */
   logs(): string;
@@ -57,6 +60,7 @@ export async function startTestPostern(options: TestPosternOptions = {}): Promis
   return {
     postern,
     url: `http://127.0.0.1:${postern.httpPort}`,
+    httpsUrl: postern.httpsPort === undefined ? undefined : `https://127.0.0.1:${postern.httpsPort}`,
     dataDir,
     logs: () => lines.join(''),
     async close() {
@@ -73,9 +77,13 @@ export class WebClient {
   lastStatus = 0;
   lastLocation: string | undefined;
 
-  constructor(readonly baseUrl: string) {}
+  /** `dispatcher`: undici's, e.g. an Agent that trusts a test certificate for an https:// base URL. */
+  constructor(
+    readonly baseUrl: string,
+    readonly dispatcher?: Dispatcher,
+  ) {}
 
-  #store(response: Response) {
+  #store(response: { headers: { getSetCookie(): string[] } }) {
     for (const header of response.headers.getSetCookie()) {
       const [pair] = header.split(';');
       const index = pair!.indexOf('=');
@@ -91,8 +99,17 @@ export class WebClient {
     return { ...(cookie ? { cookie } : {}), ...extra };
   }
 
+  /** The Cookie header this client sends, for a request made outside it. */
+  get cookieHeader(): string {
+    return this.#headers().cookie ?? '';
+  }
+
   async #request(path: string, init: RequestInit = {}): Promise<string> {
-    const response = await fetch(new URL(path, this.baseUrl), { ...init, headers: this.#headers(init.headers as Record<string, string>), redirect: 'manual' });
+    const url = new URL(path, this.baseUrl);
+    const headers = this.#headers(init.headers as Record<string, string>);
+    const response = this.dispatcher
+      ? await undiciFetch(url, { method: init.method, body: init.body as URLSearchParams | undefined, headers, redirect: 'manual', dispatcher: this.dispatcher })
+      : await fetch(url, { ...init, headers, redirect: 'manual' });
     this.#store(response);
     this.lastStatus = response.status;
     this.lastLocation = response.headers.get('location') ?? undefined;

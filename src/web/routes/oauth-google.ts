@@ -135,8 +135,15 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
   // The loopback redirect (http://127.0.0.1:<port>/oauth2/google/callback): reaches Postern only when the
   // admin's browser runs on Postern's host. From anywhere else the browser shows an error page whose
   // address the admin pastes into Authorization Code instead.
+  //
+  // With the Remote UI on HTTPS this route stays on plain HTTP, where the Secure session cookie is not sent
+  // (nor is a cookie of another host name than 127.0.0.1): without a session it shows the address to paste,
+  // as from another computer. Where a browser does send the cookie here (some treat 127.0.0.1 as secure),
+  // the registration completes, but the session cannot be saved over plain HTTP, so nothing here may rely
+  // on that, and no form may be shown that would post over plain HTTP.
   app.get(GOOGLE_CALLBACK_PATH, async (request, reply) => {
     const url = `${redirectUri()}${request.url.slice(GOOGLE_CALLBACK_PATH.length)}`;
+    const plainBesideHttps = Boolean(web.httpsPort) && request.protocol !== 'https';
     if (!request.user || !canChangeSendSettings(request.user.role)) {
       return reply.render('oauth-google-callback', {
         title: 'Register Information for Authorization',
@@ -144,7 +151,9 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
         pastedUrl: url,
         error: request.user
           ? 'Administrator or Network Administrator privileges are required to register the authorization.'
-          : 'Log in to the Remote UI in this browser, or copy this page\'s address into Authorization Code on the Register Information for Authorization screen.',
+          : plainBesideHttps
+            ? 'This page was reached over plain HTTP, and the Remote UI is served over HTTPS, so your login is not known here. Copy this page\'s address into Authorization Code on the Register Information for Authorization screen.'
+            : 'Log in to the Remote UI in this browser, or copy this page\'s address into Authorization Code on the Register Information for Authorization screen.',
       });
     }
     try {
@@ -154,6 +163,13 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
       return reply.redirect(BASE, 303);
     } catch (error) {
       if (!(error instanceof AuthorizationRejected)) throw error;
+      if (plainBesideHttps) {
+        return reply.render(
+          'oauth-google-callback',
+          { title: 'Register Information for Authorization', nav: false, pastedUrl: url, error: [error.message, error.advice].filter(Boolean).join(' ') },
+          400,
+        );
+      }
       const data = await registerPage(request, { error: error.message, advice: error.advice, fresh: true });
       return reply.render('oauth-google-register', data, 400);
     }
