@@ -9,6 +9,8 @@ import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { QUEUE_DEFAULTS, type Config } from './config.js';
 import type { Logger } from './log.js';
+import { Notifier } from './notify/notifier.js';
+import { NotificationSettings } from './notify/settings.js';
 import { OAuthAccounts } from './oauth/accounts.js';
 import { DevicePoller } from './oauth/device-poller.js';
 import { GoogleAuthorization } from './oauth/google.js';
@@ -34,6 +36,7 @@ import { buildWebApp } from './web/app.js';
 import { listenHttps, type HttpsListener } from './web/https.js';
 import { LoginThrottle } from './web/login-throttle.js';
 import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
+import { registerNotificationRoutes } from './web/routes/notifications.js';
 import { registerQueueRoutes } from './web/routes/queue.js';
 import { registerRelaySettingsRoutes } from './web/routes/relay-settings.js';
 
@@ -55,6 +58,8 @@ export interface Postern {
   queueManager: QueueManager;
   relay: RelayServer;
   transport: UpstreamTransport;
+  notificationSettings: NotificationSettings;
+  notifier: Notifier;
   /** Bound addresses, known after start(). */
   httpPort: number;
   smtpPort: number;
@@ -117,6 +122,20 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     onAccepted: (message) => queueManager.offer(message),
   });
 
+  // Notifications: a webhook tells administrators when sending needs attention (src/notify). Links fall back
+  // to the Remote UI's own address when the administrator's is not known.
+  const notificationSettings = new NotificationSettings(store);
+  const notifier = new Notifier({
+    store,
+    settings: notificationSettings,
+    http,
+    audit,
+    log,
+    instanceId,
+    messageLifetimeMs: tuning.lifetimeMs,
+    remoteUiBase: () => postern.remoteUiUrl,
+  });
+
   const { generatedPassword } = await users.ensureFirstAdministrator(config.adminPassword);
   let boundHttpPort = config.httpPort;
   let boundHttpsPort = config.https?.port ?? 0;
@@ -150,6 +169,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
           certificateNames: () => relayCertificateNames(config.host),
         }),
       (app, context) => registerQueueRoutes(app, context, { queue, audit, kick: () => queueManager.kick() }),
+      (app, context) => registerNotificationRoutes(app, context, { settings: notificationSettings, notifier, audit }),
     ],
   });
 
@@ -171,6 +191,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     queueManager,
     relay,
     transport,
+    notificationSettings,
+    notifier,
     httpPort: 0,
     smtpPort: 0,
     httpsPort: undefined,
@@ -207,6 +229,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
         { host: config.host, port: postern.httpPort, url: httpUrl, ...(httpsUrl ? { redirectsTo: httpsUrl } : {}) },
         'Remote UI listening',
       );
+      notifier.start();
     },
     async stop() {
       // Stop accepting mail first, then let deliveries finish (or give their messages back), then the rest.
@@ -215,6 +238,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       await Promise.all([web.close(), httpsListener?.close()]);
       await poller.stop();
       await tokens.stop();
+      await notifier.stop();
       await http.close();
       await store.close();
     },

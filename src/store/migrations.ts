@@ -252,6 +252,54 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.alterTable('relay_devices').addColumn('allowed_senders', 'text', (c) => c.notNull().defaultTo('')).execute();
     },
   }),
+  '006_notifications': (dialect) => ({
+    async up(db: Kysely<any>) {
+      // Webhook notifications (src/notify, docs/decisions/013): the settings, one state row per event key
+      // (changed only by conditional writes, so instances on one database notify once), and the
+      // notifications themselves (outbox while delivering, then the record the Notifications page shows).
+      await db.schema
+        .createTable('notification_settings')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('webhook_url_enc', 'text')
+        .addColumn('format', 'text', (c) => c.notNull())
+        .addColumn('events', 'text', (c) => c.notNull())
+        .addColumn('link_base', 'text')
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .addColumn('updated_by', 'text')
+        .execute();
+      await db.schema
+        .createTable('notification_state')
+        .addColumn('key', 'text', (c) => c.primaryKey())
+        .addColumn('phase', 'text', (c) => c.notNull())
+        .addColumn('since', 'bigint')
+        .addColumn('opened_at', 'bigint')
+        .addColumn('cursor', 'bigint')
+        .addColumn('version', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('updated_at', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.schema
+        .createTable('notifications')
+        .addColumn('id', autoIncrementId(dialect), (c) =>
+          dialect === 'postgres' ? c.primaryKey() : c.primaryKey().autoIncrement(),
+        )
+        .addColumn('event', 'text', (c) => c.notNull())
+        .addColumn('phase', 'text', (c) => c.notNull())
+        .addColumn('title', 'text', (c) => c.notNull())
+        .addColumn('notice', 'text', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('next_attempt_at', 'bigint', (c) => c.notNull())
+        .addColumn('lease_owner', 'text')
+        .addColumn('lease_until', 'bigint')
+        .addColumn('http_status', 'integer')
+        .addColumn('result', 'text')
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('done_at', 'bigint')
+        .execute();
+      await db.schema.createIndex('notifications_due').on('notifications').columns(['status', 'next_attempt_at']).execute();
+      await db.schema.createIndex('notifications_created_at').on('notifications').column('created_at').execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

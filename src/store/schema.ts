@@ -254,6 +254,60 @@ export interface PacingStartsTable {
   started_at: number;
 }
 
+/** How a notification is written for its receiver (notify/payloads.ts). */
+export type WebhookFormat = 'json' | 'teams' | 'slack';
+
+/** Notifications: one row (id 'default'); the webhook URL may hold a secret token, so it is kept encrypted. */
+export interface NotificationSettingsTable {
+  id: string;
+  webhook_url_enc: string | null;
+  format: WebhookFormat;
+  /** The events to send, comma-separated (notify/events.ts). */
+  events: string;
+  /** scheme://host[:port] of the Remote UI as the administrator reached it when saving; links start here. */
+  link_base: string | null;
+  updated_at: number;
+  updated_by: string | null;
+}
+
+/**
+ * What the notifier last decided for one event key (e.g. `token-expired:microsoft`): every change is a
+ * conditional write on `version`, so of several instances on one database only one notifies (notify/notifier.ts).
+ */
+export interface NotificationStateTable {
+  key: string;
+  /** idle: nothing to report; pending: seen, not long enough to report; open: reported, not yet resolved. */
+  phase: 'idle' | 'pending' | 'open';
+  /** When the condition began (pending/open). */
+  since: number | null;
+  opened_at: number | null;
+  /** Bounces: the last delivery_log id already reported. */
+  cursor: number | null;
+  version: number;
+  updated_at: number;
+}
+
+/** One notification: the outbox while it is being delivered, then the record the Notifications page shows. */
+export interface NotificationsTable {
+  id: Generated<number>;
+  event: string;
+  phase: 'problem' | 'resolved' | 'test';
+  title: string;
+  /** The notice (JSON), rendered in the receiver's format at each attempt. */
+  notice: string;
+  status: 'pending' | 'delivered' | 'failed';
+  attempts: number;
+  next_attempt_at: number;
+  lease_owner: string | null;
+  lease_until: number | null;
+  /** The receiver's last HTTP status, null for a network failure or before the first attempt. */
+  http_status: number | null;
+  /** The last answer in plain words. */
+  result: string | null;
+  created_at: number;
+  done_at: number | null;
+}
+
 export interface Database {
   email_settings: EmailSettingsTable;
   relay_settings: RelaySettingsTable;
@@ -269,4 +323,7 @@ export interface Database {
   authorization_attempts: AuthorizationAttemptsTable;
   ca_certificates: CaCertificatesTable;
   audit_log: AuditLogTable;
+  notification_settings: NotificationSettingsTable;
+  notification_state: NotificationStateTable;
+  notifications: NotificationsTable;
 }

@@ -1,0 +1,108 @@
+/**
+ * Notifications (Settings/Registration > Management): the webhook that tells administrators when sending
+ * needs attention, its format, which events to send, Send Test Notification, and the latest notifications
+ * with the receiver's answer. The webhook URL is never shown back (only scheme://host/…).
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { EVENT_LABELS, NOTIFICATION_EVENTS } from '../../notify/events.js';
+import type { NotificationRecord, TestResult } from '../../notify/notifier.js';
+import {
+  FORMAT_LABELS,
+  validateNotificationSettings,
+  type NotificationSettings,
+  type NotificationSettingsErrors,
+  type NotificationSettingsInput,
+} from '../../notify/settings.js';
+import { checkbox, text, type WebContext } from '../app.js';
+
+export const NOTIFICATIONS_PATH = '/settings/notifications';
+
+export interface NotificationsPageDependencies {
+  settings: NotificationSettings;
+  notifier: {
+    sendTest(actor: string, linkBase: string | null): Promise<TestResult>;
+    recent(limit?: number): Promise<NotificationRecord[]>;
+    cancelPending(reason: string): Promise<void>;
+  };
+  audit: { record(actor: string | null, action: string, detail?: string): Promise<void> };
+}
+
+const time = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) : '');
+const HOST = /^(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/;
+
+/** scheme://host[:port] as the administrator reached the Remote UI (links in notifications start there). */
+function linkBaseOf(request: FastifyRequest): string | null {
+  const host = request.host;
+  return typeof host === 'string' && HOST.test(host) ? `${request.protocol}://${host}` : null;
+}
+
+/** One check box per event, named `event-<event>`. */
+function eventsOf(body: Record<string, unknown>): string[] {
+  return NOTIFICATION_EVENTS.filter((event) => checkbox(body, `event-${event}`));
+}
+
+export function registerNotificationRoutes(app: FastifyInstance, web: WebContext, deps: NotificationsPageDependencies): void {
+  web.managementMenu.push({ href: NOTIFICATIONS_PATH, label: 'Notifications' });
+
+  const page = async (extra: { form?: { format: string; events: string[] }; errors?: NotificationSettingsErrors; test?: TestResult } = {}) => {
+    const settings = await deps.settings.get();
+    const recent = await deps.notifier.recent(10);
+    return {
+      title: 'Notifications',
+      base: NOTIFICATIONS_PATH,
+      settings,
+      form: extra.form ?? { format: settings.format, events: settings.events },
+      errors: extra.errors ?? {},
+      test: extra.test,
+      recent,
+      last: recent[0],
+      formats: Object.entries(FORMAT_LABELS).map(([value, label]) => ({ value, label })),
+      events: NOTIFICATION_EVENTS.map((value) => ({ value, label: EVENT_LABELS[value] })),
+      formatLabels: FORMAT_LABELS,
+      eventLabels: EVENT_LABELS,
+      time,
+    };
+  };
+
+  app.get(NOTIFICATIONS_PATH, { preHandler: web.requireLogin }, async (_request, reply) => reply.render('notifications', await page()));
+
+  app.post(NOTIFICATIONS_PATH, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const body = (request.body ?? {}) as Record<string, unknown>;
+    const input: NotificationSettingsInput = { webhookUrl: text(body, 'webhookUrl'), format: text(body, 'format'), events: eventsOf(body) };
+    const before = await deps.settings.get();
+    const result = validateNotificationSettings(input, before.configured);
+    // The URL typed is not echoed back: it holds the receiver's secret.
+    if (!result.ok) return reply.render('notifications', await page({ form: { format: input.format, events: input.events }, errors: result.errors }), 400);
+    await deps.settings.save(result.value, request.user!.username, linkBaseOf(request));
+    const after = await deps.settings.get();
+    await deps.audit.record(
+      request.user!.username,
+      'notifications.saved',
+      `webhook ${after.webhookDisplay}${result.value.webhookUrl !== undefined && before.configured ? ' (replaced)' : ''}, format ${FORMAT_LABELS[after.format]}, events: ${after.events.map((e) => EVENT_LABELS[e]).join('; ') || 'none'}`,
+    );
+    web.setFlash(request, {
+      type: after.unencrypted ? 'info' : 'success',
+      text: after.unencrypted
+        ? 'Notifications saved. The receiver is reached over http://: notifications and the secret in the URL cross the network unencrypted.'
+        : 'Notifications saved. Use Send Test Notification to check that the receiver gets them.',
+    });
+    return reply.redirect(NOTIFICATIONS_PATH, 303);
+  });
+
+  app.post(`${NOTIFICATIONS_PATH}/test`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const result = await deps.notifier.sendTest(request.user!.username, linkBaseOf(request));
+    await deps.audit.record(request.user!.username, 'notifications.test', result.summary);
+    return reply.render('notifications', await page({ test: result }));
+  });
+
+  app.post(`${NOTIFICATIONS_PATH}/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const before = await deps.settings.get();
+    if (before.configured) {
+      await deps.settings.deleteWebhook(request.user!.username);
+      await deps.notifier.cancelPending('Not sent: the Webhook URL was deleted.');
+      await deps.audit.record(request.user!.username, 'notifications.deleted', `webhook ${before.webhookDisplay}`);
+    }
+    web.setFlash(request, { type: 'success', text: 'The Webhook URL was deleted. Notifications are off.' });
+    return reply.redirect(NOTIFICATIONS_PATH, 303);
+  });
+}
