@@ -2,8 +2,9 @@
 /**
  * `postern` command line: `start` (the gateway, same as `npm start`), `status` (Token Status and connection
  * of each account, from the database), `reset-password <user>` (recovery when the Remote UI password is
- * lost; prints a new random password once), and `queue` (the Queue page for the gateway's host: `list`,
- * `retry <id|all>`, `delete <id>`).
+ * lost; prints a new random password once), `queue` (the Queue page for the gateway's host: `list`,
+ * `retry <id|all>`, `delete <id>`), and `backup <directory>` (a consistent copy of the data directory while the
+ * gateway runs: src/store/backup.ts).
  *
  * Inputs: the same POSTERN_* environment as the gateway (same database, same data directory and spool).
  * Outputs: text on stdout; one line on stderr when something cannot be done. Exit status 0, 1 (not done:
@@ -12,7 +13,8 @@
  * Known limits: the command line cannot wake a running gateway. `queue retry` only makes the message due;
  *   the gateway's queue manager finds it at its next scan of the database (about once a second). `queue
  *   delete` removes the body only from this host's spool: on a multi-node PostgreSQL set-up, the node that
- *   accepted the message removes its copy when it next starts.
+ *   accepted the message removes its copy when it next starts. `backup` leaves a PostgreSQL database to
+ *   pg_dump and takes only this host's files.
  */
 import { existsSync } from 'node:fs';
 import { loadConfig, QUEUE_DEFAULTS, type Config } from '../config.js';
@@ -37,6 +39,8 @@ Commands:
   queue retry <id|all>       Retry Now: a deferred or held message (all: every one) is due at once;
                              a running gateway picks it up.
   queue delete <id>          Delete a waiting message without sending it (its sender is not told).
+  backup <directory>         Back up the data directory (database, queued messages, key) into a new or
+                             empty directory, while the gateway runs.
 
 Configuration comes from the environment (POSTERN_DATA_DIR, POSTERN_DATABASE_URL, …); see the README.
 `;
@@ -59,6 +63,9 @@ class CommandFailed extends Error {
 }
 
 const queueUsage = (message: string) => new CommandFailed(message, 64, QUEUE_USAGE);
+
+const BACKUP_USAGE = `Usage: postern backup <directory>
+`;
 
 async function withStore<T>(fn: (store: Store, config: Config) => Promise<T>): Promise<T> {
   const config = loadConfig();
@@ -289,6 +296,22 @@ async function queueCommand(args: string[]): Promise<void> {
   }
 }
 
+// ---- backup -----------------------------------------------------------------------------------------
+
+async function backupCommand(args: string[]): Promise<void> {
+  if (args.length !== 1 || args[0]!.startsWith('-')) throw new CommandFailed('backup needs one directory, new or empty', 64, BACKUP_USAGE);
+  const config = loadConfig();
+  const { BackupError, backupDataDirectory, formatBackupReport } = await import('../store/backup.js');
+  try {
+    const report = await backupDataDirectory({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey, target: args[0]! });
+    process.stdout.write(formatBackupReport(report));
+    for (const warning of report.warnings) process.stderr.write(`postern: warning: ${printable(warning)}\n`);
+  } catch (error) {
+    if (error instanceof BackupError) throw new CommandFailed(printable(error.message), 1);
+    throw error;
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...args] = argv;
   try {
@@ -302,6 +325,8 @@ async function main(argv: string[]): Promise<void> {
         return await resetPassword(args[0]);
       case 'queue':
         return await queueCommand(args);
+      case 'backup':
+        return await backupCommand(args);
       case undefined:
       case 'help':
       case '--help':

@@ -21,7 +21,11 @@ import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
 
-const NODE_ID_FILE = 'node-id';
+/** The file in the spool directory that keeps this node's id across restarts. */
+export const NODE_ID_FILE = 'node-id';
+
+/** A body's file name in the spool directory. */
+export const bodyFileName = (id: string): string => `${id}.eml`;
 
 /** Where the spool lives in a data directory: the gateway and the command line must agree on it. */
 export function spoolDirectory(dataDir: string): string {
@@ -65,7 +69,7 @@ export class Spool {
 
   path(id: string): string {
     if (!/^[0-9a-f-]{36}$/.test(id)) throw new TypeError(`not a queue id: ${id}`);
-    return join(this.dir, `${id}.eml`);
+    return join(this.dir, bodyFileName(id));
   }
 
   /** A writable for a new body; call `commit()` after it finished, or `abort()`. Keeps a copy of up to `keepBytes`. */

@@ -38,6 +38,9 @@ export interface Store {
   close(): Promise<void>;
 }
 
+/** The SQLite database's file name in the data directory. */
+export const DATABASE_FILE = 'postern.sqlite';
+
 const KEY_CHECK = 'key_check';
 const KEY_CHECK_PLAINTEXT = 'postern key check';
 
@@ -60,7 +63,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   } else {
     dialect = 'sqlite';
     mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
-    databaseFile = join(options.dataDir, 'postern.sqlite');
+    databaseFile = join(options.dataDir, DATABASE_FILE);
     // Owner-only, whatever the umask or the data directory's own mode: the file holds password hashes, the
     // audit log and message metadata. SQLite gives its -wal and -shm files the database file's mode.
     closeSync(openSync(databaseFile, 'a', 0o600));
