@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -85,9 +86,24 @@ describe('loadConfig: HTTPS for the Remote UI', () => {
     expect(error.message).toContain(`POSTERN_HTTPS_KEY (${file('other.key')}) is not the private key of the certificate in POSTERN_HTTPS_CERT (${file('server.pem')})`);
   });
 
-  // root reads any file, so the permission case can only be seen as another user.
-  test.skipIf(process.getuid?.() === 0)('a key file this user may not read', () => {
-    const error = configError({ ...withPort, POSTERN_HTTPS_CERT: file('server.pem'), POSTERN_HTTPS_KEY: file('locked.key') });
-    expect(error.message).toBe(`Invalid configuration: POSTERN_HTTPS_KEY cannot be read: ${file('locked.key')}: permission denied for this user`);
+  // root reads any file: as root, the check runs in a child process that drops to nobody (65534) after loading
+  // the configuration module, so the file is read as a user it is not readable for.
+  test('a key file this user may not read', () => {
+    const env = { ...withPort, POSTERN_HTTPS_CERT: file('server.pem'), POSTERN_HTTPS_KEY: file('locked.key') };
+    let message: string;
+    if (process.getuid?.() === 0) {
+      chmodSync(dir, 0o711);
+      chmodSync(file('server.pem'), 0o644);
+      const script = [
+        `const { loadConfig } = await import(${JSON.stringify(new URL('./config.ts', import.meta.url).href)});`,
+        'process.setgid(65534); process.setuid(65534);',
+        `try { loadConfig(${JSON.stringify(env)}); console.log('accepted'); } catch (error) { console.log(error.message); }`,
+      ].join('\n');
+      const child = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+      message = child.stdout.trim();
+    } else {
+      message = configError(env).message;
+    }
+    expect(message).toBe(`Invalid configuration: POSTERN_HTTPS_KEY cannot be read: ${file('locked.key')}: permission denied for this user`);
   });
 });
