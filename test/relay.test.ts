@@ -312,3 +312,40 @@ describe('storage failures (nothing is lost)', () => {
     expect(stack.upstream.messages.filter((m) => m.parsed?.subject === 'storage trouble')).toHaveLength(1);
   });
 });
+
+describe('TLS versions for old devices (Allow TLS 1.0 and 1.1)', () => {
+  it('TLS 1.0/1.1 are refused by default and accepted with the legacy switch; TLS 1.2 always', async () => {
+    const send = (tlsVersion: 'TLSv1' | 'TLSv1_1' | 'TLSv1_2') =>
+      pythonSend({
+        port: stack.relayPort,
+        starttls: true,
+        tlsVersion,
+        auth: { mechanism: 'LOGIN', user: DEVICE.user, password: DEVICE.password },
+        from: ALICE,
+        to: ['bob@example.test'],
+        message: message(`over ${tlsVersion}`, ALICE),
+      });
+    const modern = await send('TLSv1_2');
+    expect(modern).toMatchObject({ ok: true, tls: 'TLSv1.2' });
+
+    const before = (await queueRows()).length;
+    for (const version of ['TLSv1_1', 'TLSv1'] as const) {
+      const refused = await send(version);
+      expect(refused.ok).toBe(false);
+      expect(refused.error?.type).toMatch(/SSL/);
+    }
+    expect((await queueRows()).length).toBe(before);
+
+    await saveRelaySettings(stack.web, { allowLegacyTls: 'on' });
+    try {
+      expect(await send('TLSv1_1')).toMatchObject({ ok: true, tls: 'TLSv1.1' });
+      expect(await send('TLSv1')).toMatchObject({ ok: true, tls: 'TLSv1' });
+      await upstreamMessage('over TLSv1_1');
+      await upstreamMessage('over TLSv1');
+    } finally {
+      await saveRelaySettings(stack.web, {});
+    }
+    const again = await send('TLSv1_1');
+    expect(again.ok).toBe(false);
+  });
+});

@@ -199,6 +199,8 @@ export interface PythonSendOptions {
   message: string;
   /** MAIL FROM parameters, e.g. ['SIZE=999999999']. */
   mailOptions?: string[];
+  /** Speak exactly this TLS version after STARTTLS, as an old multifunction device does (e.g. 'TLSv1_1'). */
+  tlsVersion?: 'TLSv1' | 'TLSv1_1' | 'TLSv1_2';
 }
 
 export interface PythonSendResult {
@@ -206,6 +208,8 @@ export interface PythonSendResult {
   /** Every reply line Python's smtplib logged (debuglevel 1). */
   replies: string[];
   features?: Record<string, string>;
+  /** The TLS version negotiated after STARTTLS (Python's SSLSocket.version()). */
+  tls?: string;
   error?: { type: string; code?: number; message: string };
 }
 
@@ -231,7 +235,13 @@ try:
     s.ehlo("device.test")
     if o.get("starttls"):
         ctx = ssl.create_default_context(cadata=o["cadata"]) if o.get("cadata") else ssl._create_unverified_context()
+        if o.get("tlsVersion"):
+            version = getattr(ssl.TLSVersion, o["tlsVersion"])
+            ctx.minimum_version = version
+            ctx.maximum_version = version
+            ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
         s.starttls(context=ctx)
+        out["tls"] = s.sock.version()
         s.ehlo("device.test")
     out["features"] = {k: v for k, v in s.esmtp_features.items()}
     a = o.get("auth")
