@@ -245,7 +245,7 @@ export class SmtpDelivery {
     const user = token.mailbox;
     if (!user) throw new TokenUnavailableError('The authorized mailbox is not known (the sign-in gave no e-mail address); authorize again.', 'Error', true);
     const servername = isIP(target.host) === 0 ? target.host : undefined;
-    const connection: SMTPConnection = new FastDataSmtpConnection({
+    const connection: FastDataSmtpConnection = new FastDataSmtpConnection({
       host: target.host,
       port: target.port,
       secure: target.tlsMode === 'tls',
@@ -267,6 +267,7 @@ export class SmtpDelivery {
           refresh: async (rejected) => (await this.#tokens.getAccessToken(target.accountId, { rejectedAccessToken: rejected })).accessToken,
           onChallenge: (challenge) => this.#log.info({ host: target.host, challenge }, 'the upstream refused the token (error challenge)'),
           onRetry: (reply) => this.#log.info({ host: target.host, reply: replyText(reply) }, 'the upstream refused the token; refreshing it once and retrying'),
+          advertised: (): string[] | undefined => connection.advertisedAuthMechanisms(),
         }),
       },
     });

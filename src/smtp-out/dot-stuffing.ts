@@ -94,6 +94,23 @@ function fastTransform(this: Transform & DataStreamState, chunk: Buffer | string
 type CreateSendStream = (this: SMTPConnection, callback: (...args: unknown[]) => void) => Transform & Partial<DataStreamState>;
 
 export class FastDataSmtpConnection extends SMTPConnection {
+  /**
+   * Every SASL mechanism the server advertised in its last EHLO (after STARTTLS), upper-cased. nodemailer's
+   * own list (`authMethods` in a customAuth handler) keeps only the four it implements itself (PLAIN, LOGIN,
+   * CRAM-MD5, XOAUTH2), so OAUTHBEARER would never be seen there. Read from nodemailer's internal
+   * `_ehloLines`, parsed as nodemailer parses them; undefined if that internal is gone.
+   */
+  advertisedAuthMechanisms(): string[] | undefined {
+    const lines = (this as unknown as { _ehloLines?: unknown })._ehloLines;
+    if (!Array.isArray(lines)) return undefined;
+    const mechanisms = new Set<string>();
+    for (const line of lines) {
+      const match = typeof line === 'string' ? /^AUTH[\s=](.*)/i.exec(line) : null;
+      if (match) for (const mechanism of match[1]!.split(/[\s=]+/)) if (mechanism) mechanisms.add(mechanism.toUpperCase());
+    }
+    return [...mechanisms];
+  }
+
   /** nodemailer internal: creates the DATA stream for one message and pipes it to the socket. */
   _createSendStream(callback: (...args: unknown[]) => void): Transform {
     const original = (SMTPConnection.prototype as unknown as { _createSendStream: CreateSendStream })._createSendStream;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { SMTPConnectionCustomAuthContext, SMTPConnectionCustomAuthResponse } from 'nodemailer/lib/smtp-connection';
 import { bearerLogin, chooseMechanism, decodeErrorChallenge, oauthBearerResponse, RefreshFailedError, xoauth2Response } from './xoauth2.js';
+import { FastDataSmtpConnection } from './dot-stuffing.js';
 
 describe('XOAUTH2 and OAUTHBEARER initial responses', () => {
   it('builds the exact XOAUTH2 bytes (PROTOCOL.md §3.1, checklist 25)', () => {
@@ -99,5 +100,14 @@ describe('bearerLogin', () => {
     const { ctx } = context(['535 5.7.3 Authentication unsuccessful']);
     const error = await bearerLogin({ user: 'a@x', accessToken: 'old', refresh: async () => Promise.reject(new Error('expired')) })(ctx).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(RefreshFailedError);
+  });
+});
+
+describe('which mechanisms the server advertised', () => {
+  it("reads OAUTHBEARER from the EHLO lines, which nodemailer's own list leaves out", () => {
+    const connection = new FastDataSmtpConnection({ host: '127.0.0.1', port: 1 });
+    (connection as unknown as { _ehloLines: string[] })._ehloLines = ['mx.example.test', 'PIPELINING', 'AUTH OAUTHBEARER', 'AUTH=LOGIN', '8BITMIME'];
+    expect(connection.advertisedAuthMechanisms()).toEqual(['OAUTHBEARER', 'LOGIN']);
+    expect(chooseMechanism(connection.advertisedAuthMechanisms()!)).toBe('OAUTHBEARER');
   });
 });

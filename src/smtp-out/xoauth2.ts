@@ -65,6 +65,11 @@ export interface BearerLoginOptions {
   onChallenge?(challenge: Record<string, unknown> | undefined): void;
   /** Told when a refresh was forced after a refusal. */
   onRetry?(firstReply: string): void;
+  /**
+   * The mechanisms the server advertised. nodemailer's `ctx.authMethods` only lists the mechanisms nodemailer
+   * implements (never OAUTHBEARER), so the connection's own reading is preferred when there is one.
+   */
+  advertised?(): string[] | undefined;
 }
 
 /** Thrown out of the handler when the server offers no bearer mechanism (nodemailer marks it EAUTH). */
@@ -86,8 +91,9 @@ export class RefreshFailedError extends Error {
 /** A nodemailer customAuth handler running XOAUTH2/OAUTHBEARER with one refresh-and-retry. */
 export function bearerLogin(options: BearerLoginOptions): (ctx: SMTPConnectionCustomAuthContext) => Promise<void> {
   return async (ctx) => {
-    const mechanism = chooseMechanism(ctx.authMethods);
-    if (!mechanism) throw new NoBearerMechanismError(ctx.authMethods);
+    const advertised = options.advertised?.() ?? ctx.authMethods;
+    const mechanism = chooseMechanism(advertised);
+    if (!mechanism) throw new NoBearerMechanismError(advertised);
     let token = options.accessToken;
     for (let attempt = 1; ; attempt++) {
       const response = mechanism === 'XOAUTH2' ? xoauth2Response(options.user, token) : oauthBearerResponse(options.user, token, options.host, options.port);

@@ -93,4 +93,25 @@ describe('Postern → Postfix with Dovecot oauth2 SASL', () => {
     expect(mta.sink.messages.some((m) => m.parsed?.subject === 'not allowed')).toBe(false);
     await saveEmailSettings(web, { smtpPort: String(mta.port) });
   });
+
+  it('an upstream that offers only OAUTHBEARER gets OAUTHBEARER (RFC 7628), and the message arrives', async () => {
+    const bearerOnly = await startPostfixWithDovecot({
+      introspection: { ...microsoft.introspection, caFile: pki.caFile },
+      tls: pki.server,
+      requiredScope: OUTLOOK_SMTP_SCOPE,
+      mechanisms: ['oauthbearer'],
+    });
+    try {
+      await saveEmailSettings(web, { smtpPort: String(bearerOnly.port) });
+      await send('through oauthbearer');
+      const [message] = await bearerOnly.sink.waitForMessages(1, 20_000);
+      expect(message!.parsed?.subject).toBe('through oauthbearer');
+      expect(message!.envelope.mailFrom).toBe(ALICE);
+      expect(bearerOnly.logs()).toMatch(/sasl_method=OAUTHBEARER, sasl_username=alice@example\.test/);
+      expect(bearerOnly.logs()).not.toMatch(/sasl_method=XOAUTH2/);
+    } finally {
+      await saveEmailSettings(web, { smtpPort: String(mta.port) });
+      await bearerOnly.close();
+    }
+  });
 });

@@ -50,6 +50,8 @@ export interface PostfixDovecotOptions {
    * `{ 'shared@example.test': ['alice@example.test'] }`. Every address is always owned by the same login.
    */
   senderLogins?: Record<string, string[]>;
+  /** SASL mechanisms Dovecot offers (through Postfix's EHLO). Default both: `['xoauth2', 'oauthbearer']`. */
+  mechanisms?: Array<'xoauth2' | 'oauthbearer'>;
   /** Dovecot `auth_debug = yes` (every introspection step in the log). */
   debug?: boolean;
   /** Keep the temp directory after close() (its path is in `dir`). */
@@ -194,7 +196,7 @@ log_path = ${dir}/dovecot.log
 protocols =
 listen = 127.0.0.1
 ssl = no
-auth_mechanisms = xoauth2 oauthbearer
+auth_mechanisms = ${(options.mechanisms ?? ['xoauth2', 'oauthbearer']).join(' ')}
 auth_verbose = yes
 auth_debug = ${options.debug ? 'yes' : 'no'}
 
@@ -208,7 +210,7 @@ passdb {
 }
 passdb {
   driver = oauth2
-  mechanisms = xoauth2 oauthbearer
+  mechanisms = ${(options.mechanisms ?? ['xoauth2', 'oauthbearer']).join(' ')}
   args = ${dir}/dovecot-oauth2.conf.ext
 }
 userdb {
