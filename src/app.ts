@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { QUEUE_DEFAULTS, type Config } from './config.js';
-import type { Logger } from './log.js';
+import { describeError, type Logger } from './log.js';
 import { Notifier } from './notify/notifier.js';
 import { NotificationSettings } from './notify/settings.js';
 import { OAuthAccounts } from './oauth/accounts.js';
@@ -27,6 +27,7 @@ import { relayCertificateNames, RelaySettings } from './smtp-in/relay-settings.j
 import { SmtpDelivery } from './smtp-out/delivery.js';
 import { EmailSettings } from './smtp-out/email-settings.js';
 import { UpstreamTransport } from './smtp-out/upstream-transport.js';
+import { relayExtensions } from './smtp-out/extensions.js';
 import { AuditLog } from './store/audit.js';
 import { CaCertificates } from './store/ca-certificates.js';
 import { openStore, type Store } from './store/store.js';
@@ -102,7 +103,18 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const relaySettings = new RelaySettings(store);
   const devices = new DeviceAccounts(store);
   await relaySettings.ensureCertificate(relayCertificateNames(config.host));
-  const delivery = new SmtpDelivery({ tokens, trust, log, clientName: name });
+  // What sessions see the upstream advertise is kept in E-Mail Settings; the relay promises no more (checklist 35).
+  const delivery = new SmtpDelivery({
+    tokens,
+    trust,
+    log,
+    clientName: name,
+    onExtensions: (target, extensions) =>
+      emailSettings.recordExtensions(target.host, target.port, extensions).then(
+        () => undefined,
+        (error: unknown) => log.warn({ err: describeError(error) }, 'could not record what the upstream supports'),
+      ),
+  });
   const transport = new UpstreamTransport(emailSettings, tokens, delivery, name);
   // Pacing lives in the store, so every instance on a shared database keeps to one limit per account.
   const queueManager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning, reportingMta: name });
@@ -120,7 +132,13 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     intake: queue,
     log,
     onAccepted: (message) => queueManager.offer(message),
+    upstream: async () => {
+      const settings = await emailSettings.get();
+      const advertised = relayExtensions(settings.smtpHost, settings.smtpPort, settings.upstreamExtensions);
+      return { eightBitMime: advertised['8BITMIME'], smtpUtf8: advertised.SMTPUTF8 };
+    },
   });
+  emailSettings.onExtensionsChange(() => relay.reload().catch((error: unknown) => log.error({ err: describeError(error) }, 'could not apply what the upstream supports')));
 
   // Notifications: a webhook tells administrators when sending needs attention (src/notify). Links fall back
   // to the Remote UI's own address when the administrator's is not known.

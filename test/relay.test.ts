@@ -28,6 +28,9 @@ beforeAll(async () => {
   stack = await startSendingStack();
   await addDevice(stack.web, DEVICE.user, DEVICE.password);
   expect(stack.web.lastStatus).toBe(303);
+  // The stand-in upstream is not a provider host: the relay offers 8BITMIME / SMTPUTF8 once a session has
+  // seen it offer them (checklist 35, test/relay-extensions.test.ts). Send Test E-Mail opens one.
+  expect(await stack.web.post('/settings/send/email/test', { testTo: 'bob@example.test' })).toContain('Sent:');
 });
 
 afterAll(async () => {

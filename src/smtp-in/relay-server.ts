@@ -3,7 +3,8 @@
  *
  * Purpose: accept mail from devices that can only speak plain SMTP with a password (or from an allowed
  *   network), and say `250` only once the message is on stable storage in the queue.
- * Inputs: device sessions; Relay Settings; device accounts. Outputs: committed queue messages.
+ * Inputs: device sessions; Relay Settings; device accounts; what the selected upstream supports.
+ * Outputs: committed queue messages.
  * Rules (DESIGN.md pinned details, PROTOCOL.md §5): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN
  *   (with the classic `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) only under TLS unless the legacy
  *   switch allows it (`538` otherwise); MAIL before AUTH from a network that is not allowed gets
@@ -12,12 +13,17 @@
  *   header From stays with the sender policy); a wrong password gets `535 5.7.8` and repeated failures are
  *   throttled (`454 4.7.0`); size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; bare CR/LF
  *   are normalised or rejected (`554 5.6.0`); DSN is not advertised (not implemented end to end);
- *   8BITMIME and SMTPUTF8 are advertised because both upstreams support them.
+ *   8BITMIME and SMTPUTF8 are advertised only while the selected upstream is known to support them
+ *   (checklist 35): what Postern's own sessions there last saw after EHLO, or, before any was seen, both for
+ *   the providers' hosts and neither for another host (smtp-out/extensions.ts, docs/decisions/014). Read
+ *   on reload (settings refresh, or at once when a session here saw a change), never per connection.
  * Failure modes: a spool or database failure answers `451 4.3.0` (the device keeps the message and
  *   retries); shutdown answers new sessions with `421 4.3.2`.
  * Known limits: smtp-server waits 100 ms before every greeting (early-talker detection) and has no option
  *   to turn that off; RelayConnection below skips it (docs/decisions/003-smtp-server-greeting-delay.md).
  *   BDAT/CHUNKING is not offered (smtp-server has none), which PROTOCOL.md §5.1 asks for anyway.
+ *   smtp-server still takes BODY=8BITMIME / SMTPUTF8 on MAIL FROM when they are not advertised; such a
+ *   message is queued as submitted and delivery refuses it (5.6.3 / 5.6.7 DSN) if it really needs them.
  */
 import type { AddressInfo, Socket } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -34,6 +40,12 @@ import type { DeviceAccounts } from './devices.js';
 import { MessageNormalizer } from './message-normalizer.js';
 import { isAllowed, parseNetworks } from './networks.js';
 import type { RelayCertificate, RelaySettings, RelaySettingsView } from './relay-settings.js';
+
+/** What the selected upstream accepts, as far as is known (wired in app.ts from E-Mail Settings). */
+export interface UpstreamCapabilities {
+  eightBitMime: boolean;
+  smtpUtf8: boolean;
+}
 
 /** Where the relay hands messages over (the queue, wired in app.ts). */
 export interface MessageIntake {
@@ -52,6 +64,8 @@ export interface RelayServerOptions {
   log: Logger;
   /** Told about each committed message (the queue manager takes it from here). */
   onAccepted?: (message: QueuedMessage) => void;
+  /** What to advertise of 8BITMIME / SMTPUTF8; both when absent. Read on start and on every reload. */
+  upstream?: () => Promise<UpstreamCapabilities>;
   /** How often settings are re-read (other instances may have changed them). */
   settingsRefreshMs?: number;
   maxRecipients?: number;
@@ -126,6 +140,7 @@ export class RelayServer {
   #networks = parseNetworks('').ranges;
   #certificate: RelayCertificate | undefined;
   #refresh: NodeJS.Timeout | undefined;
+  #upstream: UpstreamCapabilities = { eightBitMime: true, smtpUtf8: true };
   #stopping = false;
   port = 0;
 
@@ -143,13 +158,32 @@ export class RelayServer {
     return this.#certificate;
   }
 
+  /** What the relay advertises now of the upstream-dependent extensions. */
+  get upstreamCapabilities(): UpstreamCapabilities {
+    return this.#upstream;
+  }
+
+  async #readUpstream(): Promise<void> {
+    if (!this.#options.upstream) return;
+    try {
+      this.#upstream = await this.#options.upstream();
+    } catch (error) {
+      // Keep what was advertised; the next reload tries again.
+      this.#log.warn({ err: describeError(error) }, 'could not read what the upstream supports');
+    }
+  }
+
   /** Re-reads Relay Settings and the certificate and applies them to the listener. */
   async reload(): Promise<void> {
     this.#settings = await this.#options.settings.get();
     this.#networks = parseNetworks(this.#settings.allowedNetworks.join('\n')).ranges;
     const certificate = await this.#options.settings.certificate();
+    await this.#readUpstream();
     const server = this.#server;
     if (!server) return;
+    // smtp-server reads these per EHLO from server.options.
+    server.options.hide8BITMIME = !this.#upstream.eightBitMime;
+    server.options.hideSMTPUTF8 = !this.#upstream.smtpUtf8;
     server.options.size = this.#settings.maxMessageSize;
     server.options.allowInsecureAuth = this.#settings.allowInsecureAuth;
     const tlsChanged = certificate?.fingerprint256 !== this.#certificate?.fingerprint256 || this.#tlsFloor() !== server.options.minVersion;
@@ -174,6 +208,7 @@ export class RelayServer {
     this.#networks = parseNetworks(this.#settings.allowedNetworks.join('\n')).ranges;
     this.#certificate = await this.#options.settings.certificate();
     if (!this.#certificate) throw new Error('the relay certificate is missing (RelaySettings.ensureCertificate runs first)');
+    await this.#readUpstream();
     const server = new RelaySmtpServer({
       name: this.#options.hostname,
       banner: 'Postern',
@@ -185,6 +220,8 @@ export class RelayServer {
       authOptional: true,
       allowInsecureAuth: this.#settings.allowInsecureAuth,
       hideDSN: true,
+      hide8BITMIME: !this.#upstream.eightBitMime,
+      hideSMTPUTF8: !this.#upstream.smtpUtf8,
       hideREQUIRETLS: true,
       hideENHANCEDSTATUSCODES: false,
       disableReverseLookup: true,

@@ -10,7 +10,10 @@
  *   not offer it (AUTH is never sent before TLS, checklist 28). TLS options come from tls/trust.ts
  *   (`tlsClientOptions`, system + NODE_EXTRA_CA_CERTS + registered CAs). No usable token → `held`. A session
  *   that died while idle in the pool is replaced, and the message resent on a fresh one only when not a
- *   byte of it had been sent.
+ *   byte of it had been sent. A message that needs 8BITMIME or SMTPUTF8 where the session did not advertise
+ *   it (after EHLO, post-STARTTLS) is refused here as a permanent failure (5.6.3 / 5.6.7), never sent
+ *   altered; a body marked 8BITMIME that is 7-bit clean goes as it is (extensions.ts). What each new session
+ *   advertised is reported through `onExtensions` (the relay advertises accordingly, checklist 35).
  * Known limits: the SASL user is the authorized mailbox (a shared mailbox as `user=` is not offered);
  *   pooled sessions authenticated with an older token stay usable until they close (SMTP checks tokens only
  *   at AUTH).
@@ -25,6 +28,7 @@ import { TokenUnavailableError, type AccessToken, type GetAccessTokenOptions } f
 import type { UpstreamTlsMode } from '../store/schema.js';
 import { tlsClientOptions, type TlsPolicy } from '../tls/trust.js';
 import { FastDataSmtpConnection } from './dot-stuffing.js';
+import { refusalFor, scanEightBit, type UpstreamExtension } from './extensions.js';
 import { classifySmtpError, replyText, type ClassifiedFailure } from './replies.js';
 import { bearerLogin, NoBearerMechanismError, RefreshFailedError } from './xoauth2.js';
 
@@ -56,7 +60,10 @@ export interface DeliveryEnvelope {
   from: string;
   to: string[];
   size?: number | undefined;
+  /** Submitted as 8-bit (BODY=8BITMIME or 8-bit bytes seen): BODY=8BITMIME goes upstream. */
   eightBit?: boolean | undefined;
+  /** Submitted with SMTPUTF8: the parameter goes upstream (RFC 6531 §3.4). */
+  smtpUtf8?: boolean | undefined;
 }
 
 export interface RecipientAnswer {
@@ -83,11 +90,15 @@ export interface SmtpDeliveryOptions {
   maxSessionAgeMs?: number;
   connectionTimeoutMs?: number;
   socketTimeoutMs?: number;
+  /** Told what every new session's EHLO (after STARTTLS) advertised of 8BITMIME / SMTPUTF8. */
+  onExtensions?: (target: UpstreamTarget, extensions: UpstreamExtension[]) => void | Promise<void>;
 }
 
 interface Session {
   key: string;
-  connection: SMTPConnection;
+  connection: FastDataSmtpConnection;
+  /** 8BITMIME / SMTPUTF8 as advertised after EHLO; undefined if nodemailer no longer exposes its EHLO lines. */
+  extensions: UpstreamExtension[] | undefined;
   createdAt: number;
   lastUsedAt: number;
   messages: number;
@@ -127,7 +138,8 @@ function step<T>(connection: SMTPConnection, run: (done: (error: Error | null | 
 export class SmtpDelivery {
   readonly #idle = new Map<string, Session[]>();
   readonly #sessions = new Set<Session>();
-  readonly #options: Required<Omit<SmtpDeliveryOptions, 'tokens' | 'trust' | 'log' | 'clientName'>>;
+  readonly #options: Required<Omit<SmtpDeliveryOptions, 'tokens' | 'trust' | 'log' | 'clientName' | 'onExtensions'>>;
+  readonly #onExtensions: SmtpDeliveryOptions['onExtensions'];
   readonly #tokens: TokenSource;
   readonly #trust: CaSource;
   readonly #log: Logger;
@@ -141,6 +153,7 @@ export class SmtpDelivery {
     this.#trust = options.trust;
     this.#log = options.log.child({ component: 'smtp-out' });
     this.#clientName = options.clientName;
+    this.#onExtensions = options.onExtensions;
     this.#options = {
       maxIdlePerTarget: options.maxIdlePerTarget ?? 4,
       idleMs: options.idleMs ?? 15_000,
@@ -160,6 +173,8 @@ export class SmtpDelivery {
       } catch (error) {
         return this.#loginFailure(error, target);
       }
+      const refused = await this.#checkExtensions(session, target, envelope, body);
+      if (refused) return refused;
       const counter = new ByteCounter();
       const stream = body();
       stream.on('error', (error) => counter.destroy(error));
@@ -167,7 +182,7 @@ export class SmtpDelivery {
       try {
         const info = await step<SMTPConnection.SentMessageInfo>(session.connection, (done) =>
           session.connection.send(
-            { from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: envelope.eightBit ?? false },
+            { from: envelope.from, to: envelope.to, size: envelope.size, use8BitMime: (envelope.eightBit ?? false) && (session.extensions ?? []).includes('8BITMIME') },
             counter,
             (error, result) => done(error, result),
           ),
@@ -199,6 +214,30 @@ export class SmtpDelivery {
         return { kind: 'failed', failure: classifySmtpError(error, target.host) };
       }
     }
+  }
+
+  /**
+   * RFC 6152 §3 / RFC 6531 §3.2: a message that needs an extension the session lacks is not sent. Reads the
+   * body only then (a rare case: the upstream changed, or a relay that lacks them). Also sets whether MAIL
+   * FROM carries SMTPUTF8. Returns the refusal, or undefined to go ahead.
+   */
+  async #checkExtensions(session: Session, target: UpstreamTarget, envelope: DeliveryEnvelope, body: () => Readable): Promise<SendOutcome | undefined> {
+    const offered = session.extensions ?? [];
+    session.connection.smtpUtf8 = Boolean(envelope.smtpUtf8) && offered.includes('SMTPUTF8');
+    const missing = (envelope.eightBit && !offered.includes('8BITMIME')) || (envelope.smtpUtf8 && !offered.includes('SMTPUTF8'));
+    if (!missing) return undefined;
+    let refusal;
+    try {
+      const scan = await scanEightBit(body());
+      refusal = refusalFor({ smtpUtf8: Boolean(envelope.smtpUtf8), addresses: [envelope.from, ...envelope.to] }, scan, offered, `${target.host}:${target.port}`);
+    } catch (error) {
+      this.#release(session);
+      return { kind: 'failed', failure: { class: 'transient', code: null, reply: `the message could not be read: ${error instanceof Error ? error.message : String(error)}`, advice: 'Postern retries automatically.' } };
+    }
+    if (!refusal) return undefined;
+    this.#release(session);
+    this.#log.warn({ host: target.host, port: target.port, offered, reply: refusal.reply }, 'message not sent: the upstream lacks an extension it needs');
+    return { kind: 'failed', failure: { class: 'permanent', code: refusal.code, reply: refusal.reply, advice: refusal.advice } };
   }
 
   #answer(error: unknown): RecipientAnswer {
@@ -271,7 +310,7 @@ export class SmtpDelivery {
         }),
       },
     });
-    const session: Session = { key, connection, createdAt: Date.now(), lastUsedAt: Date.now(), messages: 0, closed: false };
+    const session: Session = { key, connection, extensions: undefined, createdAt: Date.now(), lastUsedAt: Date.now(), messages: 0, closed: false };
     this.#sessions.add(session);
     // An idle session the server drops must not become an unhandled 'error'.
     connection.on('error', (error: Error & { code?: string }) => {
@@ -284,6 +323,10 @@ export class SmtpDelivery {
     });
     try {
       await step<void>(connection, (done) => connection.connect(() => done(null)));
+      // nodemailer's connect() ends after the last EHLO (after STARTTLS): what the session may use.
+      session.extensions = connection.advertisedExtensions();
+      // Awaited, so what Send Test E-Mail saw is in effect at the relay when its answer comes.
+      if (session.extensions && connection.secure) await this.#onExtensions?.(target, session.extensions);
       if (!connection.secure) {
         // Belt and braces: requireTLS/secure already guarantee this; a token is never sent in clear text.
         throw Object.assign(new Error('the connection is not encrypted; Postern does not sign in without TLS'), { code: 'ETLS' });

@@ -13,6 +13,7 @@
  */
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import type { Transform, TransformCallback } from 'node:stream';
+import { parseEhloExtensions, type UpstreamExtension } from './extensions.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -109,6 +110,31 @@ export class FastDataSmtpConnection extends SMTPConnection {
       if (match) for (const mechanism of match[1]!.split(/[\s=]+/)) if (mechanism) mechanisms.add(mechanism.toUpperCase());
     }
     return [...mechanisms];
+  }
+
+  /**
+   * 8BITMIME / SMTPUTF8 as advertised in the last EHLO (after STARTTLS), from the same `_ehloLines`;
+   * undefined if that internal is gone.
+   */
+  advertisedExtensions(): UpstreamExtension[] | undefined {
+    const lines = (this as unknown as { _ehloLines?: unknown })._ehloLines;
+    if (!Array.isArray(lines)) return undefined;
+    return parseEhloExtensions(lines.filter((line): line is string => typeof line === 'string'));
+  }
+
+  /**
+   * Set before `send()` for a message that was submitted with SMTPUTF8: nodemailer adds the parameter only
+   * for a non-ASCII address, but RFC 6531 §3.4 needs it for UTF-8 headers too. Only set when the server
+   * advertised SMTPUTF8.
+   */
+  smtpUtf8 = false;
+
+  /** nodemailer internal: writes one command line. Adds SMTPUTF8 to MAIL FROM when `smtpUtf8` asks for it. */
+  _sendCommand(str: string, logStr?: string): void {
+    let command = str;
+    if (this.smtpUtf8 && /^MAIL FROM:/i.test(command) && !/\sSMTPUTF8(\s|$)/i.test(command)) command += ' SMTPUTF8';
+    const original = (SMTPConnection.prototype as unknown as { _sendCommand: (str: string, logStr?: string) => void })._sendCommand;
+    original.call(this, command, logStr);
   }
 
   /** nodemailer internal: creates the DATA stream for one message and pipes it to the socket. */

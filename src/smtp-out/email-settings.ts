@@ -2,11 +2,14 @@
  * E-Mail Settings: the upstream SMTP server, the sending account and the sender, stored in one row.
  * Defaults per provider (PROTOCOL.md §3.3): Microsoft `smtp.office365.com:587` STARTTLS, Google
  * `smtp.gmail.com:465` implicit TLS; pacing 30 messages/minute for Exchange Online (§1.8).
+ * The same row keeps what sessions last saw the upstream advertise (8BITMIME / SMTPUTF8, extensions.ts),
+ * forgotten when the SMTP Server or Port changes.
  */
 import { isIP } from 'node:net';
 import type { EmailSettingsTable, ProviderId, UpstreamTlsMode } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { TlsPolicy } from '../tls/trust.js';
+import { formatExtensions, parseStoredExtensions, targetKey, type SeenExtensions, type UpstreamExtension } from './extensions.js';
 
 export interface ProviderDefaults {
   host: string;
@@ -36,6 +39,8 @@ export interface EmailSettingsView {
   senderAddress: string | null;
   allowedFromAddresses: string[];
   messagesPerMinute: number;
+  /** What sessions last saw the upstream advertise; null until one reached it. Filled by get(), ignored by save(). */
+  upstreamExtensions?: SeenExtensions | null;
 }
 
 /** What the form sends (all strings/booleans, unvalidated). */
@@ -74,12 +79,20 @@ function toView(row: EmailSettingsTable): EmailSettingsView {
     senderAddress: row.sender_address,
     allowedFromAddresses: row.allowed_from_addresses.split('\n').map((a) => a.trim()).filter(Boolean),
     messagesPerMinute: row.messages_per_minute,
+    upstreamExtensions:
+      row.upstream_extensions_target === null || row.upstream_extensions_seen_at === null
+        ? null
+        : { target: row.upstream_extensions_target, extensions: parseStoredExtensions(row.upstream_extensions), seenAt: Number(row.upstream_extensions_seen_at) },
   };
 }
+
+/** A confirmation of the same extensions is written again after this long, so "seen at" stays meaningful. */
+const RESEEN_AFTER_MS = 60 * 60_000;
 
 export class EmailSettings {
   #cache: { view: EmailSettingsView; at: number } | undefined;
   readonly #listeners: Array<() => void> = [];
+  readonly #extensionListeners: Array<() => void | Promise<void>> = [];
 
   constructor(
     private readonly store: Store,
@@ -89,6 +102,35 @@ export class EmailSettings {
   /** Called after every save (the queue forgets its route, the pool its sessions). */
   onChange(listener: () => void): void {
     this.#listeners.push(listener);
+  }
+
+  /** Called when a session saw the upstream advertise something other than what was known (the relay listens). */
+  onExtensionsChange(listener: () => void | Promise<void>): void {
+    this.#extensionListeners.push(listener);
+  }
+
+  /**
+   * Records what a session to `host:port` advertised. Written only when it differs from what is stored (or to
+   * refresh an hour-old "seen at"), and only while that target is still the selected upstream.
+   */
+  async recordExtensions(host: string, port: number, extensions: readonly UpstreamExtension[]): Promise<boolean> {
+    const view = await this.get();
+    if (targetKey(view.smtpHost, view.smtpPort) !== targetKey(host, port)) return false;
+    const target = targetKey(host, port);
+    const text = formatExtensions(extensions);
+    const seen = view.upstreamExtensions;
+    const same = seen?.target === target && formatExtensions(seen.extensions) === text;
+    if (same && Date.now() - seen.seenAt < RESEEN_AFTER_MS) return false;
+    await this.store.db
+      .updateTable('email_settings')
+      .set({ upstream_extensions_target: target, upstream_extensions: text, upstream_extensions_seen_at: Date.now() })
+      .where('id', '=', ROW_ID)
+      .where('smtp_host', '=', view.smtpHost)
+      .where('smtp_port', '=', view.smtpPort)
+      .execute();
+    this.#cache = undefined;
+    if (!same) await Promise.all(this.#extensionListeners.map(async (listener) => listener()));
+    return !same;
   }
 
   async get(): Promise<EmailSettingsView> {
@@ -108,6 +150,9 @@ export class EmailSettings {
         allowed_from_addresses: '',
         messages_per_minute: defaults.messagesPerMinute,
         updated_at: Date.now(),
+        upstream_extensions_target: null,
+        upstream_extensions: null,
+        upstream_extensions_seen_at: null,
       };
       await this.store.db.insertInto('email_settings').values(row).onConflict((oc) => oc.column('id').doNothing()).execute();
     }
@@ -153,7 +198,9 @@ export class EmailSettings {
   }
 
   async save(value: EmailSettingsView): Promise<void> {
-    await this.get();
+    const before = await this.get();
+    // Another upstream: what the old one advertised says nothing about it (the relay falls back to defaults).
+    const forget = targetKey(before.smtpHost, before.smtpPort) !== targetKey(value.smtpHost, value.smtpPort);
     await this.store.db
       .updateTable('email_settings')
       .set({
@@ -167,10 +214,12 @@ export class EmailSettings {
         allowed_from_addresses: value.allowedFromAddresses.join('\n'),
         messages_per_minute: value.messagesPerMinute,
         updated_at: Date.now(),
+        ...(forget ? { upstream_extensions_target: null, upstream_extensions: null, upstream_extensions_seen_at: null } : {}),
       })
       .where('id', '=', ROW_ID)
       .execute();
     this.#cache = undefined;
     for (const listener of this.#listeners) listener();
+    if (forget) await Promise.all(this.#extensionListeners.map(async (listener) => listener()));
   }
 }

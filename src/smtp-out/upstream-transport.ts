@@ -82,7 +82,7 @@ export class UpstreamTransport implements OutboundTransport {
     const policy = this.#policy(settings, this.#mailbox);
     const outcome = await this.delivery.send(
       targetOf(settings),
-      { from: policy.mailbox, to: message.recipients, size: message.size, eightBit: message.body8bit },
+      { from: policy.mailbox, to: message.recipients, size: message.size, eightBit: message.body8bit, smtpUtf8: message.smtputf8 },
       () => body().pipe(new SenderPolicyTransform(policy)),
     );
     if (outcome.kind === 'held') {

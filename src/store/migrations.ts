@@ -300,6 +300,16 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.createIndex('notifications_created_at').on('notifications').column('created_at').execute();
     },
   }),
+  '007_upstream_extensions': () => ({
+    async up(db: Kysely<any>) {
+      // What the upstream advertised after EHLO (smtp-out/extensions.ts): the relay advertises 8BITMIME /
+      // SMTPUTF8 only if the upstream has them (PROTOCOL.md checklist 35). Kept with the target it was seen
+      // at, so a changed upstream counts as not yet seen (docs/decisions/014).
+      await db.schema.alterTable('email_settings').addColumn('upstream_extensions_target', 'text').execute();
+      await db.schema.alterTable('email_settings').addColumn('upstream_extensions', 'text').execute();
+      await db.schema.alterTable('email_settings').addColumn('upstream_extensions_seen_at', 'bigint').execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

@@ -158,6 +158,11 @@ export interface EmailSettingsTable {
   /** Pacing of the sending account; 0 = no limit. */
   messages_per_minute: number;
   updated_at: number;
+  /** `host:port` the extensions below were seen at; null until a session reached the upstream. */
+  upstream_extensions_target: string | null;
+  /** The extensions of interest the upstream advertised after EHLO, space-separated (`8BITMIME SMTPUTF8`). */
+  upstream_extensions: string | null;
+  upstream_extensions_seen_at: number | null;
 }
 
 /** How the relay treats a bare CR or LF inside DATA (SMTP smuggling defence, PROTOCOL.md §5.1). */

@@ -65,6 +65,8 @@ export interface ScriptedReply {
 
 export interface RecordedMessage {
   envelope: { mailFrom: string; rcptTo: string[] };
+  /** MAIL FROM parameters as the client gave them: BODY= (lower-case) and SMTPUTF8. */
+  params?: { body?: string; smtpUtf8: boolean };
   /** The SASL identity the message was submitted under, where the receiving server knows it. */
   authUser?: string;
   raw: Buffer;
@@ -103,6 +105,9 @@ export interface UpstreamSmtpOptions {
    * SendAsDenied reply Exchange Online gives after DATA. Off by default (use failNext to script it).
    */
   enforceSendAs?: boolean;
+  /** Leave 8BITMIME / SMTPUTF8 out of EHLO, like a corporate relay or an old Exchange. */
+  hide8BITMIME?: boolean;
+  hideSMTPUTF8?: boolean;
 }
 
 export interface UpstreamSmtp {
@@ -513,6 +518,8 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
       authMethods: profile.authMethods,
       hideENHANCEDSTATUSCODES: false,
       hideDSN: profile.hideDSN,
+      hide8BITMIME: options.hide8BITMIME ?? false,
+      hideSMTPUTF8: options.hideSMTPUTF8 ?? false,
       disableReverseLookup: true,
       logger: false,
       onConnect(session, callback) {
@@ -569,7 +576,8 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
               );
             }
             const parsed = await simpleParser(raw);
-            recorder.add({ envelope, authUser, raw, parsed });
+            const params = { ...(session.envelope.bodyType ? { body: session.envelope.bodyType } : {}), smtpUtf8: Boolean(session.envelope.smtpUtf8) };
+            recorder.add({ envelope, params, authUser, raw, parsed });
             callback(null, profile.dataOk());
           })
           .catch((err: unknown) => callback(smtpError(451, `4.3.0 ${String(err)}`)));

@@ -7,6 +7,7 @@ import type { OAuthService } from '../../oauth/service.js';
 import type { AuditLog } from '../../store/audit.js';
 import { isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
 import type { TestEmailResult } from '../../smtp-out/upstream-transport.js';
+import { isProviderHost, relayExtensions, targetKey } from '../../smtp-out/extensions.js';
 import { PROVIDER_LABELS } from '../../oauth/profiles.js';
 import { checkbox, text, type WebContext } from '../app.js';
 
@@ -33,6 +34,24 @@ function formOf(settings: EmailSettingsView): EmailSettingsInput {
   };
 }
 
+/** "Upstream supports" on the page: what a session last saw, or what the relay assumes until one has. */
+function upstreamSupportOf(settings: EmailSettingsView): { supports: string; seenAt?: string; note: string } {
+  const seen = settings.upstreamExtensions;
+  const advertised = relayExtensions(settings.smtpHost, settings.smtpPort, seen);
+  const list = (['8BITMIME', 'SMTPUTF8'] as const).filter((e) => advertised[e]);
+  const supports = list.length > 0 ? list.join(', ') : 'neither 8BITMIME nor SMTPUTF8';
+  if (seen && seen.target === targetKey(settings.smtpHost, settings.smtpPort)) {
+    return {
+      supports,
+      seenAt: new Date(seen.seenAt).toISOString().replace('T', ' ').slice(0, 16) + ' UTC',
+      note: list.length === 2 ? 'The relay offers both to devices.' : 'The relay offers devices only what the upstream supports; a message that needs more is returned to its sender.',
+    };
+  }
+  return isProviderHost(settings.smtpHost)
+    ? { supports, note: 'Not seen yet: the provider supports both, so the relay offers both. Send Test E-Mail checks it.' }
+    : { supports: 'not known yet', note: 'The relay offers neither 8BITMIME nor SMTPUTF8 until Postern has reached this server; Send Test E-Mail checks it.' };
+}
+
 export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContext, deps: EmailSettingsPageDependencies): void {
   const page = async (extra: { form?: EmailSettingsInput; errors?: EmailSettingsErrors; test?: { to: string; result?: TestEmailResult; error?: string } } = {}) => {
     const settings = await deps.emailSettings.get();
@@ -48,6 +67,7 @@ export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContex
       tlsModes: Object.entries(TLS_MODE_LABELS).map(([value, label]) => ({ value, label })),
       defaults: JSON.stringify(PROVIDER_SMTP_DEFAULTS),
       settings,
+      upstream: upstreamSupportOf(settings),
     };
   };
 
