@@ -196,7 +196,7 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(events).toEqual(['accepted', 'held', 'released', 'sent']);
   });
 
-  it('Queue page: Retry Now and Delete', async () => {
+  it('Queue page: Retry Now, Retry All Now and Delete', async () => {
     await stack.gw.postern.queueManager.whenIdle();
     // Point at a port where nothing listens: the message stays deferred (with a long first retry).
     await saveEmailSettings(stack.web, { smtpPort: '1' });
@@ -217,9 +217,20 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(stack.web.lastStatus).toBe(303);
     await eventually(async () => ((await row(id))!.attempts >= 2 ? true : undefined), 10_000, 'a second attempt');
     await stack.gw.postern.queueManager.whenIdle();
+    await waitState(id, 'deferred');
+    page = await stack.web.get('/settings/queue');
+    expect(field(page, 'retry-all')).toBe('Retry All Now');
+    await stack.web.post('/settings/queue/retry-all');
+    expect(stack.web.lastStatus).toBe(303);
+    expect(await stack.web.page('/settings/queue')).toContain('1 message is being tried again now.');
+    await eventually(async () => ((await row(id))!.attempts >= 3 ? true : undefined), 10_000, 'a third attempt');
+    await stack.gw.postern.queueManager.whenIdle();
     page = await stack.web.get('/settings/queue');
     await stack.web.post(`/settings/queue/${id}/delete`);
     expect(await row(id)).toBeUndefined();
+    expect(field(await stack.web.get('/settings/queue'), 'retry-all')).toBeUndefined();
+    await stack.web.post('/settings/queue/retry-all');
+    expect(await stack.web.page('/settings/queue')).toContain('nothing to retry');
     const log = await stack.web.get('/settings/log');
     expect(log).toMatch(/Deleted by admin/);
   }

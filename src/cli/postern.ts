@@ -145,10 +145,6 @@ const LIST_LIMIT = 10_000;
 const RECENT_FINISHED = 100;
 /** The states Retry Now and Delete apply to (MessageQueue.retryNow and .remove). */
 const WAITING_STATES: readonly QueueState[] = ['incoming', 'deferred', 'held'];
-/** `retry all` takes the messages waiting for a retry; incoming ones are due already. */
-const RETRY_ALL_STATES: QueueState[] = ['deferred', 'held'];
-/** A bound for the query only: `retry all` is meant to take every waiting message. */
-const RETRY_ALL_LIMIT = 1_000_000;
 
 /** Addresses and replies come from devices and upstream servers: no control characters reach the terminal. */
 const printable = (text: string) => text.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
@@ -229,16 +225,7 @@ async function queueRetry(target: string): Promise<void> {
     const { AuditLog } = await import('../store/audit.js');
     const audit = new AuditLog(store);
     if (target === 'all') {
-      const messages = await queue.list(RETRY_ALL_STATES, RETRY_ALL_LIMIT);
-      let retried = 0;
-      let held = 0;
-      // Concurrent calls share the queue's write batches: a few commits instead of one per message.
-      for (let i = 0; i < messages.length; i += 500) {
-        const slice = messages.slice(i, i + 500);
-        const done = await Promise.all(slice.map((m) => queue.retryNow(m.id, QUEUE_ACTOR)));
-        retried += done.filter(Boolean).length;
-        held += slice.filter((m, j) => done[j] && m.state === 'held').length;
-      }
+      const { retried, held } = await queue.retryAllNow(QUEUE_ACTOR);
       if (retried === 0) {
         process.stdout.write('No message is deferred or held; there is nothing to retry.\n');
         return;

@@ -635,6 +635,23 @@ export class MessageQueue {
     return done;
   }
 
+  /**
+   * Retry All Now: every deferred or held message becomes due at once (incoming ones are due already). The
+   * updates run concurrently, so they share the write batches: a few commits, not one per message.
+   */
+  async retryAllNow(actor: string): Promise<{ retried: number; held: number }> {
+    const messages = await this.list(['deferred', 'held'], Number.MAX_SAFE_INTEGER);
+    let retried = 0;
+    let held = 0;
+    for (let i = 0; i < messages.length; i += 500) {
+      const slice = messages.slice(i, i + 500);
+      const done = await Promise.all(slice.map((m) => this.retryNow(m.id, actor)));
+      retried += done.filter(Boolean).length;
+      held += slice.filter((m, j) => done[j] && m.state === 'held').length;
+    }
+    return { retried, held };
+  }
+
   /** Delete: removes a waiting message without delivering or bouncing it. Active ones cannot be deleted. */
   async remove(id: string, actor: string): Promise<QueuedMessage | undefined> {
     const now = this.#now();

@@ -64,6 +64,19 @@ export function registerQueueRoutes(app: FastifyInstance, web: WebContext, deps:
     return reply.redirect(QUEUE_PATH, 303);
   });
 
+  app.post(`${QUEUE_PATH}/retry-all`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+    const { retried, held } = await deps.queue.retryAllNow(request.user!.username);
+    if (retried > 0) {
+      deps.kick();
+      await deps.audit.record(request.user!.username, 'queue.retry', `all: ${retried} message${retried === 1 ? '' : 's'}`);
+      const text = `${retried === 1 ? '1 message is' : `${retried} messages are`} being tried again now.${held > 0 ? " Held messages are held again if the sending account's Token Status is still not Active." : ''}`;
+      web.setFlash(request, { type: 'success', text });
+    } else {
+      web.setFlash(request, { type: 'error', text: 'No message is deferred or held; there is nothing to retry.' });
+    }
+    return reply.redirect(QUEUE_PATH, 303);
+  });
+
   app.post(`${QUEUE_PATH}/:id/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
     const { id } = request.params as { id: string };
     const removed = UUID.test(id) ? await deps.queue.remove(id, request.user!.username) : undefined;
