@@ -530,22 +530,8 @@ export class MessageQueue {
   }
 
   /** Held messages of this node become due again (the token is usable again). Returns how many. */
-  async releaseHeld(): Promise<number> {
-    const now = this.#now();
-    let count = 0;
-    await this.#batcher.run(async (trx) => {
-      const rows = await trx.selectFrom('queue_messages').select('id').where('node_id', '=', this.nodeId).where('state', '=', 'held').execute();
-      if (rows.length === 0) return;
-      await trx
-        .updateTable('queue_messages')
-        .set({ state: 'deferred', next_attempt_at: now })
-        .where('node_id', '=', this.nodeId)
-        .where('state', '=', 'held')
-        .execute();
-      for (const row of rows) await this.#log(trx, row.id, 'released', { reply: 'Token Status is Active again' }, now);
-      count = rows.length;
-    }, { durable: false });
-    return count;
+  releaseHeld(): Promise<number> {
+    return this.#makeDue('held', 'released', 'Token Status is Active again', false);
   }
 
   /** Due waiting messages go on hold without an attempt (no usable token). Returns how many. */
@@ -577,23 +563,28 @@ export class MessageQueue {
 
   /**
    * At start: this node's active messages were being delivered by a process that no longer runs (a crash
-   * or kill -9). They become due again at once. Returns how many.
+   * or kill -9). They become due again at once (durably: their leases are gone). Returns how many.
    */
-  async requeueActive(): Promise<number> {
+  requeueActive(): Promise<number> {
+    return this.#makeDue('active', 'requeued', 'delivery interrupted by a restart; trying again', true);
+  }
+
+  /** This node's messages in state `from` become due at once, unleased, each with a log line. Returns how many. */
+  async #makeDue(from: 'held' | 'active', event: DeliveryEvent, reply: string, durable: boolean): Promise<number> {
     const now = this.#now();
     let count = 0;
     await this.#batcher.run(async (trx) => {
-      const rows = await trx.selectFrom('queue_messages').select('id').where('node_id', '=', this.nodeId).where('state', '=', 'active').execute();
+      const rows = await trx.selectFrom('queue_messages').select('id').where('node_id', '=', this.nodeId).where('state', '=', from).execute();
       if (rows.length === 0) return;
       await trx
         .updateTable('queue_messages')
         .set({ state: 'deferred', lease_owner: null, lease_until: null, next_attempt_at: now })
         .where('node_id', '=', this.nodeId)
-        .where('state', '=', 'active')
+        .where('state', '=', from)
         .execute();
-      for (const row of rows) await this.#log(trx, row.id, 'requeued', { reply: 'delivery interrupted by a restart; trying again' }, now);
+      for (const row of rows) await this.#log(trx, row.id, event, { reply }, now);
       count = rows.length;
-    });
+    }, { durable });
     return count;
   }
 
