@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { startGoogleStandin, type GoogleStandin } from './support/oauth-standins.js';
 import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { authorizationUrlOf, saveGoogleSettings } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { authorizeInBrowserlessAgent } from './support/user-agent.js';
 
@@ -18,26 +19,8 @@ let google: GoogleStandin;
 let gw: TestPostern;
 let web: WebClient;
 
-function decodeEntities(value: string): string {
-  return value.replace(/&amp;/g, '&').replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>');
-}
-
 async function saveSettings(overrides: Record<string, string | undefined> = {}) {
-  await web.get(`${BASE}/edit`);
-  const form: Record<string, string> = {
-    enabled: 'on',
-    verifyServerCertificate: 'on',
-    addCnToVerificationItems: 'on',
-    clientId: google.clientId,
-    clientSecret: google.clientSecret,
-    authorizationEndpoint: google.authorizationEndpoint,
-    tokenEndpoint: google.tokenEndpoint,
-  };
-  for (const [key, value] of Object.entries(overrides)) {
-    if (value === undefined) delete form[key];
-    else form[key] = value;
-  }
-  const html = await web.post(`${BASE}/edit`, form);
+  const html = await saveGoogleSettings(web, google, overrides);
   await gw.postern.oauth.whenIdle('google');
   return html;
 }
@@ -46,9 +29,7 @@ async function saveSettings(overrides: Record<string, string | undefined> = {}) 
 async function openRegister(): Promise<URL> {
   const html = await web.get(`${BASE}/register`);
   expect(html).toContain('<h1>Register Information for Authorization</h1>');
-  const href = /href="([^"]+)"[^>]*data-field="authorization-url"/.exec(html)?.[1];
-  expect(href).toBeDefined();
-  return new URL(decodeEntities(href!));
+  return new URL(authorizationUrlOf(html));
 }
 
 async function signIn(url: URL, deny = false): Promise<URL> {

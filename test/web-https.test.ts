@@ -14,6 +14,7 @@ import { loadConfig } from '../src/config.js';
 import { launchBrowser } from './support/browser.js';
 import { startGoogleStandin, type GoogleStandin } from './support/oauth-standins.js';
 import { ADMIN_PASSWORD, field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { authorizationUrlOf, saveGoogleSettings } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { authorizeInBrowserlessAgent } from './support/user-agent.js';
 
@@ -153,22 +154,13 @@ describe('HTTPS with Postern\'s own certificate', () => {
   test('Google: the callback over plain HTTP without the session shows the address to paste, and pasting it over HTTPS registers', async () => {
     const web = new WebClient(gw.httpsUrl!, agent);
     await web.login();
-    await web.get(`${GOOGLE}/edit`);
-    await web.post(`${GOOGLE}/edit`, {
-      enabled: 'on',
-      verifyServerCertificate: 'on',
-      addCnToVerificationItems: 'on',
-      clientId: google.clientId,
-      clientSecret: google.clientSecret,
-      authorizationEndpoint: google.authorizationEndpoint,
-      tokenEndpoint: google.tokenEndpoint,
-    });
+    await saveGoogleSettings(web, google);
     expect(web.lastStatus).toBe(303);
     await gw.postern.oauth.whenIdle('google');
 
     const register = await web.get(`${GOOGLE}/register`);
     expect(register).toContain(`http://127.0.0.1:${gw.postern.httpPort}/oauth2/google/callback`);
-    const href = /href="([^"]+)"[^>]*data-field="authorization-url"/.exec(register)![1]!.replace(/&amp;/g, '&');
+    const href = authorizationUrlOf(register);
     const redirect = await authorizeInBrowserlessAgent({ authorizationUrl: href, email: 'bob@example.test', password: 'correct horse', ca: pki.ca.cert });
     expect(redirect.origin).toBe(`http://127.0.0.1:${gw.postern.httpPort}`);
 
@@ -192,7 +184,7 @@ describe('HTTPS with Postern\'s own certificate', () => {
     await web.login();
     const cookie = web.cookieHeader;
     const register = await web.get(`${GOOGLE}/register`);
-    const href = /href="([^"]+)"[^>]*data-field="authorization-url"/.exec(register)![1]!.replace(/&amp;/g, '&');
+    const href = authorizationUrlOf(register);
     const redirect = await authorizeInBrowserlessAgent({ authorizationUrl: href, email: 'bob@example.test', password: 'correct horse', ca: pki.ca.cert });
     const callback = await fetch(redirect.href, { redirect: 'manual', headers: { cookie } });
     expect(callback.status).toBe(303);

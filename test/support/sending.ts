@@ -52,11 +52,14 @@ export async function authorizeMicrosoft(web: WebClient, microsoft: MicrosoftSta
   await eventually(async () => field(await web.get(`${base}/status`), 'token-status') === 'Active', 15_000, 'Token Status Active');
 }
 
-/** Authorizes OAuth 2.0 (Google) for `email` through Register Information for Authorization (paste-back). */
-export async function authorizeGoogle(web: WebClient, google: GoogleStandin, pki: TestPki, email = ALICE): Promise<void> {
+/**
+ * Saves OAuth 2.0 (Google) Edit Basic Settings with Use on, both TLS options on and the stand-in's client and
+ * endpoints; `overrides` replace fields, `undefined` leaves one out. Returns the response body.
+ */
+export async function saveGoogleSettings(web: WebClient, google: GoogleStandin, overrides: Record<string, string | undefined> = {}): Promise<string> {
   const base = '/settings/send/oauth-google';
   await web.get(`${base}/edit`);
-  await web.post(`${base}/edit`, {
+  const form: Record<string, string> = {
     enabled: 'on',
     verifyServerCertificate: 'on',
     addCnToVerificationItems: 'on',
@@ -64,11 +67,26 @@ export async function authorizeGoogle(web: WebClient, google: GoogleStandin, pki
     clientSecret: google.clientSecret,
     authorizationEndpoint: google.authorizationEndpoint,
     tokenEndpoint: google.tokenEndpoint,
-  });
-  const html = await web.get(`${base}/register`);
+  };
+  for (const [key, value] of Object.entries(overrides)) {
+    if (value === undefined) delete form[key];
+    else form[key] = value;
+  }
+  return web.post(`${base}/edit`, form);
+}
+
+/** The link URL for Google Authorization Server on a Register Information for Authorization page (entities decoded). */
+export function authorizationUrlOf(html: string): string {
   const href = /href="([^"]+)"[^>]*data-field="authorization-url"/.exec(html)?.[1];
   if (!href) throw new Error('no authorization URL on Register Information for Authorization');
-  const url = href.replace(/&amp;/g, '&').replace(/&#39;/g, "'").replace(/&quot;/g, '"');
+  return href.replace(/&amp;/g, '&').replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&lt;/g, '<').replace(/&gt;/g, '>');
+}
+
+/** Authorizes OAuth 2.0 (Google) for `email` through Register Information for Authorization (paste-back). */
+export async function authorizeGoogle(web: WebClient, google: GoogleStandin, pki: TestPki, email = ALICE): Promise<void> {
+  const base = '/settings/send/oauth-google';
+  await saveGoogleSettings(web, google);
+  const url = authorizationUrlOf(await web.get(`${base}/register`));
   const redirect = await authorizeInBrowserlessAgent({ authorizationUrl: url, email, password: PASSWORD, ca: pki.ca.cert });
   await web.post(`${base}/register`, { code: redirect.href });
   await eventually(async () => field(await web.get(`${base}/status`), 'token-status') === 'Active', 15_000, 'Google Token Status Active');
