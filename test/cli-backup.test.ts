@@ -23,6 +23,7 @@ import type { QueueState } from '../src/store/schema.js';
 import { openStore, type Store } from '../src/store/store.js';
 import { runCli } from './support/cli.js';
 import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
+import { enqueueMessage } from './support/queue.js';
 
 const TUNING: QueueTuning = { retryBaseMs: 60_000, retryMaxMs: 60_000, lifetimeMs: 24 * 60 * 60_000, concurrency: 1 };
 const OWNER = 'test-delivery';
@@ -42,23 +43,7 @@ function filesUnder(dir: string, root = dir): string[] {
   );
 }
 
-async function enqueue(into: MessageQueue, body: Buffer, envelope: Partial<MessageEnvelope> = {}): Promise<QueuedMessage> {
-  const incoming = await into.receive();
-  await new Promise<void>((resolve, reject) => incoming.body.end(body, (e?: Error | null) => (e ? reject(e) : resolve())));
-  const message = await incoming.commit({
-    reversePath: 'scanner@printers.local',
-    recipients: ['bob@example.test'],
-    body8bit: false,
-    smtputf8: false,
-    headerFrom: 'scanner@printers.local',
-    subject: 'Scan',
-    messageId: null,
-    client: 'test',
-    ...envelope,
-  });
-  into.forgetBody(message);
-  return message;
-}
+const enqueue = enqueueMessage;
 
 async function leased(queue: MessageQueue, message: QueuedMessage): Promise<QueuedMessage> {
   const [won] = await queue.leaseMany([message], OWNER, HOUR);

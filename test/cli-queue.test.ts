@@ -15,6 +15,7 @@ import { Spool, spoolDirectory } from '../src/queue/spool.js';
 import { AuditLog } from '../src/store/audit.js';
 import { openStore, type Store } from '../src/store/store.js';
 import { runCli } from './support/cli.js';
+import { enqueueMessage } from './support/queue.js';
 
 const TUNING: QueueTuning = { retryBaseMs: 60_000, retryMaxMs: 60_000, lifetimeMs: 24 * 60 * 60_000, concurrency: 1 };
 const OWNER = 'test-delivery';
@@ -28,23 +29,8 @@ let queue: MessageQueue;
 let otherNode: MessageQueue;
 const m = {} as Record<'incoming' | 'deferred' | 'held' | 'active' | 'sent' | 'elsewhere', QueuedMessage>;
 
-async function enqueue(into: MessageQueue, envelope: Partial<MessageEnvelope> = {}): Promise<QueuedMessage> {
-  const incoming = await into.receive();
-  await new Promise<void>((resolve, reject) => incoming.body.end(Buffer.from('Subject: Scan\r\n\r\nhello\r\n'), (e?: Error | null) => (e ? reject(e) : resolve())));
-  const message = await incoming.commit({
-    reversePath: 'dev@printers.local',
-    recipients: ['bob@example.test'],
-    body8bit: false,
-    smtputf8: false,
-    headerFrom: 'dev@printers.local',
-    subject: 'Scan',
-    messageId: null,
-    client: 'test',
-    ...envelope,
-  });
-  into.forgetBody(message);
-  return message;
-}
+const enqueue = (into: MessageQueue, envelope: Partial<MessageEnvelope> = {}) =>
+  enqueueMessage(into, 'Subject: Scan\r\n\r\nhello\r\n', { reversePath: 'dev@printers.local', headerFrom: 'dev@printers.local', ...envelope });
 
 async function leased(message: QueuedMessage): Promise<QueuedMessage> {
   const [won] = await queue.leaseMany([message], OWNER, HOUR);
