@@ -29,6 +29,8 @@ let serverClockOffset: number | null;
 let expiresIn: number;
 let sent: { at: number; body: URLSearchParams }[];
 let lines: string[];
+/** An OAuth error the token endpoint answers instead of tokens (400), or none. */
+let refusal: { error: string; error_description: string } | undefined;
 
 const http = {
   async options() {
@@ -37,6 +39,7 @@ const http = {
         sent.push({ at: clock, body: new URLSearchParams(String(init.body)) });
         const headers: Record<string, string> = { 'content-type': 'application/json' };
         if (serverClockOffset !== null) headers.date = new Date(clock + serverClockOffset).toUTCString();
+        if (refusal) return new Response(JSON.stringify(refusal), { status: 400, headers });
         const body = { token_type: 'Bearer', access_token: `at-${sent.length + 1}`, expires_in: expiresIn };
         return new Response(JSON.stringify(body), { status: 200, headers });
       },
@@ -70,6 +73,7 @@ beforeEach(async () => {
   expiresIn = 3600;
   sent = [];
   lines = [];
+  refusal = undefined;
 });
 
 afterEach(async () => {
@@ -179,5 +183,19 @@ describe('clock skew seen on token responses', () => {
     serverClockOffset = -12 * MINUTE;
     await tokenService().refresh('microsoft');
     expect(clockSkewWarningOf((await accounts.get('microsoft'))!)).toMatch(/is 12 minutes ahead of the authorization server's/);
+  });
+});
+
+describe('a refused grant', () => {
+  test('regression: a refresh that starts just after another found the grant revoked says Expired with the advice, not Not Registered', async () => {
+    await authorized(3600);
+    const tokens = tokenService();
+    clock += 2 * 3600 * SECOND;
+    refusal = { error: 'invalid_grant', error_description: 'AADSTS50173: The provided grant has expired due to it being revoked.' };
+    await expect(tokens.getAccessToken('microsoft')).rejects.toMatchObject({ status: 'Expired' });
+    // A second caller (the queue's route check) read the row before the refusal was saved and refreshes now.
+    const late = tokens.refresh('microsoft');
+    await expect(late).rejects.toMatchObject({ status: 'Expired', advice: expect.stringMatching(/Get a new user code and sign in again/) });
+    expect(refreshes()).toBe(1);
   });
 });

@@ -94,6 +94,16 @@ export function refreshDueAt(issuedAt: number | null, expiresAt: number, refresh
   return expiresAt - Math.min(refreshAheadMs, lifetime / 2);
 }
 
+/** The account's grant was refused: re-authorization is required, with the provider's words and advice. */
+function expiredError(label: string, row: AccountRow): TokenUnavailableError {
+  return new TokenUnavailableError(
+    `${label}: the authorization expired; re-authorization is required. ${row.token_error ?? ''}`.trim(),
+    'Expired',
+    true,
+    row.token_advice ?? undefined,
+  );
+}
+
 export class TokenService {
   readonly #inflight = new Map<string, Promise<AccessToken>>();
   readonly #accounts: OAuthAccounts;
@@ -125,14 +135,7 @@ export class TokenService {
     if (row.enabled !== 1) {
       throw new TokenUnavailableError(`${label} is not in use (Use ${label} is off).`, 'NotInUse', true);
     }
-    if (row.token_status === 'Expired') {
-      throw new TokenUnavailableError(
-        `${label}: the authorization expired; re-authorization is required. ${row.token_error ?? ''}`.trim(),
-        'Expired',
-        true,
-        row.token_advice ?? undefined,
-      );
-    }
+    if (row.token_status === 'Expired') throw expiredError(label, row);
     const now = this.#now();
     const accessToken = this.#accounts.accessToken(row);
     const hasRefreshToken = row.refresh_token_enc !== null;
@@ -196,7 +199,12 @@ export class TokenService {
     if (!row) throw new TokenUnavailableError(`${accountId} is not configured.`, 'NotRegistered', false);
     const label = PROVIDER_LABELS[row.provider];
     const refreshToken = this.#accounts.refreshToken(row);
-    if (!refreshToken) throw new TokenUnavailableError(`${label} has no refresh token.`, 'NotRegistered', true);
+    if (!refreshToken) {
+      // A refresh that began after another one found the grant refused (two callers that both saw an expired
+      // access token, the second one a moment late): the account is Expired, and says why, not "Not Registered".
+      if (row.token_status === 'Expired') throw expiredError(label, row);
+      throw new TokenUnavailableError(`${label} has no refresh token.`, 'NotRegistered', true);
+    }
     const clock = new ServerClockProbe(this.#now);
     const http = clock.http(await this.#http.options(settingsOf(row).tls));
     const now = this.#now();
