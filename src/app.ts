@@ -122,6 +122,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     delivery.closeIdle();
     queueManager.invalidateRoute();
   });
+  // A route concluded from the old Token Status (held: "not authorized yet") must not outlive the change.
+  accounts.onTokenChange(() => queueManager.invalidateRoute());
   const relay = new RelayServer({
     host: config.host,
     port: config.smtpPort,

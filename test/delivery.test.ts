@@ -196,6 +196,21 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(events).toEqual(['accepted', 'held', 'released', 'sent']);
   });
 
+  it('regression: a route concluded before Token Status changed is not used after it (held with a stale reason)', async () => {
+    // Use off: the next message is held "not in use", and the queue remembers that route for a moment.
+    await stack.gw.postern.accounts.update('microsoft', { enabled: 0 });
+    const first = await submit();
+    await waitState(first.id, 'held');
+    // Use on again: the change itself drops what was concluded, so the next message is never held and the
+    // held one is released at once.
+    await stack.gw.postern.accounts.update('microsoft', { enabled: 1 });
+    const second = await submit();
+    await waitState(second.id, 'sent');
+    await waitState(first.id, 'sent');
+    const events = await stack.gw.postern.store.db.selectFrom('delivery_log').select('event').where('queue_id', '=', second.id).execute();
+    expect(events.map((e) => e.event)).not.toContain('held');
+  });
+
   it('Queue page: Retry Now, Retry All Now and Delete', async () => {
     await stack.gw.postern.queueManager.whenIdle();
     // Point at a port where nothing listens: the message stays deferred (with a long first retry).

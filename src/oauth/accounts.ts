@@ -75,7 +75,18 @@ const secretContext = (accountId: string, column: string) => `oauth_accounts.${c
 const deviceCodeContext = (accountId: string) => `device_authorizations.device_code:${accountId}`;
 
 export class OAuthAccounts {
+  readonly #tokenListeners = new Set<(id: string) => void>();
+
   constructor(private readonly store: Store) {}
+
+  /**
+   * Told after a write in this process that changes whether an account can hand out tokens (Token Status,
+   * the tokens, Use on/off), so that what was concluded from the old state (the queue's route) is dropped.
+   */
+  onTokenChange(listener: (id: string) => void): () => void {
+    this.#tokenListeners.add(listener);
+    return () => this.#tokenListeners.delete(listener);
+  }
 
   get db() {
     return this.store.db;
@@ -130,6 +141,9 @@ export class OAuthAccounts {
       .set({ ...patch, updated_at: Date.now() })
       .where('id', '=', id)
       .execute();
+    if ('token_status' in patch || 'access_token_enc' in patch || 'refresh_token_enc' in patch || 'enabled' in patch) {
+      for (const listener of this.#tokenListeners) listener(id);
+    }
   }
 
   encryptClientSecret(id: string, secret: string): string {
