@@ -11,6 +11,10 @@ export const ErrorCodes = {
   STORE_KEY_MISMATCH: 'POSTERN_STORE_KEY_MISMATCH',
   /** The encryption key file or setting is malformed. */
   STORE_KEY_INVALID: 'POSTERN_STORE_KEY_INVALID',
+  /** The data directory is a file, cannot be created, or cannot be written. */
+  STORE_DATA_DIR_UNUSABLE: 'POSTERN_STORE_DATA_DIR_UNUSABLE',
+  /** The database could not be opened or reached at start-up (PostgreSQL refused, unknown host, bad login). */
+  STORE_UNAVAILABLE: 'POSTERN_STORE_UNAVAILABLE',
   /** A ciphertext failed authentication (tampered or wrong key). */
   STORE_DECRYPT_FAILED: 'POSTERN_STORE_DECRYPT_FAILED',
   /** The configured authorization server endpoint is not acceptable. */

@@ -16,7 +16,10 @@ const SECRET_KEYS = [
   'idToken',
   'device_code',
   'deviceCode',
-  'code',
+  'user_code',
+  'userCode',
+  'authorization_code',
+  'authorizationCode',
   'code_verifier',
   'codeVerifier',
   'client_secret',
@@ -55,7 +58,9 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
       level,
       base: { service: 'postern' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-      serializers: { err: (error: unknown) => describeError(error) },
+      // Idempotent: many call sites hand over describeError(error) already, and describing a summary again
+      // used to print "[object Object]" in place of the reason.
+      serializers: { err: (error: unknown) => (isErrorSummary(error) ? error : describeError(error)) },
     },
     destination ?? pino.destination({ dest: 1, sync: false }),
   );
@@ -65,7 +70,23 @@ export interface ErrorSummary {
   type: string;
   message: string;
   code?: string;
+  /** For system errors: the call that failed, and the address, port or host name it was about. */
+  syscall?: string;
+  address?: string;
+  port?: number;
+  hostname?: string;
   cause?: ErrorSummary;
+}
+
+/** A summary made by describeError (a plain object, not an Error), as opposed to an error still to describe. */
+function isErrorSummary(value: unknown): value is ErrorSummary {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !(value instanceof Error) &&
+    typeof (value as ErrorSummary).type === 'string' &&
+    typeof (value as ErrorSummary).message === 'string'
+  );
 }
 
 const TOKEN_LIKE = /\b(?:eyJ[\w-]+\.[\w-]+\.[\w-]*|ya29\.[\w.-]+|[A-Za-z0-9_-]{40,})\b/g;
@@ -81,8 +102,14 @@ export function scrubSecrets(text: string): string {
 export function describeError(error: unknown, depth = 0): ErrorSummary {
   if (!(error instanceof Error)) return { type: typeof error, message: scrubSecrets(String(error)) };
   const summary: ErrorSummary = { type: error.name, message: scrubSecrets(error.message) };
-  const code = (error as { code?: unknown }).code;
+  const { code, syscall, address, port, hostname } = error as { code?: unknown; syscall?: unknown; address?: unknown; port?: unknown; hostname?: unknown };
   if (typeof code === 'string') summary.code = code;
-  if (depth < 3 && error.cause instanceof Error) summary.cause = describeError(error.cause, depth + 1);
+  if (typeof syscall === 'string') summary.syscall = syscall;
+  if (typeof address === 'string') summary.address = address;
+  if (typeof port === 'number') summary.port = port;
+  if (typeof hostname === 'string') summary.hostname = hostname;
+  // AggregateError (a connection tried over IPv6 and IPv4): the first attempt's error says why.
+  const cause = error.cause instanceof Error ? error.cause : error instanceof AggregateError && error.errors[0] instanceof Error ? error.errors[0] : undefined;
+  if (depth < 3 && cause) summary.cause = describeError(cause, depth + 1);
   return summary;
 }

@@ -5,7 +5,8 @@
 import { createPostern } from './app.js';
 import { loadConfig, type Config } from './config.js';
 import { isPosternError } from './errors.js';
-import { createLogger, describeError } from './log.js';
+import { createLogger } from './log.js';
+import { describeStartFailure } from './start-failure.js';
 
 async function main(): Promise<void> {
   let config: Config;
@@ -18,15 +19,21 @@ async function main(): Promise<void> {
   const log = createLogger(config.logLevel);
   if (config.extraCaFile) log.info({ file: config.extraCaFile }, 'trusting the extra CA certificates of NODE_EXTRA_CA_CERTS');
 
+  /** One line on stderr and one log line with the reason and its code; then the process ends. */
+  const fail = (error: unknown, exitCode: number): void => {
+    const reason = describeStartFailure(error, config);
+    process.stderr.write(`postern: cannot start: ${reason}\n`);
+    log.fatal({ err: error, reason }, 'start-up failed');
+    log.flush(() => process.exit(exitCode));
+  };
+
   let postern;
   try {
     postern = await createPostern(config, log);
   } catch (error) {
-    if (isPosternError(error)) {
-      process.stderr.write(`postern: ${error.message}\n`);
-      process.exit(78);
-    }
-    throw error;
+    // A data directory or key that cannot be used is a configuration problem (EX_CONFIG); the rest is not.
+    fail(error, isPosternError(error) ? 78 : 1);
+    return;
   }
   const printFirstAdministrator = () => {
     if (!postern.generatedAdminPassword) return;
@@ -62,11 +69,8 @@ async function main(): Promise<void> {
   } catch (error) {
     // The administrator exists from now on: its password must not be lost with a failed start.
     if (config.https) printFirstAdministrator();
-    const code = (error as { code?: string }).code;
-    const ports = config.https ? 'POSTERN_HTTP_PORT / POSTERN_HTTPS_PORT / POSTERN_SMTP_PORT' : 'POSTERN_HTTP_PORT / POSTERN_SMTP_PORT';
-    log.fatal({ err: describeError(error) }, code === 'EADDRINUSE' ? `a port is already in use; set ${ports}` : 'start-up failed');
     await postern.stop().catch(() => undefined);
-    log.flush(() => process.exit(1));
+    fail(error, 1);
   }
 }
 

@@ -3,7 +3,8 @@
  * the first administrator's password printed once, one clear line for invalid configuration.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
@@ -100,7 +101,76 @@ describe('run contract', () => {
     expect((await run(env, listening)).code).toBe(0);
     const result = await run({ ...env, POSTERN_SECRET_KEY: Buffer.alloc(32, 5).toString('base64') });
     expect(result.code).toBe(78);
-    expect(result.stderr.trim()).toMatch(/^postern: POSTERN_SECRET_KEY does not match/);
+    expect(result.stderr.trim()).toMatch(/^postern: cannot start: POSTERN_SECRET_KEY does not match[^\n]*$/);
+  });
+});
+
+/** The process ended by itself with one line on stderr (no stack trace) and a fatal log line with the reason. */
+function failedWithOneLine(result: { code: number | null; stdout: string; stderr: string }, pattern: RegExp): Record<string, any> {
+  expect(result.code).not.toBe(0);
+  expect(result.code).not.toBeNull();
+  const stderr = result.stderr.split('\n').filter((l) => l && !l.includes('WARNING'));
+  expect(stderr).toHaveLength(1);
+  expect(stderr[0]).toMatch(pattern);
+  const fatal = result.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l)).find((l) => l.level === 60);
+  expect(fatal).toBeDefined();
+  expect(fatal.reason).toBe(stderr[0]!.replace(/^postern: cannot start: /, ''));
+  return fatal;
+}
+
+describe('start-up failures: one line that names the cause', () => {
+  const base = { POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_HOST: '127.0.0.1' };
+
+  test('regression: a data directory that is a file', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'postern-run-')), 'data');
+    writeFileSync(file, 'not a directory');
+    const fatal = failedWithOneLine(await run({ ...base, POSTERN_DATA_DIR: file }), /^postern: cannot start: POSTERN_DATA_DIR \S+ cannot be used: it is a file, not a directory\.$/);
+    expect(fatal.err.code).toBe('POSTERN_STORE_DATA_DIR_UNUSABLE');
+  });
+
+  test('regression: a data directory under /proc fails at once instead of hanging', async () => {
+    const result = await run({ ...base, POSTERN_DATA_DIR: '/proc/postern-data' });
+    failedWithOneLine(result, /^postern: cannot start: POSTERN_DATA_DIR \/proc\/postern-data cannot be used: /);
+  });
+
+  test('regression: a port in use names the port and its setting', async () => {
+    const holder = createServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    const { port } = holder.address() as AddressInfo;
+    try {
+      const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+      const fatal = failedWithOneLine(
+        await run({ ...base, POSTERN_DATA_DIR: dataDir, POSTERN_SMTP_PORT: String(port) }),
+        new RegExp(`^postern: cannot start: port ${port} \\(POSTERN_SMTP_PORT\\) is already in use by another program on 127\\.0\\.0\\.1:${port}`),
+      );
+      expect(fatal.err).toMatchObject({ code: 'EADDRINUSE', port });
+    } finally {
+      holder.close();
+    }
+  });
+
+  test('regression: an address that is not on this host', async () => {
+    // 192.0.2.1 is TEST-NET-1 (RFC 5737): never an address of this host; binding it sends nothing.
+    const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+    const fatal = failedWithOneLine(
+      await run({ ...base, POSTERN_DATA_DIR: dataDir, POSTERN_HOST: '192.0.2.1' }),
+      /^postern: cannot start: 192\.0\.2\.1 \(POSTERN_HOST\) is not an address of this host/,
+    );
+    expect(fatal.err.code).toBe('EADDRNOTAVAIL');
+  });
+
+  test('regression: a PostgreSQL server that refuses the connection', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const { port } = closed.address() as AddressInfo;
+    await new Promise<void>((resolve) => closed.close(() => resolve()));
+    const dataDir = mkdtempSync(join(tmpdir(), 'postern-run-'));
+    const fatal = failedWithOneLine(
+      await run({ ...base, POSTERN_DATA_DIR: dataDir, POSTERN_DATABASE_URL: `postgres://postern:secret-pw@127.0.0.1:${port}/postern` }),
+      new RegExp(`^postern: cannot start: PostgreSQL at 127\\.0\\.0\\.1:${port}/postern \\(POSTERN_DATABASE_URL\\) refused the connection`),
+    );
+    expect(fatal.err.code).toBe('POSTERN_STORE_UNAVAILABLE');
+    expect(JSON.stringify(fatal)).not.toContain('secret-pw');
   });
 });
 

@@ -7,9 +7,10 @@
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from 'kysely';
-import { chmodSync, closeSync, mkdirSync, openSync } from 'node:fs';
+import { chmodSync, closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { ensureDataDirectory } from './data-dir.js';
 import { migrationProvider, type DialectName } from './migrations.js';
 import type { Database } from './schema.js';
 import { SecretBox, loadOrCreateMasterKey } from './secret-box.js';
@@ -45,6 +46,7 @@ const KEY_CHECK = 'key_check';
 const KEY_CHECK_PLAINTEXT = 'postern key check';
 
 export async function openStore(options: StoreOptions): Promise<Store> {
+  ensureDataDirectory(options.dataDir);
   const { key, source } = loadOrCreateMasterKey(options.dataDir, options.secretKey);
   const secrets = new SecretBox(key);
 
@@ -57,12 +59,12 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     const { default: pg } = await import('pg');
     // int8 (bigint) columns hold millisecond timestamps, well inside Number's safe range.
     pg.types.setTypeParser(20, (value) => Number(value));
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10 });
+    // A server that does not answer fails the connection after 10 s instead of never (pg waits for ever by default).
+    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10, connectionTimeoutMillis: 10_000 });
     pool.on('error', (error) => options.onConnectionError?.(error));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   } else {
     dialect = 'sqlite';
-    mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
     databaseFile = join(options.dataDir, DATABASE_FILE);
     // Owner-only, whatever the umask or the data directory's own mode: the file holds password hashes, the
     // audit log and message metadata. SQLite gives its -wal and -shm files the database file's mode.
@@ -79,7 +81,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   try {
     const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
     const { error } = await migrator.migrateToLatest();
-    if (error) throw error;
+    if (error) throw dialect === 'postgres' ? postgresUnavailable(options.databaseUrl!, error) : error;
 
     const check = await db.selectFrom('meta').select('value').where('key', '=', KEY_CHECK).executeTakeFirst();
     if (check) {
@@ -150,3 +152,34 @@ export async function inTransaction<T>(store: Store, fn: (trx: Kysely<Database>)
 }
 
 export { sql };
+
+/** Where a PostgreSQL URL points, without its user name or password. */
+function serverOf(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `${parsed.hostname || 'localhost'}:${parsed.port || '5432'}${parsed.pathname}`;
+  } catch {
+    return 'the configured server';
+  }
+}
+
+/**
+ * A failure to reach or log in to PostgreSQL at start-up, in one line that names the server and the reason.
+ * Other errors (a failed migration, say) pass through unchanged.
+ */
+export function postgresUnavailable(url: string, error: unknown): unknown {
+  const code = (error as { code?: unknown }).code;
+  const message = error instanceof Error ? error.message : String(error);
+  const at = `PostgreSQL at ${serverOf(url)} (POSTERN_DATABASE_URL)`;
+  let reason: string | undefined;
+  if (code === 'ECONNREFUSED') reason = 'refused the connection: is the server running and listening on that address and port?';
+  else if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') reason = 'cannot be reached: the host name was not found';
+  else if (code === 'ETIMEDOUT' || code === 'EHOSTUNREACH' || code === 'ENETUNREACH' || /timeout/i.test(message)) reason = 'did not answer in time';
+  else if (code === 'ECONNRESET') reason = 'closed the connection (does it require TLS? add ?sslmode=require)';
+  else if (code === '28P01' || code === '28000') reason = `refused the login: ${message}`;
+  else if (code === '3D000') reason = `has no such database: ${message}`;
+  else if (code === '53300') reason = 'has no connection slot free (too many connections)';
+  else if (code === '57P03') reason = 'is starting up or shutting down; try again shortly';
+  if (!reason) return error;
+  return new PosternError(ErrorCodes.STORE_UNAVAILABLE, `${at} ${reason}`, { cause: error });
+}
