@@ -1,5 +1,5 @@
 /**
- * Configuration from the environment, validated once at start-up (DESIGN.md, run contract).
+ * Configuration from the environment, validated once at start-up (README.md, Configuration).
  * An invalid value stops start-up with one line that names the setting.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';
@@ -67,15 +67,29 @@ export const QUEUE_DEFAULTS: QueueTuning = {
   concurrency: 4,
 };
 
-const seconds = (name: string) =>
+/** Upper bounds of the queue's durations, in seconds: beyond them a value is a typo, not a choice. */
+export const QUEUE_BOUNDS = {
+  /** A wait between attempts longer than a day would leave a message untried for most of its lifetime. */
+  retrySeconds: 24 * 60 * 60,
+  /** RFC 5321 §4.5.4.1 suggests 4–5 days; a month is the most any sender should wait to hear of a failure. */
+  lifetimeSeconds: 30 * 24 * 60 * 60,
+} as const;
+
+/** A duration in seconds, positive (at least a millisecond) and at most `maxSeconds` (`maxLabel` says it in words). */
+const seconds = (name: string, maxSeconds: number, maxLabel: string) =>
   z
     .string()
     .optional()
     .transform((value, ctx) => {
       if (value === undefined || value.trim() === '') return undefined;
       const n = Number(value.trim());
-      if (!/^\d+(\.\d+)?$/.test(value.trim()) || !Number.isFinite(n) || n <= 0) {
+      // Below half a millisecond the value would round to 0: as good as zero.
+      if (!/^\d+(\.\d+)?$/.test(value.trim()) || !Number.isFinite(n) || n * 1000 < 0.5) {
         ctx.addIssue({ code: 'custom', message: `${name} must be a positive number of seconds, got "${value}"` });
+        return z.NEVER;
+      }
+      if (n > maxSeconds) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be at most ${maxSeconds} seconds (${maxLabel}), got "${value}"` });
         return z.NEVER;
       }
       return Math.round(n * 1000);
@@ -169,9 +183,9 @@ const schema = z.object({
     .optional()
     .default('info'),
   NODE_EXTRA_CA_CERTS: z.string().optional(),
-  POSTERN_QUEUE_RETRY_BASE_SECONDS: seconds('POSTERN_QUEUE_RETRY_BASE_SECONDS'),
-  POSTERN_QUEUE_RETRY_MAX_SECONDS: seconds('POSTERN_QUEUE_RETRY_MAX_SECONDS'),
-  POSTERN_QUEUE_LIFETIME_SECONDS: seconds('POSTERN_QUEUE_LIFETIME_SECONDS'),
+  POSTERN_QUEUE_RETRY_BASE_SECONDS: seconds('POSTERN_QUEUE_RETRY_BASE_SECONDS', QUEUE_BOUNDS.retrySeconds, '1 day'),
+  POSTERN_QUEUE_RETRY_MAX_SECONDS: seconds('POSTERN_QUEUE_RETRY_MAX_SECONDS', QUEUE_BOUNDS.retrySeconds, '1 day'),
+  POSTERN_QUEUE_LIFETIME_SECONDS: seconds('POSTERN_QUEUE_LIFETIME_SECONDS', QUEUE_BOUNDS.lifetimeSeconds, '30 days'),
   POSTERN_QUEUE_CONCURRENCY: z
     .string()
     .optional()
@@ -276,6 +290,39 @@ function httpsFrom(
 }
 
 /**
+ * Settings that are each valid but contradict one another. The retry schedule doubles from the base up to
+ * the maximum, within the lifetime (RFC 5321 §4.5.4.1): a maximum below the base, or a lifetime shorter than
+ * the first wait, is refused (the defaults count for settings left unset). Two listeners cannot share a port.
+ */
+function checkCombinations(value: {
+  POSTERN_HTTP_PORT: number;
+  POSTERN_SMTP_PORT: number;
+  POSTERN_QUEUE_RETRY_BASE_SECONDS: number | undefined;
+  POSTERN_QUEUE_RETRY_MAX_SECONDS: number | undefined;
+  POSTERN_QUEUE_LIFETIME_SECONDS: number | undefined;
+}): void {
+  const invalid = (message: string) => new PosternError(ErrorCodes.CONFIG_INVALID, `Invalid configuration: ${message}`);
+  const shown = (ms: number | undefined, fallbackMs: number) => (ms === undefined ? `${fallbackMs / 1000}, the default` : String(ms / 1000));
+  const base = value.POSTERN_QUEUE_RETRY_BASE_SECONDS ?? QUEUE_DEFAULTS.retryBaseMs;
+  const max = value.POSTERN_QUEUE_RETRY_MAX_SECONDS ?? QUEUE_DEFAULTS.retryMaxMs;
+  const lifetime = value.POSTERN_QUEUE_LIFETIME_SECONDS ?? QUEUE_DEFAULTS.lifetimeMs;
+  const baseShown = shown(value.POSTERN_QUEUE_RETRY_BASE_SECONDS, QUEUE_DEFAULTS.retryBaseMs);
+  if (max < base) {
+    throw invalid(
+      `POSTERN_QUEUE_RETRY_MAX_SECONDS must be at least POSTERN_QUEUE_RETRY_BASE_SECONDS (${baseShown}), got ${shown(value.POSTERN_QUEUE_RETRY_MAX_SECONDS, QUEUE_DEFAULTS.retryMaxMs)}`,
+    );
+  }
+  if (lifetime < base) {
+    throw invalid(
+      `POSTERN_QUEUE_LIFETIME_SECONDS must be at least POSTERN_QUEUE_RETRY_BASE_SECONDS (${baseShown}), got ${shown(value.POSTERN_QUEUE_LIFETIME_SECONDS, QUEUE_DEFAULTS.lifetimeMs)}`,
+    );
+  }
+  if (value.POSTERN_SMTP_PORT !== 0 && value.POSTERN_SMTP_PORT === value.POSTERN_HTTP_PORT) {
+    throw invalid(`POSTERN_SMTP_PORT must differ from POSTERN_HTTP_PORT, got "${value.POSTERN_SMTP_PORT}" for both`);
+  }
+}
+
+/**
  * Reads and validates the configuration. Throws a PosternError whose message is a single line naming the
  * first invalid setting.
  */
@@ -292,6 +339,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     throw new PosternError(ErrorCodes.CONFIG_INVALID, `Invalid configuration: ${message}`);
   }
   const value = result.data;
+  checkCombinations(value);
   const outboundProxy = outboundProxyFrom(env);
   const https = httpsFrom(value, [value.POSTERN_HTTP_PORT, value.POSTERN_SMTP_PORT]);
   return {

@@ -71,6 +71,11 @@ describe('run contract', () => {
     [{ POSTERN_HTTP_PORT: 'eighty' }, /^postern: Invalid configuration: POSTERN_HTTP_PORT must be a port number/],
     [{ POSTERN_DATABASE_URL: 'sqlite://x' }, /^postern: Invalid configuration: POSTERN_DATABASE_URL/],
     [{ POSTERN_HTTPS_PORT: '0', POSTERN_HTTPS_CERT: '/etc/postern/remote-ui.pem' }, /^postern: Invalid configuration: POSTERN_HTTPS_KEY must be set/],
+    [
+      { POSTERN_QUEUE_RETRY_BASE_SECONDS: '600', POSTERN_QUEUE_RETRY_MAX_SECONDS: '300' },
+      /^postern: Invalid configuration: POSTERN_QUEUE_RETRY_MAX_SECONDS must be at least POSTERN_QUEUE_RETRY_BASE_SECONDS \(600\), got 300$/,
+    ],
+    [{ POSTERN_QUEUE_LIFETIME_SECONDS: '3000000' }, /^postern: Invalid configuration: POSTERN_QUEUE_LIFETIME_SECONDS must be at most 2592000 seconds \(30 days\)/],
   ])('invalid configuration %o stops start-up with one line', async (env, message) => {
     const result = await run({ POSTERN_DATA_DIR: mkdtempSync(join(tmpdir(), 'postern-run-')), ...env });
     expect(result.code).toBe(78);

@@ -270,6 +270,32 @@ describe('queue manager', () => {
     expect(existsSync(join(dir, 'spool', 'tmp'))).toBe(false);
   });
 
+  it('a partly refused message: the accepted recipient is sent, the refused one returned, the row keeps its whole envelope', async () => {
+    transport.script.push(() => ({ status: 'delivered', code: 250, reply: '250 OK', accepted: ['a@example.test'], rejected: [{ recipient: 'b@example.test', code: 550, reply: '550 5.1.1 unknown' }] }));
+    const id = await enqueue({ recipients: ['a@example.test', 'b@example.test'] });
+    await waitFor(async () => (await stateOf(id)) === 'sent', 'sent');
+    expect(await events(id)).toEqual(['accepted', 'sent', 'bounced', 'bounce-queued']);
+    const row = (await queue.get(id))!;
+    expect(row.recipients).toEqual(['a@example.test', 'b@example.test']); // the final row keeps the whole envelope
+  });
+
+  it('after a crash between recording the accepted recipients and the DSN: only the others are tried again', async () => {
+    await manager.stop();
+    transport.ready = false;
+    manager = newManager();
+    const id = await enqueue({ recipients: ['a@example.test', 'b@example.test'] });
+    // A process that died after the upstream accepted a@ and its outcome was recorded, before b@'s DSN.
+    const row = (await queue.get(id))!;
+    expect(await queue.lease(row, 'a-dead-process', 15 * 60_000)).toBe(true);
+    await queue.recordDelivered(row, 'a-dead-process', ['a@example.test'], { code: 250, reply: '250 OK' });
+    transport.ready = true;
+    manager = newManager();
+    await manager.start();
+    await waitFor(async () => (await stateOf(id)) === 'sent', 'sent');
+    expect(transport.calls.map((c) => c.message.recipients)).toEqual([['b@example.test']]);
+    expect(await events(id)).toEqual(['accepted', 'sent', 'requeued', 'sent']);
+  });
+
   it('Retry Now and Delete from the Queue page', async () => {
     transport.fallback = () => ({ status: 'deferred', code: 451, reply: '451 later', advice: 'later' });
     await manager.stop();

@@ -414,6 +414,10 @@ export class QueueManager {
       })),
     ];
     const bounceTo = allFailed.length > 0 && !message.isBounce && message.reversePath !== '' ? message.reversePath : undefined;
+    // The upstream took the message for some recipients: that is recorded first, before the DSN for the
+    // others is read, built and spooled (docs/decisions/020).
+    const deliveredRecorded = delivered.length > 0 && bounceTo !== undefined;
+    if (deliveredRecorded) await this.#queue.recordDelivered(message, this.owner, delivered, deliveredReply);
     let bounce: { to: string; body: Buffer } | undefined;
     if (bounceTo) {
       const headers = await this.#queue.readHeaders(message.id).catch(() => Buffer.alloc(0));
@@ -447,6 +451,7 @@ export class QueueManager {
       ],
       bounce,
       summary,
+      deliveredRecorded,
     });
     // `replyCode`, not `code`: the log redacts `code` fields (OAuth authorization codes).
     const fields = { queueId: message.id, state: outcome.state, replyCode: summary.code, reply: summary.reply, attempts: message.attempts };

@@ -411,9 +411,33 @@ export class MessageQueue {
   }
 
   /**
+   * Records, before anything else, that the upstream took the message for `delivered` (a partial delivery
+   * whose other recipients still need a DSN built and spooled): durably and at once (docs/decisions/020).
+   * The row stays active under the lease with only the undelivered recipients, so a crash before
+   * `recordOutcome` tries just those again. `recordOutcome` then follows with `deliveredRecorded`.
+   */
+  async recordDelivered(message: QueuedMessage, owner: string, delivered: string[], reply: { code: number | null; reply: string } | undefined): Promise<void> {
+    const now = this.#now();
+    const remaining = message.recipients.filter((r) => !delivered.includes(r));
+    await this.#batcher.run(async (trx) => {
+      const result = await trx
+        .updateTable('queue_messages')
+        .set({ recipients: JSON.stringify(remaining) })
+        .where('id', '=', message.id)
+        .where('state', '=', 'active')
+        .where('lease_owner', '=', owner)
+        .executeTakeFirst();
+      if (Number(result.numUpdatedRows) !== 1) throw new LeaseLostError(message.id);
+      await this.#log(trx, message.id, 'sent', { recipients: delivered, code: reply?.code ?? 250, reply: reply?.reply ?? null }, now);
+    }, { durable: true, urgent: true });
+  }
+
+  /**
    * Records a delivery attempt's outcome in one transaction: delivered recipients, recipients to retry
    * (`retry`, at `nextAttemptAt`), recipients that failed for good (`failed`, with at most one bounce).
-   * The body is removed once nothing is left to deliver.
+   * An outcome with delivered recipients is durable and urgent: it is the first durable write after the
+   * upstream's reply and waits for no batch window (docs/decisions/020), since until it is on disk a crash
+   * sends the message again. The body is removed once nothing is left to deliver.
    */
   async recordOutcome(
     message: QueuedMessage,
@@ -427,6 +451,8 @@ export class MessageQueue {
       failed: RecipientReply[];
       bounce?: BounceMessage | undefined;
       summary: { code: number | null; reply: string; advice?: string | undefined };
+      /** `recordDelivered` already recorded `delivered` (its log line is not written again). */
+      deliveredRecorded?: boolean | undefined;
     },
   ): Promise<{ state: QueueState; bounceId?: string }> {
     const now = this.#now();
@@ -452,7 +478,7 @@ export class MessageQueue {
           .where('lease_owner', '=', owner)
           .executeTakeFirst();
         if (Number(result.numUpdatedRows) !== 1) throw new LeaseLostError(message.id);
-        if (outcome.delivered.length > 0) {
+        if (outcome.delivered.length > 0 && !outcome.deliveredRecorded) {
           await this.#log(trx, message.id, 'sent', { recipients: outcome.delivered, code: outcome.deliveredReply?.code ?? 250, reply: outcome.deliveredReply?.reply ?? null }, now);
         }
         for (const r of outcome.retry) {
@@ -486,15 +512,15 @@ export class MessageQueue {
           await this.#log(trx, message.id, 'bounce-queued', { recipients: [outcome.bounce.to], reply: `delivery status notification ${bounce.id}` }, now);
           await this.#log(trx, bounce.id, 'accepted', { recipients: [outcome.bounce.to], reply: `delivery status notification for ${message.id}` }, now);
         }
-      }, { durable: bounce !== undefined });
+      }, { durable: bounce !== undefined || outcome.delivered.length > 0, urgent: outcome.delivered.length > 0 && !outcome.deliveredRecorded });
     } catch (error) {
       if (bounce) await this.spool.remove(bounce.id).catch(() => undefined);
       throw error;
     }
     if (state === 'sent' || state === 'bounced') {
-      // Only once the outcome is on disk: after a power loss the row could roll back to active, and its body
-      // must still be there to be delivered again (a duplicate, never a loss). A crash before the removal
-      // leaves a file that start-up removes (its row is final).
+      // Only once the outcome is on disk (a returned message's outcome may be relaxed): after a power loss the
+      // row could roll back to active, and its body must still be there to be tried again (a repeat, never a
+      // loss). A crash before the removal leaves a file that start-up removes (its row is final).
       void this.#batcher.whenDurable().then(() => this.spool.remove(message.id).catch(() => undefined));
     }
     return bounce ? { state, bounceId: bounce.id } : { state };

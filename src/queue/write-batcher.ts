@@ -10,11 +10,11 @@
  * writes keep coming, each taking everything requested meanwhile. The first write after a quiet spell is
  * committed at once.
  *
- * Two kinds of write (docs/decisions/004): `durable` ones (a message accepted, a bounce created, a deletion)
- * resolve after the WAL sync. Bookkeeping (leases, delivery outcomes, log lines) resolves at commit: losing
- * it (power loss only; a crashed process loses nothing, the OS has the data) means at worst a duplicate
- * delivery. A sync still follows within `relaxedSyncMs`, and `whenDurable()` tells when it is done (a
- * delivered message's body is removed only then).
+ * Two kinds of write (docs/decisions/004): `durable` ones (a message accepted, a bounce created, a deletion,
+ * a delivered outcome) resolve after the WAL sync. Bookkeeping (leases, deferrals, holds, log lines) resolves
+ * at commit: losing it (power loss only; a crashed process loses nothing, the OS has the data) means at worst
+ * a repeated attempt. A sync still follows within `relaxedSyncMs`, and `whenDurable()` tells when it is done.
+ * `urgent` writes (a delivered outcome, docs/decisions/020) skip the window and start their batch at once.
  *
  * PostgreSQL: commits are asynchronous network I/O there (and PostgreSQL groups them itself), so every
  * batch is simply a durable transaction.
@@ -32,6 +32,7 @@ export type WriteOp = (trx: Kysely<Database>) => Promise<void>;
 interface Pending {
   op: WriteOp;
   durable: boolean;
+  urgent: boolean;
   resolve: () => void;
   reject: (error: unknown) => void;
 }
@@ -47,8 +48,10 @@ export interface WriteBatcherOptions {
 export class WriteBatcher {
   #pending: Pending[] = [];
   #scheduled = false;
+  /** The window timer of a scheduled batch (undefined when it starts at the next turn anyway). */
+  #windowTimer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
-  #lastFlushAt = 0;
+  #lastFlushAt = Number.NEGATIVE_INFINITY;
   #syncTimer: NodeJS.Timeout | undefined;
   #wal: Promise<FileHandle> | undefined;
   /** A WAL sync not started yet: commits made before it starts are covered by it. */
@@ -75,19 +78,35 @@ export class WriteBatcher {
     return this.#dialect === 'sqlite' && this.#databaseFile !== undefined;
   }
 
-  run(op: WriteOp, options: { durable?: boolean } = {}): Promise<void> {
+  /**
+   * Queues a write. `durable` (the default) resolves after the WAL sync that covers it. `urgent` writes do
+   * not wait for the window: the batch they join starts at the next turn of the event loop, taking
+   * everything pending with it. A delivered outcome is urgent (docs/decisions/020): after the upstream's
+   * `250`, recording it is the first thing that happens, and every millisecond it waits is a millisecond in
+   * which a crash makes a duplicate.
+   */
+  run(op: WriteOp, options: { durable?: boolean; urgent?: boolean } = {}): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.#pending.push({ op, durable: options.durable ?? true, resolve, reject });
-      if (!this.#scheduled) {
-        this.#scheduled = true;
-        const start = () => {
-          this.#flushing = this.#flushing.then(() => this.#flush());
-        };
-        const wait = this.#lastFlushAt + this.#windowMs - performance.now();
-        if (wait <= 0) setImmediate(start);
-        else setTimeout(start, wait);
+      const urgent = options.urgent ?? false;
+      this.#pending.push({ op, durable: options.durable ?? true, urgent, resolve, reject });
+      if (this.#scheduled) {
+        if (urgent && this.#windowTimer) {
+          clearTimeout(this.#windowTimer);
+          this.#windowTimer = undefined;
+          setImmediate(() => this.#start());
+        }
+        return;
       }
+      this.#scheduled = true;
+      const wait = urgent ? 0 : this.#lastFlushAt + this.#windowMs - performance.now();
+      if (wait <= 0) setImmediate(() => this.#start());
+      else this.#windowTimer = setTimeout(() => this.#start(), wait);
     });
+  }
+
+  #start(): void {
+    this.#windowTimer = undefined;
+    this.#flushing = this.#flushing.then(() => this.#flush());
   }
 
   /** Resolves once everything committed before the call is on stable storage. */

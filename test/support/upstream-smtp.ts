@@ -108,6 +108,12 @@ export interface UpstreamSmtpOptions {
   /** Leave 8BITMIME / SMTPUTF8 out of EHLO, like a corporate relay or an old Exchange. */
   hide8BITMIME?: boolean;
   hideSMTPUTF8?: boolean;
+  /**
+   * Runs after a message is recorded and before its `250` is sent (awaited): a test can make the upstream
+   * slow to answer DATA, so that deliveries are in flight (the upstream has the message, the client does
+   * not know yet: RFC 1047's window).
+   */
+  beforeDataReply?: (message: UpstreamMessage) => Promise<void> | void;
 }
 
 export interface UpstreamSmtp {
@@ -577,7 +583,9 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
             }
             const parsed = await simpleParser(raw);
             const params = { ...(session.envelope.bodyType ? { body: session.envelope.bodyType } : {}), smtpUtf8: Boolean(session.envelope.smtpUtf8) };
-            recorder.add({ envelope, params, authUser, raw, parsed });
+            const message: UpstreamMessage = { envelope, params, authUser, raw, parsed };
+            recorder.add(message);
+            await options.beforeDataReply?.(message);
             callback(null, profile.dataOk());
           })
           .catch((err: unknown) => callback(smtpError(451, `4.3.0 ${String(err)}`)));
