@@ -1,5 +1,5 @@
 /**
- * Configuration from the environment, validated once at start-up (DESIGN.md, run contract).
+ * Configuration from the environment, validated once at start-up (README, Configuration).
  * An invalid value stops start-up with one line that names the setting.
  */
 import { X509Certificate, createPrivateKey } from 'node:crypto';

@@ -2,10 +2,10 @@
  * Cleans a message once, where it enters (the DATA stream of a device session), before it is spooled:
  *
  * - Bare CR and bare LF become CRLF (or are only counted, when the relay is set to reject them), so that
- *   an SMTP-smuggling payload (`<LF>.<LF>`, `<LF>.<CR><LF>`, PROTOCOL.md §5.1) is stored as an ordinary
+ *   an SMTP-smuggling payload (`<LF>.<LF>`, `<LF>.<CR><LF>`, RFC 5321 §4.1.1.4) is stored as an ordinary
  *   line holding a dot and leaves as a dot-stuffed `..` line: it can never end the upstream DATA early and
- *   become a second message (checklist 32). smtp-server only ends DATA at `<CRLF>.<CRLF>` (checklist 33).
- * - A missing `Message-ID` or `Date` is added (RFC 6409 §8, checklist 36); nothing else is rewritten here.
+ *   become a second message. smtp-server only ends DATA at `<CRLF>.<CRLF>`.
+ * - A missing `Message-ID` or `Date` is added (RFC 6409 §8); nothing else is rewritten here.
  * - A header block that is not one (a device that sends a bare body) gets the blank line it lacks, so the
  *   body does not turn into header fields.
  *

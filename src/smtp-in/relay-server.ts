@@ -3,27 +3,50 @@
  *
  * Purpose: accept mail from devices that can only speak plain SMTP with a password (or from an allowed
  *   network), and say `250` only once the message is on stable storage in the queue.
- * Inputs: device sessions; Relay Settings; device accounts; what the selected upstream supports.
+ * Inputs: device sessions; Relay Settings; device accounts; what the selected upstream supports; the session
+ *   limits (config.ts RelayLimits).
  * Outputs: committed queue messages.
- * Rules (DESIGN.md pinned details, PROTOCOL.md §5): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN
- *   (with the classic `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) only under TLS unless the legacy
- *   switch allows it (`538` otherwise); MAIL before AUTH from a network that is not allowed gets
- *   `530 5.7.0`, so the relay is never open; a signed-in device whose account lists Allowed Sender
- *   Addresses gets `550 5.7.1` for any other MAIL FROM, `<>` included (RFC 6409 §6.1, checklist 31; the
- *   header From stays with the sender policy); a wrong password gets `535 5.7.8` and repeated failures are
- *   throttled (`454 4.7.0`); size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; bare CR/LF
- *   are normalised or rejected (`554 5.6.0`); DSN is not advertised (not implemented end to end);
- *   8BITMIME and SMTPUTF8 are advertised only while the selected upstream is known to support them
- *   (checklist 35): what Postern's own sessions there last saw after EHLO, or, before any was seen, both for
- *   the providers' hosts and neither for another host (smtp-out/extensions.ts, docs/decisions/014). Read
- *   on reload (settings refresh, or at once when a session here saw a change), never per connection.
+ * Replies that refuse something, by phase:
+ *   Connect: `421 4.7.0 Too many connections from your address` past POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS
+ *     sessions from one IP address (counted over open sessions, so every way a session ends gives its place
+ *     back), `421 4.7.0 Too many connected clients` past 1000 in all; `421 4.3.2` while shutting down.
+ *   Any time: `421 4.7.0 Too many commands without authentication` for the 26th command before AUTH succeeds
+ *     or MAIL is accepted from an Allowed Network (AUTH exchange lines do not count); `421 4.4.2 Too many
+ *     commands without a message` for the 31st NOOP/RSET/HELP/VRFY/EXPN since the last accepted message;
+ *     `421 4.4.2 No message sent in too long` once a session has gone POSTERN_SMTP_SESSION_TIMEOUT_SECONDS
+ *     without an accepted message (smtp-server's idle timeout restarts on every command, so a NOOP stream
+ *     would defeat it). Every 421 closes the session.
+ *   EHLO / AUTH (RFC 4954): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN (with the classic
+ *     `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) is advertised and accepted only under TLS unless the
+ *     legacy switch allows it (`538 5.7.0` otherwise), so a client never sends its password in clear. A wrong
+ *     password gets `535 5.7.8`; attempts are reserved with the throttle before the password is checked, so
+ *     with 5 per user name + address and 20 per address no more are ever checked, however many arrive at
+ *     once, and the rest get `454 4.7.0 Too many failed logins; try again in … (after hh:mm UTC)`. AUTH PLAIN
+ *     whose authorization identity is neither empty nor the user name gets `535 5.7.8` (RFC 4616 §2: a
+ *     device acts only as itself).
+ *   MAIL: before AUTH from a network that is not allowed, `530 5.7.0`, so the relay is never open; a
+ *     signed-in device whose account lists Allowed Sender Addresses gets `550 5.7.1` for any other MAIL FROM,
+ *     `<>` included (RFC 6409 §6.1; the header From stays with the sender policy); `451 4.3.0` when the list
+ *     cannot be read; `530 5.7.0` for an account removed during the session.
+ *   DATA: size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; a header block over
+ *     MAX_HEADER_BYTES (256 KiB, however it is folded or split, and with or without the blank line that ends
+ *     it) gets `552 5.3.4`, so the sender policy judges the whole header of every message that is accepted;
+ *     NUL bytes get `554 5.6.0` (RFC 5322 allows none; docs/decisions/017); bare CR/LF are normalised or
+ *     rejected (`554 5.6.0`), which keeps SMTP smuggling out (message-normalizer.ts).
+ * Advertised: DSN is not (not implemented end to end); 8BITMIME and SMTPUTF8 only while the selected upstream
+ *   is known to support them: what Postern's own sessions there last saw after EHLO, or, before any was seen,
+ *   both for the providers' hosts and neither for another host (smtp-out/extensions.ts, docs/decisions/014).
+ *   Read on reload (settings refresh, or at once when a session here saw a change), never per connection.
  * Failure modes: a spool or database failure answers `451 4.3.0` (the device keeps the message and
- *   retries); shutdown answers new sessions with `421 4.3.2`.
+ *   retries); a throttle failure answers `454 4.7.0 Temporary authentication failure`.
  * Known limits: smtp-server waits 100 ms before every greeting (early-talker detection) and has no option
  *   to turn that off; RelayConnection below skips it (docs/decisions/003-smtp-server-greeting-delay.md).
- *   BDAT/CHUNKING is not offered (smtp-server has none), which PROTOCOL.md §5.1 asks for anyway.
- *   smtp-server still takes BODY=8BITMIME / SMTPUTF8 on MAIL FROM when they are not advertised; such a
- *   message is queued as submitted and delivery refuses it (5.6.3 / 5.6.7 DSN) if it really needs them.
+ *   BDAT/CHUNKING is not offered (smtp-server has none; RFC 3030 makes it optional). smtp-server still takes
+ *   BODY=8BITMIME / SMTPUTF8 on MAIL FROM when they are not advertised; such a message is queued as
+ *   submitted and delivery refuses it (5.6.3 / 5.6.7 DSN) if it really needs them. The session time limit
+ *   waits while a message is coming in (DATA is bounded by the size limit and smtp-server's idle timeout).
+ *   The per-address limit counts IP addresses: devices behind one NAT address share it
+ *   (docs/decisions/016).
  */
 import type { AddressInfo, Socket } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
@@ -284,7 +307,7 @@ export class RelayServer {
   }
 
   #tlsOptions(certificate: RelayCertificate): Pick<SMTPServerOptions, 'key' | 'cert' | 'minVersion' | 'ciphers'> {
-    // Old MFPs speak TLS 1.0/1.1 only; OpenSSL 3 needs SECLEVEL=0 for them (PROTOCOL.md §4.3), hence a switch.
+    // Old MFPs speak TLS 1.0/1.1 only (RFC 8996 deprecates them); OpenSSL 3 needs SECLEVEL=0 for them, hence a switch.
     return this.#settings.allowLegacyTls
       ? { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }
       : { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1.2', ciphers: 'DEFAULT' };

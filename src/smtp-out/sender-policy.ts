@@ -1,5 +1,5 @@
 /**
- * The sender policy (DESIGN.md, pinned details): the envelope sender is the authorized mailbox (or the
+ * The sender policy (README, Point a device at Postern): the envelope sender is the authorized mailbox (or the
  * Sender E-Mail Address); the device's header From is kept when it is that mailbox or an address the
  * administrator listed as allowed, otherwise From becomes the mailbox (keeping the device's display name)
  * and the device's address moves to Reply-To, so that replies still reach whoever scanned. Exchange Online
