@@ -7,6 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventually, startTestPostern, type TestPostern } from './support/postern.js';
+import { enqueueMessage } from './support/queue.js';
 import { addDevice, ALICE, pythonSend, RawSmtp, run, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 
 let stack: SendingStack;
@@ -222,6 +223,21 @@ describe('the sender policy cannot be bypassed by size or bytes', () => {
     expect(delivered.parsed?.from?.value).toEqual([{ address: ALICE, name: 'Scanner' }]);
     expect(delivered.parsed?.headers.has('sender')).toBe(false);
     for (const { subject } of attempts) expect(stack.upstream.messages.some((m) => m.parsed?.subject === subject)).toBe(false);
+    expect(stack.upstream.messages.some((m) => m.parsed?.from?.value.some((a) => a.address === spoof))).toBe(false);
+  });
+
+  it('regression: a spooled message whose header the sender policy cannot judge is returned, never sent unrewritten', async () => {
+    // Only a message spooled before the relay refused such headers can have one; put it in as the relay did.
+    const spoof = 'ceo@example.test';
+    const body = `From: <${spoof}>\r\nSubject: spooled huge header\r\n${`X-Filler: ${'a'.repeat(990)}\r\n`.repeat(1250)}\r\nbody\r\n`;
+    const queued = await enqueueMessage(stack.gw.postern.queue, body, { reversePath: ALICE, headerFrom: spoof, subject: 'spooled huge header' });
+    stack.gw.postern.queueManager.offer(queued);
+    const row = await eventually(async () => {
+      const found = await stack.gw.postern.store.db.selectFrom('queue_messages').select(['state', 'last_reply']).where('id', '=', queued.id).executeTakeFirst();
+      return found?.state === 'bounced' ? found : undefined;
+    }, 15_000, 'the message returned');
+    expect(row.last_reply).toMatch(/^554 5\.6\.0 the message's header block exceeds 1048576 bytes/);
+    expect(stack.upstream.messages.some((m) => m.parsed?.subject === 'spooled huge header')).toBe(false);
     expect(stack.upstream.messages.some((m) => m.parsed?.from?.value.some((a) => a.address === spoof))).toBe(false);
   });
 
