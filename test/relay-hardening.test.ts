@@ -267,15 +267,38 @@ describe('session lifetime', () => {
     expect(await smtp.command('EHLO slow-loris.test')).toMatch(/^250/);
     let closed = false;
     void smtp.closed.then(() => (closed = true));
-    // Every NOOP restarts smtp-server's idle timeout; the session limit counts from the connect regardless.
+    // Every NOOP restarts smtp-server's idle timeout (eventually sends one every 50 ms); the session limit
+    // counts from the connect regardless.
     const last = await eventually(async () => {
       const reply = await smtp.command('NOOP');
-      if (reply.startsWith('421')) return reply;
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      return undefined;
+      return reply.startsWith('421') ? reply : undefined;
     }, 20_000, 'the session to be closed');
     expect(last).toBe('421 4.4.2 No message sent in too long; closing the session');
     await smtp.closed;
     expect(closed).toBe(true);
+  });
+});
+
+describe('default limits', () => {
+  let gw: TestPostern;
+
+  beforeAll(async () => {
+    gw = await startTestPostern();
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('regression: 20 sessions from one address by default; the 21st gets 421 while another address is served', async () => {
+    const port = gw.postern.smtpPort;
+    const idle = await Promise.all(Array.from({ length: 20 }, () => RawSmtp.open(port, { localAddress: '127.0.0.11' })));
+    const extra = await RawSmtp.connect(port, { localAddress: '127.0.0.11' });
+    expect(await extra.reply()).toBe('421 4.7.0 Too many connections from your address');
+    await extra.closed;
+    const other = await RawSmtp.open(port, { localAddress: '127.0.0.12' });
+    expect(await other.command('EHLO device.test')).toMatch(/^250/);
+    expect(await other.command('QUIT')).toMatch(/^221/);
+    for (const smtp of idle) smtp.close();
   });
 });
