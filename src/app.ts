@@ -7,8 +7,9 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import { QUEUE_DEFAULTS, type Config } from './config.js';
+import { QUEUE_DEFAULTS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
 import { describeError, type Logger } from './log.js';
+import { LoginThrottle } from './login-throttle.js';
 import { Notifier } from './notify/notifier.js';
 import { NotificationSettings } from './notify/settings.js';
 import { OAuthAccounts } from './oauth/accounts.js';
@@ -35,7 +36,6 @@ import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
 import { buildWebApp } from './web/app.js';
 import { listenHttps, type HttpsListener } from './web/https.js';
-import { LoginThrottle } from './web/login-throttle.js';
 import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
 import { registerNotificationRoutes } from './web/routes/notifications.js';
 import { registerQueueRoutes } from './web/routes/queue.js';
@@ -131,6 +131,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     settings: relaySettings,
     devices,
     throttle: new LoginThrottle(),
+    limits: { ...RELAY_LIMIT_DEFAULTS, ...config.relayLimits },
     intake: queue,
     log,
     onAccepted: (message) => queueManager.offer(message),

@@ -36,7 +36,34 @@ export interface Config {
   tokenRefreshAheadMs?: number;
   /** The Remote UI over HTTPS as well (POSTERN_HTTPS_PORT); undefined: plain HTTP only, the default. */
   https?: HttpsConfig | undefined;
+  /** The relay's session limits; defaults (RELAY_LIMIT_DEFAULTS) for what is absent. */
+  relayLimits?: Partial<RelayLimits>;
 }
+
+/**
+ * What one client may take of the relay (smtp-in/relay-server.ts): sessions at once from one address, and how
+ * long or how many commands a session may go on without getting anywhere.
+ */
+export interface RelayLimits {
+  /** Sessions at once, all addresses together (smtp-server's maxClients). */
+  maxConnections: number;
+  /** Sessions at once from one IP address (POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS). */
+  maxConnectionsPerAddress: number;
+  /** Commands a session may send before AUTH succeeds or MAIL is accepted from an Allowed Network. */
+  maxCommandsBeforeAuth: number;
+  /** NOOP, RSET, HELP, VRFY, EXPN a session may send between accepted messages. */
+  maxIdleCommands: number;
+  /** How long a session may go without an accepted message, from connect or its last one (POSTERN_SMTP_SESSION_TIMEOUT_SECONDS). */
+  sessionTimeoutMs: number;
+}
+
+export const RELAY_LIMIT_DEFAULTS: RelayLimits = {
+  maxConnections: 1000,
+  maxConnectionsPerAddress: 20,
+  maxCommandsBeforeAuth: 25,
+  maxIdleCommands: 30,
+  sessionTimeoutMs: 10 * 60_000,
+};
 
 export interface HttpsConfig {
   /** POSTERN_HTTPS_PORT; 0 picks a free port. */
@@ -197,6 +224,36 @@ const schema = z.object({
         return z.NEVER;
       }
       return n;
+    }),
+  POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const n = Number(value.trim());
+      if (!/^\d+$/.test(value.trim()) || n < 1 || n > RELAY_LIMIT_DEFAULTS.maxConnections) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS must be a whole number from 1 to ${RELAY_LIMIT_DEFAULTS.maxConnections}, got "${value}"`,
+        });
+        return z.NEVER;
+      }
+      return n;
+    }),
+  POSTERN_SMTP_SESSION_TIMEOUT_SECONDS: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const n = Number(value.trim());
+      if (!/^\d+$/.test(value.trim()) || n < 30 || n > 86_400) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `POSTERN_SMTP_SESSION_TIMEOUT_SECONDS must be a whole number of seconds from 30 to 86400, got "${value}"`,
+        });
+        return z.NEVER;
+      }
+      return n * 1000;
     }),
   POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: z
     .string()
@@ -361,5 +418,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
     https,
+    relayLimits: {
+      ...(value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS !== undefined ? { maxConnectionsPerAddress: value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS } : {}),
+      ...(value.POSTERN_SMTP_SESSION_TIMEOUT_SECONDS !== undefined ? { sessionTimeoutMs: value.POSTERN_SMTP_SESSION_TIMEOUT_SECONDS } : {}),
+    },
   };
 }

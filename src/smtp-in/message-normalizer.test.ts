@@ -2,7 +2,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { MessageNormalizer, parseHeaderFields } from './message-normalizer.js';
+import { MAX_HEADER_BYTES, MessageNormalizer, parseHeaderFields } from './message-normalizer.js';
 
 async function run(chunks: Array<string | Buffer>): Promise<{ out: string; normalizer: MessageNormalizer }> {
   const normalizer = new MessageNormalizer({ hostname: 'relay.test', now: () => new Date(Date.UTC(2026, 0, 2, 3, 4, 5)) });
@@ -86,5 +86,32 @@ describe('MessageNormalizer', () => {
     expect(empty.out).toMatch(/^Date: .+\r\nMessage-ID: <.+>\r\n\r\n$/);
     const onlyHeaders = await run(['Subject: x\r\n']);
     expect(onlyHeaders.out).toMatch(/^Subject: x\r\nDate: .+\r\nMessage-ID: <.+>\r\n\r\n$/);
+  });
+
+  it.each([
+    ['many lines', `From: x@y.test\r\n${`X-F: ${'a'.repeat(990)}\r\n`.repeat(300)}\r\nbody\r\n`],
+    ['one folded field', `From: x@y.test\r\nX-F: start\r\n${` ${'b'.repeat(990)}\r\n`.repeat(300)}\r\nbody\r\n`],
+    ['one long line', `From: x@y.test\r\nX-F: ${'c'.repeat(300_000)}\r\n\r\nbody\r\n`],
+    ['no blank line (all header)', `From: x@y.test\r\n${`X-F: ${'d'.repeat(990)}\r\n`.repeat(300)}`],
+    ['bare LF lines', `From: x@y.test\n${`X-F: ${'e'.repeat(990)}\n`.repeat(300)}\nbody\n`],
+  ])('notes a header block over MAX_HEADER_BYTES (%s) and passes nothing of it on', async (_name, input) => {
+    for (const chunks of [[input], input.match(/[\s\S]{1,4096}/g)!]) {
+      const { out, normalizer } = await run(chunks);
+      expect(normalizer.facts.headerTooLarge).toBe(true);
+      expect(out.length).toBeLessThan(MAX_HEADER_BYTES + 8192);
+      expect(out).not.toContain('From: x@y.test');
+    }
+  });
+
+  it('takes a header block just under MAX_HEADER_BYTES', async () => {
+    const { normalizer } = await run([`From: x@y.test\r\n${`X-F: ${'a'.repeat(990)}\r\n`.repeat(200)}\r\nbody\r\n`]);
+    expect(normalizer.facts.headerTooLarge).toBe(false);
+    expect(normalizer.facts.headerFrom).toBe('x@y.test');
+  });
+
+  it('counts NUL bytes in header and body', async () => {
+    const { normalizer } = await run([HEAD.replace('hi', 'h\0i'), 'bo', Buffer.from([0, 0]), 'dy\r\n']);
+    expect(normalizer.facts.nulBytes).toBe(3);
+    expect((await run([HEAD + 'clean\r\n'])).normalizer.facts.nulBytes).toBe(0);
   });
 });

@@ -2,21 +2,32 @@
  * Cleans a message once, where it enters (the DATA stream of a device session), before it is spooled:
  *
  * - Bare CR and bare LF become CRLF (or are only counted, when the relay is set to reject them), so that
- *   an SMTP-smuggling payload (`<LF>.<LF>`, `<LF>.<CR><LF>`, PROTOCOL.md §5.1) is stored as an ordinary
+ *   an SMTP-smuggling payload (`<LF>.<LF>`, `<LF>.<CR><LF>`, RFC 5321 §4.1.1.4) is stored as an ordinary
  *   line holding a dot and leaves as a dot-stuffed `..` line: it can never end the upstream DATA early and
- *   become a second message (checklist 32). smtp-server only ends DATA at `<CRLF>.<CRLF>` (checklist 33).
- * - A missing `Message-ID` or `Date` is added (RFC 6409 §8, checklist 36); nothing else is rewritten here.
+ *   become a second message. smtp-server only ends DATA at `<CRLF>.<CRLF>`.
+ * - A missing `Message-ID` or `Date` is added (RFC 6409 §8); nothing else is rewritten here.
  * - A header block that is not one (a device that sends a bare body) gets the blank line it lacks, so the
  *   body does not turn into header fields.
  *
- * Streaming: only the header block is buffered (at most MAX_HEADER_BYTES; beyond that the message passes
- * through unchanged); the body flows through in chunks, so a 25 MB scan is never held in memory.
+ * - A header block over MAX_HEADER_BYTES, and any NUL byte, are only noted (`headerTooLarge`, `nulBytes`):
+ *   the relay refuses such a message (`552 5.3.4`, `554 5.6.0`), so the sender policy, which judges the
+ *   whole header block on the way out, never meets a header it could not read to its end. Once the header
+ *   block is over the limit nothing more is passed on (the message is refused anyway). The header block
+ *   ends at the blank line, at the first line that is not a header field, or at the end of the message;
+ *   it is measured after CR/LF normalisation, folded lines included, whatever its line lengths.
+ *
+ * Streaming: only the header block is buffered (at most MAX_HEADER_BYTES); the body flows through in chunks,
+ * so a 25 MB scan is never held in memory.
  */
 import { isAscii } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 
-export const MAX_HEADER_BYTES = 1024 * 1024;
+/**
+ * The largest header block the relay takes (256 KiB). Devices send a few hundred bytes; Postfix keeps
+ * 100 KiB (header_size_limit). It stays well under the sender policy's own bound (smtp-out/sender-policy.ts).
+ */
+export const MAX_HEADER_BYTES = 256 * 1024;
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -39,6 +50,10 @@ export interface MessageFacts {
   eightBit: boolean;
   bareLf: number;
   bareCr: number;
+  /** The header block is larger than MAX_HEADER_BYTES: the message must be refused. */
+  headerTooLarge: boolean;
+  /** NUL bytes anywhere in the message (RFC 5322 allows none): the message must be refused. */
+  nulBytes: number;
 }
 
 /** RFC 5322 date-time in UTC. */
@@ -56,6 +71,8 @@ export class MessageNormalizer extends Transform {
     eightBit: false,
     bareLf: 0,
     bareCr: 0,
+    headerTooLarge: false,
+    nulBytes: 0,
   };
   #pendingCr = false;
   #inBody = false;
@@ -73,6 +90,8 @@ export class MessageNormalizer extends Transform {
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     if (!this.facts.eightBit && !isAscii(chunk)) this.facts.eightBit = true;
+    for (let at = chunk.indexOf(0); at >= 0; at = chunk.indexOf(0, at + 1)) this.facts.nulBytes++;
+    if (this.facts.headerTooLarge) return callback();
     const normalized = this.#normalize(chunk);
     if (normalized.length > 0) this.#feed(normalized);
     callback();
@@ -136,6 +155,7 @@ export class MessageNormalizer extends Transform {
   }
 
   #feed(data: Buffer): void {
+    if (this.facts.headerTooLarge) return;
     if (this.#inBody) {
       this.push(data);
       return;
@@ -159,15 +179,19 @@ export class MessageNormalizer extends Transform {
       }
       this.#lineStart = end + 2;
     }
-    if (head.length > MAX_HEADER_BYTES) {
-      this.#inBody = true;
-      this.#head = Buffer.alloc(0);
-      this.push(head);
-    }
+    if (head.length > MAX_HEADER_BYTES) this.#tooLarge();
+  }
+
+  /** The header block is over the limit: nothing more is stored, the relay refuses the message. */
+  #tooLarge(): void {
+    this.facts.headerTooLarge = true;
+    this.#inBody = true;
+    this.#head = Buffer.alloc(0);
   }
 
   /** Emits the header block (plus what it lacks) and `rest`, which starts with the blank line. */
   #endHeaders(block: Buffer, rest: Buffer): void {
+    if (block.length > MAX_HEADER_BYTES) return this.#tooLarge();
     this.#inBody = true;
     this.#head = Buffer.alloc(0);
     const fields = parseHeaderFields(block);

@@ -3,41 +3,64 @@
  *
  * Purpose: accept mail from devices that can only speak plain SMTP with a password (or from an allowed
  *   network), and say `250` only once the message is on stable storage in the queue.
- * Inputs: device sessions; Relay Settings; device accounts; what the selected upstream supports.
+ * Inputs: device sessions; Relay Settings; device accounts; what the selected upstream supports; the session
+ *   limits (config.ts RelayLimits).
  * Outputs: committed queue messages.
- * Rules (DESIGN.md pinned details, PROTOCOL.md §5): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN
- *   (with the classic `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) only under TLS unless the legacy
- *   switch allows it (`538` otherwise); MAIL before AUTH from a network that is not allowed gets
- *   `530 5.7.0`, so the relay is never open; a signed-in device whose account lists Allowed Sender
- *   Addresses gets `550 5.7.1` for any other MAIL FROM, `<>` included (RFC 6409 §6.1, checklist 31; the
- *   header From stays with the sender policy); a wrong password gets `535 5.7.8` and repeated failures are
- *   throttled (`454 4.7.0`); size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; bare CR/LF
- *   are normalised or rejected (`554 5.6.0`); DSN is not advertised (not implemented end to end);
- *   8BITMIME and SMTPUTF8 are advertised only while the selected upstream is known to support them
- *   (checklist 35): what Postern's own sessions there last saw after EHLO, or, before any was seen, both for
- *   the providers' hosts and neither for another host (smtp-out/extensions.ts, docs/decisions/014). Read
- *   on reload (settings refresh, or at once when a session here saw a change), never per connection.
+ * Replies that refuse something, by phase:
+ *   Connect: `421 4.7.0 Too many connections from your address` past POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS
+ *     sessions from one IP address (counted over open sessions, so every way a session ends gives its place
+ *     back), `421 4.7.0 Too many connected clients` past 1000 in all; `421 4.3.2` while shutting down.
+ *   Any time: `421 4.7.0 Too many commands without authentication` for the 26th command before AUTH succeeds
+ *     or MAIL is accepted from an Allowed Network (AUTH exchange lines do not count); `421 4.4.2 Too many
+ *     commands without a message` for the 31st NOOP/RSET/HELP/VRFY/EXPN since the last accepted message;
+ *     `421 4.4.2 No message sent in too long` once a session has gone POSTERN_SMTP_SESSION_TIMEOUT_SECONDS
+ *     without an accepted message (smtp-server's idle timeout restarts on every command, so a NOOP stream
+ *     would defeat it). Every 421 closes the session.
+ *   EHLO / AUTH (RFC 4954): STARTTLS with Postern's certificate; AUTH PLAIN/LOGIN (with the classic
+ *     `334 VXNlcm5hbWU6` / `334 UGFzc3dvcmQ6` prompts) is advertised and accepted only under TLS unless the
+ *     legacy switch allows it (`538 5.7.0` otherwise), so a client never sends its password in clear. A wrong
+ *     password gets `535 5.7.8`; attempts are reserved with the throttle before the password is checked, so
+ *     with 5 per user name + address and 20 per address no more are ever checked, however many arrive at
+ *     once, and the rest get `454 4.7.0 Too many failed logins; try again in … (after hh:mm UTC)`. AUTH PLAIN
+ *     whose authorization identity is neither empty nor the user name gets `535 5.7.8` (RFC 4616 §2: a
+ *     device acts only as itself).
+ *   MAIL: before AUTH from a network that is not allowed, `530 5.7.0`, so the relay is never open; a
+ *     signed-in device whose account lists Allowed Sender Addresses gets `550 5.7.1` for any other MAIL FROM,
+ *     `<>` included (RFC 6409 §6.1; the header From stays with the sender policy); `451 4.3.0` when the list
+ *     cannot be read; `530 5.7.0` for an account removed during the session.
+ *   DATA: size is enforced on the real size (`552 5.3.4`), not only `SIZE=`; a header block over
+ *     MAX_HEADER_BYTES (256 KiB, however it is folded or split, and with or without the blank line that ends
+ *     it) gets `552 5.3.4`, so the sender policy judges the whole header of every message that is accepted;
+ *     NUL bytes get `554 5.6.0` (RFC 5322 allows none; docs/decisions/017); bare CR/LF are normalised or
+ *     rejected (`554 5.6.0`), which keeps SMTP smuggling out (message-normalizer.ts).
+ * Advertised: DSN is not (not implemented end to end); 8BITMIME and SMTPUTF8 only while the selected upstream
+ *   is known to support them: what Postern's own sessions there last saw after EHLO, or, before any was seen,
+ *   both for the providers' hosts and neither for another host (smtp-out/extensions.ts, docs/decisions/014).
+ *   Read on reload (settings refresh, or at once when a session here saw a change), never per connection.
  * Failure modes: a spool or database failure answers `451 4.3.0` (the device keeps the message and
- *   retries); shutdown answers new sessions with `421 4.3.2`.
+ *   retries); a throttle failure answers `454 4.7.0 Temporary authentication failure`.
  * Known limits: smtp-server waits 100 ms before every greeting (early-talker detection) and has no option
  *   to turn that off; RelayConnection below skips it (docs/decisions/003-smtp-server-greeting-delay.md).
- *   BDAT/CHUNKING is not offered (smtp-server has none), which PROTOCOL.md §5.1 asks for anyway.
- *   smtp-server still takes BODY=8BITMIME / SMTPUTF8 on MAIL FROM when they are not advertised; such a
- *   message is queued as submitted and delivery refuses it (5.6.3 / 5.6.7 DSN) if it really needs them.
+ *   BDAT/CHUNKING is not offered (smtp-server has none; RFC 3030 makes it optional). smtp-server still takes
+ *   BODY=8BITMIME / SMTPUTF8 on MAIL FROM when they are not advertised; such a message is queued as
+ *   submitted and delivery refuses it (5.6.3 / 5.6.7 DSN) if it really needs them. The session time limit
+ *   waits while a message is coming in (DATA is bounded by the size limit and smtp-server's idle timeout).
+ *   The per-address limit counts IP addresses: devices behind one NAT address share it
+ *   (docs/decisions/016).
  */
 import type { AddressInfo, Socket } from 'node:net';
 import { Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { TLSSocket } from 'node:tls';
-import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { describeError, type Logger } from '../log.js';
 import type { IncomingMessage, MessageEnvelope, QueuedMessage } from '../queue/queue.js';
-import type { LoginThrottle } from '../web/login-throttle.js';
-import { formatWait } from '../web/login-throttle.js';
+import { RELAY_LIMIT_DEFAULTS, type RelayLimits } from '../config.js';
+import { tryAgainIn, type LoginThrottle } from '../login-throttle.js';
 import { isAllowedSender } from './allowed-senders.js';
 import type { DeviceAccounts } from './devices.js';
-import { MessageNormalizer } from './message-normalizer.js';
+import { MAX_HEADER_BYTES, MessageNormalizer } from './message-normalizer.js';
 import { isAllowed, parseNetworks } from './networks.js';
 import type { RelayCertificate, RelaySettings, RelaySettingsView } from './relay-settings.js';
 
@@ -60,6 +83,8 @@ export interface RelayServerOptions {
   settings: RelaySettings;
   devices: DeviceAccounts;
   throttle: LoginThrottle;
+  /** Per-address sessions, commands before AUTH, idle commands, session lifetime; defaults for what is absent. */
+  limits?: Partial<RelayLimits>;
   intake: MessageIntake;
   log: Logger;
   /** Told about each committed message (the queue manager takes it from here). */
@@ -84,29 +109,113 @@ function smtpError(code: number, message: string): Error & { responseCode: numbe
 /** A reply text that carries its own RFC 3463 code (`4.3.2 …`). */
 const OWN_ENHANCED_CODE = /^[245]\.\d{1,3}\.\d{1,3}(\s|$)/;
 
+/** Commands that keep a session busy without getting it anywhere (each also resets smtp-server's idle timeout). */
+const IDLE_COMMANDS = new Set(['NOOP', 'RSET', 'HELP', 'VRFY', 'EXPN']);
+
 /**
- * smtp-server's connection without the 100 ms greeting delay, and with replies that carry their own
- * enhanced status code sent as they are (smtp-server would add a generic one in front).
+ * smtp-server's connection without the 100 ms greeting delay, with replies that carry their own enhanced
+ * status code sent as they are (smtp-server would add a generic one in front), and with the limits one
+ * client may take of the relay (RelaySmtpServer.limits): sessions per address, commands before AUTH,
+ * idle commands and time between accepted messages.
  */
 class RelayConnection extends SMTPConnection {
+  /** AUTH succeeded or MAIL was accepted (Allowed Networks): the pre-AUTH command limit no longer applies. */
+  private passed = false;
+  private commandsBeforeAuth = 0;
+  private idleCommands = 0;
+  private progressTimer: NodeJS.Timeout | undefined;
+  /** True only while EHLO builds its reply on a session that may not AUTH yet. */
+  private hidingAuth = false;
+
+  private get relay(): RelaySmtpServer {
+    return this._server as RelaySmtpServer;
+  }
+
   override init(): void {
-    // As SMTPConnection.init, minus `setTimeout(() => this.connectionReady(), 100)`.
+    // As SMTPConnection.init, minus `setTimeout(() => this.connectionReady(), 100)`, plus the per-address limit.
     this._setListeners(() => {
-      const max = this._server.options.maxClients;
-      if (max && this._server.connections.size > max) {
-        return this.send(421, this.name + ' Too many connected clients, try again in a moment', false);
+      const limits = this.relay.limits;
+      if (this._server.connections.size > limits.maxConnections) {
+        this.relay.refused('all sessions are in use', this.remoteAddress);
+        return this.send(421, '4.7.0 Too many connected clients, try again in a moment');
       }
+      let fromHere = 0;
+      for (const connection of this._server.connections) if (connection.remoteAddress === this.remoteAddress) fromHere++;
+      if (fromHere > limits.maxConnectionsPerAddress) {
+        this.relay.refused('too many sessions from one address', this.remoteAddress);
+        return this.send(421, '4.7.0 Too many connections from your address');
+      }
+      this.armProgressTimer();
       this.connectionReady();
     });
   }
 
+  /** The session lifetime without progress: smtp-server's idle timeout restarts on every command, this does not. */
+  private armProgressTimer(): void {
+    clearTimeout(this.progressTimer);
+    this.progressTimer = setTimeout(() => {
+      if (this._closing || this._closed) return;
+      // A message on its way in (or waiting for the queue) is progress in the making; DATA is bounded by size.
+      if (this._dataStream || this._handlerPending) return this.armProgressTimer();
+      this.relay.refused('no message within the session time limit', this.remoteAddress);
+      this.send(421, '4.4.2 No message sent in too long; closing the session');
+    }, this.relay.limits.sessionTimeoutMs);
+    this.progressTimer.unref();
+  }
+
+  override _onCommand(command: Buffer, callback?: () => void): void {
+    // Lines smtp-server discards (TLS handshake) or hands to a pending AUTH exchange are not commands here.
+    if (!this._upgrading && !this._nextHandler && !this._closing) {
+      const limits = this.relay.limits;
+      const name = command.toString('latin1').split(' ', 1)[0]!.toUpperCase();
+      if (!this.passed && (this.session.user || this.session.envelope?.mailFrom)) this.passed = true;
+      if (!this.passed && ++this.commandsBeforeAuth > limits.maxCommandsBeforeAuth) {
+        this.relay.refused('too many commands before AUTH', this.remoteAddress);
+        return this.send(421, '4.7.0 Too many commands without authentication; closing the session');
+      }
+      if (IDLE_COMMANDS.has(name) && ++this.idleCommands > limits.maxIdleCommands) {
+        this.relay.refused('too many commands without a message', this.remoteAddress);
+        return this.send(421, '4.4.2 Too many commands without a message; closing the session');
+      }
+    }
+    super._onCommand(command, callback);
+  }
+
+  /** RFC 4954 §4: AUTH is offered only where it may be used, so no client sends its password in clear. */
+  override handler_EHLO(command: Buffer, callback: () => void): void {
+    this.hidingAuth = !this.secure && !this._server.options.allowInsecureAuth;
+    try {
+      super.handler_EHLO(command, callback);
+    } finally {
+      this.hidingAuth = false;
+    }
+  }
+
+  override _isSupported(command: string): boolean {
+    if (this.hidingAuth && command.trim().toUpperCase() === 'AUTH') return false;
+    return super._isSupported(command);
+  }
+
   override send(code: number, data?: string | string[] | null, context?: string | false): void {
+    if (code === 250 && context === 'DATA_OK') {
+      // A message was accepted: the session is getting somewhere.
+      this.idleCommands = 0;
+      this.armProgressTimer();
+    }
     const first = Array.isArray(data) ? data[0] : data;
     super.send(code, data, typeof first === 'string' && OWN_ENHANCED_CODE.test(first) ? false : context);
+  }
+
+  override _onClose(): void {
+    clearTimeout(this.progressTimer);
+    super._onClose();
   }
 }
 
 class RelaySmtpServer extends SMTPServer {
+  limits: RelayLimits = RELAY_LIMIT_DEFAULTS;
+  refused: (reason: string, address: string) => void = () => undefined;
+
   override connect(socket: Socket | TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
     // As SMTPServer.connect, with RelayConnection.
     const connection = new RelayConnection(this, socket, socketOptions);
@@ -142,10 +251,12 @@ export class RelayServer {
   #refresh: NodeJS.Timeout | undefined;
   #upstream: UpstreamCapabilities = { eightBitMime: true, smtpUtf8: true };
   #stopping = false;
+  readonly #limits: RelayLimits;
   port = 0;
 
   constructor(options: RelayServerOptions) {
     this.#options = options;
+    this.#limits = { ...RELAY_LIMIT_DEFAULTS, ...options.limits };
     this.#log = options.log.child({ component: 'relay' });
     options.settings.onChange(() => this.reload().catch((error) => this.#log.error({ err: describeError(error) }, 'could not apply Relay Settings')));
   }
@@ -196,7 +307,7 @@ export class RelayServer {
   }
 
   #tlsOptions(certificate: RelayCertificate): Pick<SMTPServerOptions, 'key' | 'cert' | 'minVersion' | 'ciphers'> {
-    // Old MFPs speak TLS 1.0/1.1 only; OpenSSL 3 needs SECLEVEL=0 for them (PROTOCOL.md §4.3), hence a switch.
+    // Old MFPs speak TLS 1.0/1.1 only (RFC 8996 deprecates them); OpenSSL 3 needs SECLEVEL=0 for them, hence a switch.
     return this.#settings.allowLegacyTls
       ? { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' }
       : { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1.2', ciphers: 'DEFAULT' };
@@ -225,16 +336,18 @@ export class RelayServer {
       hideREQUIRETLS: true,
       hideENHANCEDSTATUSCODES: false,
       disableReverseLookup: true,
-      maxClients: 1000,
+      maxClients: this.#limits.maxConnections,
       maxRecipients: this.#options.maxRecipients ?? 100,
       socketTimeout: 120_000,
       closeTimeout: 5_000,
       logger: false,
       onConnect: (session, callback) => this.onConnect(session, callback),
-      onAuth: (auth, session, callback) => void this.onAuth(auth.method, auth.username ?? '', auth.password ?? '', session, callback),
+      onAuth: (auth, session, callback) => void this.onAuth(auth, session, callback),
       onMailFrom: (address, session, callback) => void this.onMailFrom(address.address, session, callback),
       onData: (stream, session, callback) => void this.onData(stream, session, callback),
     });
+    server.limits = this.#limits;
+    server.refused = (reason, address) => this.#log.info({ address, reason }, 'relay session closed (421)');
     server.on('error', (error: Error & { code?: string }) => {
       // Socket errors of single sessions (resets, TLS alerts) land here; they end only that session.
       this.#log.debug({ code: error.code, message: error.message }, 'relay session error');
@@ -260,28 +373,37 @@ export class RelayServer {
     callback();
   }
 
-  /** AUTH PLAIN / LOGIN with a device account; failures are counted per user+address and per address. */
+  /**
+   * AUTH PLAIN / LOGIN with a device account. An attempt is reserved with the throttle before the (slow)
+   * password check and given back only when it succeeds, so parallel guesses cannot outrun the count.
+   */
   async onAuth(
-    method: string,
-    username: string,
-    password: string,
+    auth: Pick<SMTPServerAuthentication, 'method' | 'username' | 'password' | 'authzid' | 'authcid'>,
     session: SMTPServerSession,
     callback: (error: Error | null | undefined, response?: { user?: SessionUser; responseCode?: number; message?: string }) => void,
   ): Promise<void> {
     const address = session.remoteAddress;
+    const { method } = auth;
+    const username = auth.username ?? '';
+    const password = auth.password ?? '';
+    // RFC 4616 §2: a device account may act only as itself; another authorization identity is refused.
+    if (method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid !== auth.authcid) {
+      this.#log.warn({ username, address, method }, 'device AUTH refused: authorization identity differs from the user name');
+      return callback(null, { responseCode: 535, message: '5.7.8 Authorization identity must be empty or the same as the user name' });
+    }
     try {
-      const blocked = await this.#options.throttle.blockedFor(username, address);
-      if (blocked !== undefined) {
+      const attempt = await this.#options.throttle.reserve(username, address);
+      if (!attempt.allowed) {
         this.#log.warn({ username, address, method }, 'device AUTH refused: too many failed attempts');
-        return callback(smtpError(454, `4.7.0 Too many failed logins; try again in ${formatWait(blocked)}`));
+        return callback(smtpError(454, `4.7.0 Too many failed logins; ${tryAgainIn(attempt.retryAfterSeconds)}`));
       }
       const device = username && password ? await this.#options.devices.authenticate(username, password) : undefined;
       if (!device) {
-        await this.#options.throttle.recordFailure(username, address);
+        // The reservation stays: it is the failure's count.
         this.#log.warn({ username, address, method }, 'device AUTH failed: wrong user name or password');
         return callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
       }
-      await this.#options.throttle.recordSuccess(username, address);
+      await attempt.succeeded();
       callback(null, { user: { device: device.username, deviceId: device.id } });
     } catch (error) {
       this.#log.error({ err: describeError(error) }, 'device AUTH could not be checked');
@@ -341,6 +463,16 @@ export class RelayServer {
         await incoming.abort();
         this.#log.warn({ client, bytes: guard.bytes, limit: this.#settings.maxMessageSize }, 'message refused: larger than the maximum message size (552)');
         return callback(smtpError(552, `5.3.4 Message exceeds fixed maximum message size ${this.#settings.maxMessageSize}`));
+      }
+      if (normalizer.facts.headerTooLarge) {
+        await incoming.abort();
+        this.#log.warn({ client, limit: MAX_HEADER_BYTES }, 'message refused: header block too large (552)');
+        return callback(smtpError(552, `5.3.4 Message header block exceeds ${MAX_HEADER_BYTES} bytes`));
+      }
+      if (normalizer.facts.nulBytes > 0) {
+        await incoming.abort();
+        this.#log.warn({ client, nulBytes: normalizer.facts.nulBytes }, 'message refused: NUL bytes (554)');
+        return callback(smtpError(554, '5.6.0 Message contains NUL bytes'));
       }
       if (normalizer.bareNewlines > 0 && this.#settings.bareNewlines === 'reject') {
         await incoming.abort();

@@ -1,7 +1,7 @@
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { describe, expect, it } from 'vitest';
-import { applySenderPolicy, SenderPolicyTransform } from './sender-policy.js';
+import { applySenderPolicy, HeaderTooLargeError, MAX_HEADER_BYTES, SenderPolicyTransform } from './sender-policy.js';
 
 const policy = { mailbox: 'alice@example.test', allowed: ['shared@example.test'] };
 const rewrite = (headers: string) => applySenderPolicy(Buffer.from(headers, 'utf8'), policy);
@@ -47,5 +47,15 @@ describe('sender policy', () => {
     expect(result.toString().startsWith('From: <alice@example.test>\r\nReply-To: <x@y.test>\r\nSubject: s\r\n\r\n')).toBe(true);
     expect(result.subarray(result.length - body.length).equals(body)).toBe(true);
     expect(transform.replacedFrom).toBe('x@y.test');
+  });
+
+  it('fails closed: a header block it cannot see the end of is never passed on unrewritten', async () => {
+    const head = Buffer.from(`From: ceo@example.test\r\n${`X-F: ${'a'.repeat(990)}\r\n`.repeat(Math.ceil(MAX_HEADER_BYTES / 995) + 200)}\r\nbody\r\n`);
+    const out: Buffer[] = [];
+    const transform = new SenderPolicyTransform(policy);
+    const chunks = head.toString('latin1').match(/[\s\S]{1,65536}/g)!.map((c) => Buffer.from(c, 'latin1'));
+    await expect(pipeline(Readable.from(chunks), transform, new Writable({ write(c, _e, cb) { out.push(c); cb(); } }))).rejects.toBeInstanceOf(HeaderTooLargeError);
+    expect(transform.headerTooLarge).toBe(true);
+    expect(Buffer.concat(out).toString()).not.toContain('ceo@example.test');
   });
 });

@@ -1,5 +1,5 @@
 /**
- * The sender policy (DESIGN.md, pinned details): the envelope sender is the authorized mailbox (or the
+ * The sender policy (README, Point a device at Postern): the envelope sender is the authorized mailbox (or the
  * Sender E-Mail Address); the device's header From is kept when it is that mailbox or an address the
  * administrator listed as allowed, otherwise From becomes the mailbox (keeping the device's display name)
  * and the device's address moves to Reply-To, so that replies still reach whoever scanned. Exchange Online
@@ -8,6 +8,10 @@
  * Applied while the spooled body streams to the upstream: only the header block is buffered, the body
  * passes through untouched. No other header is changed except a Sender field naming an address that is
  * not allowed (it would trigger the same SendAsDenied), which is removed.
+ *
+ * Fails closed: a header block over MAX_HEADER_BYTES (the relay refuses those at DATA, so only a message
+ * spooled by an older version can have one) is never passed on unrewritten; the stream fails with
+ * HeaderTooLargeError and the message is not sent.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import addressparser from 'nodemailer/lib/addressparser';
@@ -21,6 +25,14 @@ export interface SenderPolicy {
 }
 
 export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/** The header block is too large for the policy to judge: the message must not be sent. */
+export class HeaderTooLargeError extends Error {
+  readonly code = 'EHEADERTOOLARGE';
+  constructor() {
+    super(`the message's header block exceeds ${MAX_HEADER_BYTES} bytes; it is not sent without the sender policy`);
+  }
+}
 
 interface HeaderField {
   name: string;
@@ -123,6 +135,8 @@ export class SenderPolicyTransform extends Transform {
   #headLength = 0;
   #inBody = false;
   replacedFrom: string | undefined;
+  /** The header block was over MAX_HEADER_BYTES: nothing was passed on. */
+  headerTooLarge = false;
 
   constructor(private readonly policy: SenderPolicy) {
     super();
@@ -137,10 +151,10 @@ export class SenderPolicyTransform extends Transform {
     const end = start === 0 ? 0 : joined.indexOf('\r\n\r\n');
     if (end < 0) {
       if (this.#headLength > MAX_HEADER_BYTES) {
-        // No end of the header block in sight: not a message this policy can judge; pass it on as is.
-        this.#inBody = true;
+        // No end of the header block in sight: not a message this policy can judge, so it is not sent.
+        this.headerTooLarge = true;
         this.#head = [];
-        return callback(null, joined);
+        return callback(new HeaderTooLargeError());
       }
       this.#head = [joined];
       return callback();

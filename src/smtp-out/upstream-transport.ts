@@ -11,7 +11,7 @@ import type { QueuedMessage } from '../queue/queue.js';
 import { adviceFor } from './replies.js';
 import type { SmtpDelivery, TokenSource, UpstreamTarget } from './delivery.js';
 import type { EmailSettings, EmailSettingsView } from './email-settings.js';
-import { SenderPolicyTransform, type SenderPolicy } from './sender-policy.js';
+import { HeaderTooLargeError, SenderPolicyTransform, type SenderPolicy } from './sender-policy.js';
 
 export function targetOf(settings: EmailSettingsView): UpstreamTarget {
   return { accountId: settings.accountId, host: settings.smtpHost, port: settings.smtpPort, tlsMode: settings.tlsMode, tls: settings.tls };
@@ -80,11 +80,23 @@ export class UpstreamTransport implements OutboundTransport {
   async deliver(message: QueuedMessage, body: () => Readable, _route: RouteStatus): Promise<DeliveryResult> {
     const settings = await this.settings.get();
     const policy = this.#policy(settings, this.#mailbox);
+    let headerTooLarge = false;
     const outcome = await this.delivery.send(
       targetOf(settings),
       { from: policy.mailbox, to: message.recipients, size: message.size, eightBit: message.body8bit, smtpUtf8: message.smtputf8 },
-      () => body().pipe(new SenderPolicyTransform(policy)),
+      () => {
+        const source = body();
+        const transform = new SenderPolicyTransform(policy);
+        // pipe() does not forward errors; the policy's own error (header too large) must end the send.
+        source.on('error', (error) => transform.destroy(error));
+        transform.on('error', () => (headerTooLarge ||= transform.headerTooLarge));
+        return source.pipe(transform);
+      },
     );
+    if (headerTooLarge && outcome.kind === 'failed') {
+      // Never sent without the sender policy, and never will be: a permanent failure, not a retry.
+      return { status: 'failed', code: 554, reply: `554 5.6.0 ${new HeaderTooLargeError().message}`, advice: 'Send the message again with a smaller header.' };
+    }
     if (outcome.kind === 'held') {
       const label = PROVIDER_LABELS[settings.accountId];
       return { status: 'held', reason: `${label}: ${outcome.error.message}`, advice: holdAdvice(outcome.error, label) };

@@ -9,6 +9,7 @@
  */
 import { spawn } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { expect } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { GMAIL_SCOPE, OUTLOOK_SMTP_SCOPE, startGoogleStandin, startMicrosoftStandin, type GoogleStandin, type MicrosoftStandin } from './oauth-standins.js';
@@ -219,6 +220,8 @@ export interface PythonSendOptions {
   mailOptions?: string[];
   /** Speak exactly this TLS version after STARTTLS, as an old multifunction device does (e.g. 'TLSv1_1'). */
   tlsVersion?: 'TLSv1' | 'TLSv1_1' | 'TLSv1_2';
+  /** Connect from this local address (another 127/8 address, e.g. '127.0.0.3'). */
+  sourceAddress?: string;
 }
 
 export interface PythonSendResult {
@@ -226,6 +229,8 @@ export interface PythonSendResult {
   /** Every reply line Python's smtplib logged (debuglevel 1). */
   replies: string[];
   features?: Record<string, string>;
+  /** What the first EHLO (before STARTTLS) advertised. */
+  featuresBeforeTls?: Record<string, string>;
   /** The TLS version negotiated after STARTTLS (Python's SSLSocket.version()). */
   tls?: string;
   error?: { type: string; code?: number; message: string };
@@ -248,9 +253,10 @@ def replies():
     return found
 sys.stderr = Log()
 try:
-    s = smtplib.SMTP("127.0.0.1", o["port"], timeout=20)
+    s = smtplib.SMTP("127.0.0.1", o["port"], timeout=20, source_address=(o["sourceAddress"], 0) if o.get("sourceAddress") else None)
     s.set_debuglevel(1)
     s.ehlo("device.test")
+    out["featuresBeforeTls"] = {k: v for k, v in s.esmtp_features.items()}
     if o.get("starttls"):
         ctx = ssl.create_default_context(cadata=o["cadata"]) if o.get("cadata") else ssl._create_unverified_context()
         if o.get("tlsVersion"):
@@ -296,23 +302,55 @@ export class RawSmtp {
   #buffer = '';
   #waiters: Array<() => void> = [];
 
+  /** Resolves when the server has closed the connection. */
+  readonly closed: Promise<void>;
+
   private constructor(socket: Socket) {
     this.#socket = socket;
+    this.#listen(socket);
+    this.closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+  }
+
+  #listen(socket: Socket): void {
     socket.on('data', (data: Buffer) => {
       this.#buffer += data.toString('latin1');
       for (const waiter of this.#waiters.splice(0)) waiter();
     });
   }
 
-  static async open(port: number): Promise<RawSmtp> {
-    const socket = connect({ host: '127.0.0.1', port });
+  /** Connects (from `localAddress`, e.g. another 127/8 address, when given) and reads the greeting. */
+  static async open(port: number, options: { localAddress?: string } = {}): Promise<RawSmtp> {
+    const client = await RawSmtp.connect(port, options);
+    await client.reply();
+    return client;
+  }
+
+  /** Connects without reading the greeting (for servers that refuse at once). */
+  static async connect(port: number, options: { localAddress?: string } = {}): Promise<RawSmtp> {
+    const socket = connect({ host: '127.0.0.1', port, ...(options.localAddress ? { localAddress: options.localAddress } : {}) });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    const client = new RawSmtp(socket);
-    await client.reply();
-    return client;
+    return new RawSmtp(socket);
+  }
+
+  /** STARTTLS (the server's certificate is not verified); the caller sends EHLO again. */
+  async starttls(): Promise<string> {
+    const reply = await this.command('STARTTLS');
+    if (!reply.startsWith('220')) return reply;
+    const plain = this.#socket;
+    plain.removeAllListeners('data');
+    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false, servername: 'localhost' });
+    await new Promise<void>((resolve, reject) => {
+      secure.once('secureConnect', resolve);
+      secure.once('error', reject);
+    });
+    secure.on('error', () => undefined);
+    this.#socket = secure;
+    this.#listen(secure);
+    return reply;
   }
 
   /** The next complete reply (multi-line replies joined with \n). */
