@@ -2,8 +2,9 @@
  * OAuth accounts in the store: settings, Server Connection Status, Token Status and the (encrypted) tokens,
  * plus the pending device authorization. One account per provider (ids 'microsoft' and 'google').
  *
- * Token Status (seed + DESIGN.md): Not Registered → Waiting for Authorization → Active; Active → Expired
- * (re-authorization required: invalid_grant and kin) or Error (transient; retrying, credentials kept).
+ * Token Status (the seed's values, docs/protocol.md §4.1): Not Registered → Waiting for Authorization →
+ * Active; Active → Expired (re-authorization required: invalid_grant and kin) or Error (transient; retrying,
+ * credentials kept).
  */
 import type { Selectable, Updateable } from 'kysely';
 import { createHash } from 'node:crypto';
@@ -192,7 +193,7 @@ export class OAuthAccounts {
 
   /**
    * Saves a new token set in one statement: the rotated refresh token (when one came) replaces the stored one
-   * together with the access token, before anyone can use the new access token (PROTOCOL.md checklist 13).
+   * together with the access token, before anyone can use the new access token (docs/protocol.md §4.3).
    */
   async saveTokens(id: string, tokens: TokenSet, options: { keepRefreshToken: boolean; now: number }): Promise<void> {
     const patch: Updateable<OAuthAccountsTable> = {
@@ -262,7 +263,9 @@ export class OAuthAccounts {
     return this.store.secrets.decrypt(row.device_code_enc, deviceCodeContext(row.account_id));
   }
 
-  /** Replaces any earlier device authorization of the account: only one may be active (checklist 8). */
+  /**
+   * Replaces any earlier device authorization of the account: only one may be active (docs/protocol.md §1.1).
+   */
   async saveDeviceAuthorization(accountId: string, grant: DeviceAuthorization, now: number): Promise<void> {
     const row = {
       account_id: accountId,

@@ -1,7 +1,7 @@
 /**
  * Reading what the administrator pastes into **Authorization Code** (seed, Google step 10): either the bare
  * code or the whole URL from the browser's error page after the loopback redirect. Pure functions, so every
- * shape people actually paste is unit-tested (PROTOCOL.md checklist 19–20).
+ * shape people actually paste is unit-tested (docs/protocol.md §2.2).
  *
  * Google's codes start with `4/`, which appears URL-encoded (`4%2F…`) in the redirect URL. Decoding must
  * happen exactly once: an encoded code is "Malformed auth code." at the token endpoint, and decoding twice

@@ -5,7 +5,7 @@
  *
  * - Each attempt has a fresh 256-bit `state` and PKCE verifier, is bound to the admin's session, and
  *   expires after ATTEMPT_TTL_MS; it is marked used before the token request, so a code is exchanged at most
- *   once (PROTOCOL.md checklist 17–23).
+ *   once (RFC 6749 §4.1.2, docs/protocol.md §2.3).
  * - Refusals (error=…), state mismatches, reused or expired attempts are rejected before any token request.
  * - The granted scope must include https://mail.google.com/; otherwise nothing is saved.
  */

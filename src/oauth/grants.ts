@@ -35,7 +35,7 @@ export interface TokenSet {
   accessToken: string;
   /** Absent when the server did not issue (or, on refresh, did not rotate) a refresh token. */
   refreshToken: string | undefined;
-  /** Absolute expiry in ms, computed from when the request was sent (PROTOCOL.md checklist 11). */
+  /** Absolute expiry in ms, counted from when the request was sent (RFC 6749 §5.1, docs/protocol.md §4.2). */
   expiresAt: number;
   scope: string | undefined;
   /** The signed-in account from the id_token: email, else preferred_username, else upn. */

@@ -12,8 +12,9 @@ export const PROVIDER_LABELS: Record<ProviderId, string> = {
 };
 
 /**
- * Outlook-resource scopes only (mixing Graph scopes would yield a token for the wrong resource, PROTOCOL.md
- * §1.3); offline_access for a refresh token, openid email profile to learn which mailbox signed in.
+ * Outlook-resource scopes only (mixing Graph scopes would yield a token for the wrong resource,
+ * docs/protocol.md §1.3); offline_access for a refresh token, openid email profile to learn which mailbox
+ * signed in.
  */
 export const MICROSOFT_SCOPE = 'https://outlook.office.com/SMTP.Send offline_access openid email profile';
 export const MICROSOFT_SMTP_SCOPE = 'https://outlook.office.com/SMTP.Send';
@@ -54,7 +55,7 @@ export function isValidTenant(tenant: string): boolean {
 
 /**
  * Validates the Microsoft Entra ID Authorization Server Endpoint: `https://<host>/<tenant>/oauth2/v2.0`, where
- * tenant is common, consumers, organizations, a tenant GUID or a domain (PROTOCOL.md §1.2).
+ * tenant is common, consumers, organizations, a tenant GUID or a domain (docs/protocol.md §1.2).
  */
 export function validateMicrosoftEndpoint(input: string): Validation<MicrosoftEndpoint> {
   const text = input.trim();

@@ -1,7 +1,8 @@
 /**
  * Errors from the authorization server, classified once: is it worth retrying, and what should the
  * administrator do? Branches on the OAuth `error` field (RFC 6749 §5.2, RFC 8628 §3.5); Microsoft's AADSTS
- * numbers are used only to choose advice, as Microsoft asks (PROTOCOL.md §1.5).
+ * numbers are used only to choose advice, as Microsoft asks, and to keep a few known passing troubles
+ * retried (docs/protocol.md §1.5).
  */
 import * as oauth from 'oauth4webapi';
 import { classifyConnectionError } from '../tls/trust.js';

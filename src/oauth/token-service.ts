@@ -9,9 +9,9 @@
  * - Single-flight per account: concurrent callers share one token request; across instances sharing a
  *   database, a lease in the account row lets one instance refresh while the others wait for its result.
  * - A rotated refresh token is saved together with the new access token before the access token is handed
- *   out (PROTOCOL.md checklist 13).
- * - invalid_grant and other definitive errors → Expired, credentials dropped, no retry loop (checklist 14).
- *   5xx / 429 / network → Error, retried with exponential backoff and jitter, credentials kept (checklist 15).
+ *   out (docs/protocol.md §4.3).
+ * - invalid_grant and other definitive errors → Expired, credentials dropped, no retry loop; 5xx / 429 /
+ *   network → Error, retried with exponential backoff and jitter, credentials kept (docs/protocol.md §4.4).
  * - Compares the token endpoint's Date header with this host's clock on every refresh (clock-skew.ts).
  *
  * Known limits: the background check runs every TICK_MS, so a token that expires sooner than that after an
