@@ -3,7 +3,7 @@
  * migrated at start-up, plus the SecretBox that seals secrets at rest.
  *
  * SQLite runs in WAL mode with synchronous=FULL: a commit that returned is on stable storage, which the
- * relay relies on before it answers 250 (docs/decisions/002-sqlite-wal-synchronous-full.md).
+ * relay relies on before it answers 250 (docs/decisions/002-store-sqlite-wal-full-and-secrets.md).
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from 'kysely';
