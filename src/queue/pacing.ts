@@ -1,8 +1,8 @@
 /**
  * Per-account pacing: at most `limit` messages in any sliding 60-second window, the way Exchange Online
- * counts its "30 messages per minute per mailbox" (PROTOCOL.md §1.8). A sliding window, not a token bucket,
- * because a bucket that starts full allows twice the rate across a minute boundary, and Exchange answers
- * that with 4.3.2 throttling replies.
+ * counts its "30 messages per minute per mailbox" (docs/protocol.md §3.4). A sliding window, not a token
+ * bucket, because a bucket that starts full allows twice the rate across a minute boundary, and Exchange
+ * answers that with 4.3.2 throttling replies.
  *
  * Purpose: one window per pacing key (the sending account) for every Postern instance on the database, so
  *   N instances sending through one mailbox together keep to the limit, not N times it.

@@ -3,9 +3,10 @@
  *
  * Purpose: the durable hand-over point between the relay (which only ever says `250` after `commit()`
  *   resolved) and the queue manager (which leases due messages, delivers them and records the outcome).
- * States (Postfix's names, DESIGN.md): `incoming` (committed, not tried yet) → `active` (leased by a
- *   delivery) → `deferred` (will retry) / `held` (waiting for the sending account's Token Status to become
- *   Active) → `sent` / `bounced` (final; the row stays for the Log page, the body is removed).
+ * States (Postfix's names, docs/decisions/005-queue-states-leases-holds-and-bounces.md): `incoming`
+ *   (committed, not tried yet) → `active` (leased by a delivery) → `deferred` (will retry) / `held`
+ *   (waiting for the sending account's Token Status to become Active) → `sent` / `bounced` (final; the row
+ *   stays for the Log page, the body is removed).
  * Inputs: bodies and envelopes from the relay; outcomes from the queue manager; Retry Now / Delete from
  *   the Remote UI. Outputs: rows for the queue manager and the Queue and Log pages.
  * Failure modes: a failed commit rejects and the relay answers 451 (the device keeps the message). Every

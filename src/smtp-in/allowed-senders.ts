@@ -1,7 +1,7 @@
 /**
  * Allowed Sender Addresses of a device account: which envelope senders (MAIL FROM) a device credential may
  * use. RFC 6409 §6.1 lets a submission server refuse a MAIL FROM "not authorized with the authentication
- * used" with `550 5.7.1` (PROTOCOL.md §5.2, checklist 31); this limits what a leaked credential (often
+ * used" with `550 5.7.1` (docs/protocol.md §5.2); this limits what a leaked credential (often
  * stored in clear on a printer) can claim to be.
  *
  * Entries are exact addresses (`scanner@printers.local`) or whole domains (`@contoso.example`, that domain

@@ -15,7 +15,7 @@ import { parseNetworks } from './networks.js';
 
 /** 25 MiB: what devices send (scans) and what both providers take after base64 (Gmail ~34 MiB). */
 export const DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024;
-/** Gmail's advertised SIZE (PROTOCOL.md §3.3); Exchange takes 150 MiB. The relay never promises more. */
+/** Gmail's advertised SIZE (docs/protocol.md §3.3); Exchange takes 150 MiB. The relay never promises more. */
 export const MAX_MESSAGE_SIZE_LIMIT = 35_882_577;
 
 const ROW_ID = 'default';

@@ -7,13 +7,14 @@
  * Inputs: the upstream target (host, port, TLS mode, the seed's TLS options), a token source, the
  *   envelope and a body stream. Outputs: the server's per-recipient answers, or a classified failure.
  * Failure modes: port 465 speaks TLS at once; 587 requires STARTTLS and fails closed when the server does
- *   not offer it (AUTH is never sent before TLS, checklist 28). TLS options come from tls/trust.ts
- *   (`tlsClientOptions`, system + NODE_EXTRA_CA_CERTS + registered CAs). No usable token → `held`. A session
- *   that died while idle in the pool is replaced, and the message resent on a fresh one only when not a
- *   byte of it had been sent. A message that needs 8BITMIME or SMTPUTF8 where the session did not advertise
- *   it (after EHLO, post-STARTTLS) is refused here as a permanent failure (5.6.3 / 5.6.7), never sent
- *   altered; a body marked 8BITMIME that is 7-bit clean goes as it is (extensions.ts). What each new session
- *   advertised is reported through `onExtensions` (the relay advertises accordingly, checklist 35).
+ *   not offer it (AUTH is never sent before TLS: RFC 3207, docs/protocol.md §3.2). TLS options come from
+ *   tls/trust.ts (`tlsClientOptions`, system + NODE_EXTRA_CA_CERTS + registered CAs). No usable token →
+ *   `held`. A session that died while idle in the pool is replaced, and the message resent on a fresh one
+ *   only when not a byte of it had been sent. A message that needs 8BITMIME or SMTPUTF8 where the session
+ *   did not advertise it (after EHLO, post-STARTTLS) is refused here as a permanent failure (5.6.3 / 5.6.7),
+ *   never sent altered; a body marked 8BITMIME that is 7-bit clean goes as it is (extensions.ts). What each
+ *   new session advertised is reported through `onExtensions` (the relay advertises accordingly,
+ *   docs/protocol.md §5.3).
  * Known limits: the SASL user is the authorized mailbox (a shared mailbox as `user=` is not offered);
  *   pooled sessions authenticated with an older token stay usable until they close (SMTP checks tokens only
  *   at AUTH).

@@ -1,7 +1,7 @@
 /**
  * E-Mail Settings: the upstream SMTP server, the sending account and the sender, stored in one row.
- * Defaults per provider (PROTOCOL.md §3.3): Microsoft `smtp.office365.com:587` STARTTLS, Google
- * `smtp.gmail.com:465` implicit TLS; pacing 30 messages/minute for Exchange Online (§1.8).
+ * Defaults per provider (docs/protocol.md §3.2): Microsoft `smtp.office365.com:587` STARTTLS, Google
+ * `smtp.gmail.com:465` implicit TLS; pacing 30 messages/minute for Exchange Online (§3.4).
  * The same row keeps what sessions last saw the upstream advertise (8BITMIME / SMTPUTF8, extensions.ts),
  * forgotten when the SMTP Server or Port changes.
  */

@@ -1,6 +1,6 @@
 /**
- * The upstream's SMTP extensions that decide what the relay may promise its devices (PROTOCOL.md §5.3,
- * checklist 35): 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531). Pure functions: parsing an EHLO reply, what
+ * The upstream's SMTP extensions that decide what the relay may promise its devices (docs/protocol.md
+ * §5.3): 8BITMIME (RFC 6152) and SMTPUTF8 (RFC 6531). Pure functions: parsing an EHLO reply, what
  * the relay advertises for what is known, and whether a queued message can go to a session that lacks one.
  * docs/decisions/014-upstream-extensions.md says why the result is remembered per upstream target.
  */
@@ -18,8 +18,8 @@ export interface SeenExtensions {
 }
 
 /**
- * The providers' submission hosts, which both advertise 8BITMIME and SMTPUTF8 (PROTOCOL.md §5.3): the relay
- * may promise both before a session has confirmed it (fresh install, upstream not reached yet).
+ * The providers' submission hosts, which both advertise 8BITMIME and SMTPUTF8 (docs/protocol.md §5.3): the
+ * relay may promise both before a session has confirmed it (fresh install, upstream not reached yet).
  */
 const PROVIDER_HOSTS = new Set([
   'smtp.office365.com',

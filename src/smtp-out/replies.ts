@@ -1,6 +1,6 @@
 /**
- * Every upstream failure is classified once, here, and turned into advice in plain words (STYLE.md §4):
- * the administrator reads "enable Authenticated SMTP for the mailbox", not "535".
+ * Every upstream failure is classified once, here, and turned into advice in plain words that say what to
+ * do: the administrator reads "enable Authenticated SMTP for the mailbox", not "535".
  *
  * Classes: `transient` (4xx, throttling: retry with backoff), `permanent` (5xx after MAIL/RCPT/DATA: return
  * to sender), `auth-failed` (the server refused our token, also after one forced refresh: retried, because
@@ -24,7 +24,7 @@ interface AdviceRule {
   advice: string;
 }
 
-/** Known provider replies (PROTOCOL.md §1.8, §3.1). The first match wins. */
+/** Known provider replies (docs/protocol.md §3.5). The first match wins. */
 const ADVICE: AdviceRule[] = [
   {
     test: /\b5\.7\.139\b|SmtpClientAuthentication is disabled/i,

@@ -1,15 +1,14 @@
 /**
  * SASL for the upstream: XOAUTH2 (Google's mechanism, also Microsoft's) first, OAUTHBEARER (RFC 7628) only
- * where XOAUTH2 is not offered (DESIGN.md, pinned details). Run as a nodemailer `customAuth` handler so
- * that Postern, not nodemailer, decides the wire format and the one retry:
+ * where XOAUTH2 is not offered (docs/protocol.md §3.1). Run as a nodemailer `customAuth` handler so
+ * that Postern, not nodemailer, decides the wire format and the one retry (all in docs/protocol.md §3.1):
  *
  * - XOAUTH2 initial response: base64(`user=` user ^A `auth=Bearer ` token ^A ^A), standard base64, one
- *   line, mechanism name in upper case (PROTOCOL.md §3.1, checklist 25).
+ *   line, mechanism name in upper case.
  * - An error challenge (`334 <base64 JSON>`) is answered with an empty line (XOAUTH2) or `AQ==` (%x01,
- *   OAUTHBEARER, RFC 7628 §3.2.3), then the final reply is read; a 334 is never taken for success
- *   (checklist 26).
- * - A `535` on a token believed valid forces one token refresh and one retry (checklist 27); the second
- *   failure is reported with the server's text.
+ *   OAUTHBEARER, RFC 7628 §3.2.3), then the final reply is read; a 334 is never taken for success.
+ * - A `535` on a token believed valid forces one token refresh and one retry; the second failure is
+ *   reported with the server's text.
  * - An initial response that would make the AUTH line longer than RFC 4954 §4's 12288 octets is sent after
  *   an empty challenge instead.
  *

@@ -9,7 +9,7 @@
  *   host (subjectAltName, or CN where there is no SAN: Node's `tls.checkServerIdentity`).
  *
  * Node replaces its default roots when `ca` is given, so the system roots are passed explicitly, together
- * with NODE_EXTRA_CA_CERTS (which Node would otherwise lose too). See PROTOCOL.md §4.2.
+ * with NODE_EXTRA_CA_CERTS (which Node would otherwise lose too). See docs/protocol.md §7.1.
  */
 import { readFileSync } from 'node:fs';
 import tls, { type ConnectionOptions } from 'node:tls';
