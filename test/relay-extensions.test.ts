@@ -1,5 +1,5 @@
 /**
- * 8BITMIME / SMTPUTF8 follow the selected upstream (PROTOCOL.md §5.3, checklist 35): the relay advertises
+ * 8BITMIME / SMTPUTF8 follow the selected upstream (docs/protocol.md §5.3): the relay advertises
  * only what Postern's own sessions saw the upstream advertise, learnt also by Send Test E-Mail; a message
  * queued as 8-bit or SMTPUTF8 that meets an upstream without the extension is returned with a DSN
  * (5.6.3 / 5.6.7) and advice, never sent altered; a 7-bit clean body marked BODY=8BITMIME is delivered.

@@ -1,5 +1,5 @@
 /**
- * Allowed Sender Addresses of device accounts (PROTOCOL.md §5.2, checklist 31): a signed-in device may use
+ * Allowed Sender Addresses of device accounts (docs/protocol.md §5.2): a signed-in device may use
  * only the MAIL FROM its account lists, otherwise `550 5.7.1`, and the upstream never sees the message.
  * Real sockets, Python's smtplib over STARTTLS + AUTH, a raw socket for the exact replies, the Office 365
  * stand-in upstream; the list is set and edited through the Relay Settings page as an administrator does.
@@ -50,7 +50,7 @@ afterAll(async () => {
   await stack?.close();
 });
 
-describe('a device with Allowed Sender Addresses (checklist 31)', () => {
+describe('a device with Allowed Sender Addresses (docs/protocol.md §5.2)', () => {
   it('sends as a listed address: accepted and delivered upstream as the mailbox', async () => {
     const result = await send(LIMITED, 'scanner@printers.local', 'listed address');
     expect(result.error).toBeUndefined();

@@ -29,7 +29,7 @@ beforeAll(async () => {
   await addDevice(stack.web, DEVICE.user, DEVICE.password);
   expect(stack.web.lastStatus).toBe(303);
   // The stand-in upstream is not a provider host: the relay offers 8BITMIME / SMTPUTF8 once a session has
-  // seen it offer them (checklist 35, test/relay-extensions.test.ts). Send Test E-Mail opens one.
+  // seen it offer them (docs/protocol.md §5.3, test/relay-extensions.test.ts). Send Test E-Mail opens one.
   expect(await stack.web.post('/settings/send/email/test', { testTo: 'bob@example.test' })).toContain('Sent:');
 });
 
@@ -118,7 +118,7 @@ describe('authenticated devices', () => {
     expect(delivered.authUser).toBe(ALICE);
   });
 
-  it('keeps lines that start with a dot intact through dot-unstuffing and re-stuffing (checklist 33)', async () => {
+  it('keeps lines that start with a dot intact through dot-unstuffing and re-stuffing (RFC 5321 §4.5.2)', async () => {
     const body = '.single dot line\r\n..two dots\r\n.\r\n...\r\nend';
     const result = await pythonSend({
       port: stack.relayPort,
@@ -193,7 +193,7 @@ describe('never an open relay', () => {
   });
 });
 
-describe('SMTP smuggling (PROTOCOL.md §5.1, checklist 32)', () => {
+describe('SMTP smuggling (docs/protocol.md §5.1)', () => {
   const smuggle = (separator: string, subject: string) =>
     `From: ${ALICE}\r\nTo: bob@example.test\r\nSubject: ${subject}\r\n\r\nHello${separator}MAIL FROM:<ceo@example.test>\r\nRCPT TO:<victim@example.test>\r\nDATA\r\nFrom: ceo@example.test\r\nSubject: smuggled\r\n\r\nPay now${separator}`;
 
@@ -239,7 +239,7 @@ describe('SMTP smuggling (PROTOCOL.md §5.1, checklist 32)', () => {
   });
 });
 
-describe('message size (checklist 34)', () => {
+describe('message size (RFC 1870, docs/protocol.md §5.5)', () => {
   it('SIZE= above the limit gets 552 at MAIL FROM; a body above it gets 552 after DATA; nothing is queued', async () => {
     await saveRelaySettings(stack.web, { allowedNetworks: '127.0.0.1', maxMessageSizeMb: '1' });
     const before = (await queueRows()).length;

@@ -4,7 +4,7 @@ import { bearerLogin, chooseMechanism, decodeErrorChallenge, oauthBearerResponse
 import { FastDataSmtpConnection } from './dot-stuffing.js';
 
 describe('XOAUTH2 and OAUTHBEARER initial responses', () => {
-  it('builds the exact XOAUTH2 bytes (PROTOCOL.md §3.1, checklist 25)', () => {
+  it('builds the exact XOAUTH2 bytes (docs/protocol.md §3.1)', () => {
     const response = xoauth2Response('test@contoso.onmicrosoft.com', 'EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA');
     expect(Buffer.from(response, 'base64').toString()).toBe('user=test@contoso.onmicrosoft.com\x01auth=Bearer EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA\x01\x01');
     // Microsoft's published example (its line break removed).

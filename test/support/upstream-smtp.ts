@@ -153,7 +153,7 @@ interface FlavourProfile {
 let messageCounter = 0;
 
 /**
- * What each provider says, from PROTOCOL.md §1.8 and §3 (observed EHLO lists and replies). Failure
+ * What each provider says, from docs/protocol.md §3 (observed EHLO lists and replies). Failure
  * texts carry their own enhanced status codes, like the providers' replies.
  */
 const PROFILES: Record<UpstreamFlavour, FlavourProfile> = {
@@ -289,7 +289,7 @@ function decodeSaslName(value: string): string {
 }
 
 /**
- * Parses the client's initial response of XOAUTH2 (`user=…^Aauth=Bearer …^A^A`, PROTOCOL.md §3.1) or
+ * Parses the client's initial response of XOAUTH2 (`user=…^Aauth=Bearer …^A^A`, docs/protocol.md §3.1) or
  * OAUTHBEARER (`n,a=…,^Ahost=…^Aport=…^Aauth=Bearer …^A^A`, RFC 7628 §3.1). Null when malformed.
  */
 export function parseBearerResponse(
@@ -442,8 +442,9 @@ class UpstreamConnection extends SMTPConnection {
   }
 
   /**
-   * Gmail's failure shape (PROTOCOL.md §3.1): `334 base64({"status":"401","schemes":"bearer","scope":…})`,
-   * the client answers (empty line for XOAUTH2, `AQ==` for OAUTHBEARER), then the final 535.
+   * Gmail's failure shape (docs/protocol.md §3.1):
+   * `334 base64({"status":"401","schemes":"bearer","scope":…})`, the client answers (empty line for XOAUTH2,
+   * `AQ==` for OAUTHBEARER), then the final 535.
    */
   #sendErrorChallenge(): void {
     const challenge = { status: '401', schemes: 'bearer', scope: this.upstream.requiredScope };
@@ -529,7 +530,7 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
       disableReverseLookup: true,
       logger: false,
       onConnect(session, callback) {
-        // Exchange Online offers no AUTH before STARTTLS (PROTOCOL.md §1.8); the session list wins over
+        // Exchange Online offers no AUTH before STARTTLS (docs/protocol.md §3.2); the session list wins over
         // the server-wide one, and onSecure clears it once TLS is up.
         if (!session.secure) session.disabledCommands = ['AUTH'];
         callback();
