@@ -103,7 +103,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const relaySettings = new RelaySettings(store);
   const devices = new DeviceAccounts(store);
   await relaySettings.ensureCertificate(relayCertificateNames(config.host));
-  // What sessions see the upstream advertise is kept in E-Mail Settings; the relay promises no more (checklist 35).
+  // What sessions see the upstream advertise is kept in E-Mail Settings; the relay promises no more (docs/protocol.md §5.3).
   const delivery = new SmtpDelivery({
     tokens,
     trust,

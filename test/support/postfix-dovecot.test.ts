@@ -151,7 +151,7 @@ interface PythonSmtpResult {
   sendError?: [number, string];
 }
 
-/** One STARTTLS session with Python's smtplib; XOAUTH2/OAUTHBEARER as in TESTBED §4. */
+/** One STARTTLS session with Python's smtplib; XOAUTH2/OAUTHBEARER as docs/protocol.md §3.1 gives them. */
 const PYTHON_SMTP = String.raw`
 import json, smtplib, ssl, sys, time
 a = json.loads(sys.argv[1])
@@ -201,7 +201,7 @@ async function pythonSmtp(args: {
   return JSON.parse(result.stdout) as PythonSmtpResult;
 }
 
-/** curl with STARTTLS (`--ssl-reqd`); it picks OAUTHBEARER because Postfix offers it (TESTBED §4). */
+/** curl with STARTTLS (`--ssl-reqd`); it picks OAUTHBEARER because Postfix offers it (seen with curl 7.88). */
 function curlSubmit(user: string, token: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const message = `From: ${user}\r\nTo: ${BOB}\r\nSubject: via curl\r\n\r\nHello from curl\r\n`;
   return run(

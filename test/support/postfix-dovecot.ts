@@ -1,7 +1,7 @@
 /**
  * A real MTA that checks OAuth bearer tokens, for tests: Postfix 3.7 (submission with STARTTLS, SASL through
  * Dovecot) + Dovecot 2.3 (`passdb oauth2`, RFC 7662 introspection at the authorization server under test),
- * relaying every accepted message to a recording Node SMTP sink. TESTBED.md §5c.
+ * relaying every accepted message to a recording Node SMTP sink. The configuration is written at test time (see below).
  *
  * Purpose: prove Postern's SMTP client against a peer it did not write: Postfix's reply texts and pipelining,
  *   Dovecot's XOAUTH2/OAUTHBEARER implementation (error challenge, then 535), `reject_sender_login_mismatch`.

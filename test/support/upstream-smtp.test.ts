@@ -343,7 +343,7 @@ interface PythonSmtpResult {
 }
 
 /**
- * One SMTP session with Python's smtplib. XOAUTH2 and OAUTHBEARER as TESTBED §4 shows: the initial response,
+ * One SMTP session with Python's smtplib. XOAUTH2 and OAUTHBEARER as RFC 7628 and the XOAUTH2 format give them (docs/protocol.md §3.1): the initial response,
  * then an empty line (XOAUTH2) or ^A (OAUTHBEARER, RFC 7628 §3.2.3) to an error challenge.
  */
 const PYTHON_SMTP = String.raw`
@@ -405,7 +405,7 @@ async function pythonSmtp(args: {
   return JSON.parse(result.stdout) as PythonSmtpResult;
 }
 
-/** curl over implicit TLS; curl 7.88 picks OAUTHBEARER when the server offers it (TESTBED §4). */
+/** curl over implicit TLS; curl 7.88 picks OAUTHBEARER when the server offers it (seen with curl 7.88). */
 function curlSmtp(port: number, user: string, token: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const message = `From: ${user}\r\nTo: ${BOB}\r\nSubject: via curl\r\n\r\nHello from curl\r\n`;
   return run(
