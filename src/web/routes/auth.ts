@@ -3,9 +3,32 @@ import type { FastifyInstance } from 'fastify';
 import { text, type WebContext } from '../app.js';
 import { formatWait } from '../login-throttle.js';
 
-/** Only same-site paths are followed after login (no open redirect). */
-function safeNext(next: unknown): string {
-  return typeof next === 'string' && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+const ORIGIN = 'http://postern.invalid';
+/** C0 and C1 controls (and DEL): browsers strip some of them from URLs, and none belongs in a header. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * The path to go to after login: a path on this site only (no open redirect), or `/`.
+ *
+ * The value is parsed as a URL against a placeholder origin and must stay on that origin; what is kept is its
+ * path and query. Anything with a control character or a backslash is refused before parsing: the WHATWG URL
+ * parser (and so every browser) drops tabs and newlines and reads `\` as `/`, so `/\t/evil.example` and
+ * `/\evil.example` would become `//evil.example`, another host. The result must start with exactly one `/`.
+ */
+export function safeNext(next: unknown): string {
+  if (typeof next !== 'string' || next.length === 0 || next.length > 2048) return '/';
+  if (CONTROL.test(next) || next.includes('\\')) return '/';
+  if (!next.startsWith('/') || next.startsWith('//')) return '/';
+  let url: URL;
+  try {
+    url = new URL(next, ORIGIN);
+  } catch {
+    return '/';
+  }
+  if (url.origin !== ORIGIN) return '/';
+  const path = `${url.pathname}${url.search}`;
+  if (!path.startsWith('/') || path.startsWith('//') || CONTROL.test(path) || path.includes('\\')) return '/';
+  return path;
 }
 
 export function registerAuthRoutes(app: FastifyInstance, web: WebContext): void {
