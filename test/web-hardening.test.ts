@@ -1,5 +1,6 @@
 /**
- * Defects found against a running Postern, each with its regression test: input that ended the process.
+ * Defects found against a running Postern, each with its regression test: input that ended the process, and a
+ * sign-in throttle that parallel guesses outran.
  *
  * The process tests run Postern as a real child process (a crash there is a crash, not a failed assertion in
  * the test runner) and talk to it over real sockets; clients bind to other loopback addresses (127.0.0.x) so
@@ -9,7 +10,7 @@ import fc from 'fast-check';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Agent } from 'undici';
+import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnPostern, type PosternProcess } from './support/postern-process.js';
 import { startTestPostern, WebClient, eventually, type TestPostern } from './support/postern.js';
@@ -155,6 +156,58 @@ describe('a real Postern process', () => {
         await attack(web, page, action, 100);
       }, 120_000);
     }
+  });
+
+  describe('the sign-in throttle', () => {
+    it('regression: 40 parallel wrong passwords from one address are not all evaluated; the administrator still logs in from another address', async () => {
+      const attacker = new WebClient(base, from('127.0.0.2'));
+      const html = await attacker.get('/login');
+      const token = /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
+      const dispatcher = from('127.0.0.2');
+      const responses = await Promise.all(
+        Array.from({ length: 40 }, async (_, i) => {
+          const response = await undiciFetch(`${base}/login`, {
+            method: 'POST',
+            redirect: 'manual',
+            dispatcher,
+            headers: { 'content-type': 'application/x-www-form-urlencoded', cookie: attacker.cookieHeader },
+            body: new URLSearchParams({ _csrf: token, username: 'admin', password: `guess-${i}`, next: '/' }).toString(),
+          });
+          return { status: response.status, retryAfter: response.headers.get('retry-after'), html: await response.text() };
+        }),
+      );
+      const evaluated = responses.filter((r) => r.status === 401);
+      const refused = responses.filter((r) => r.status === 429);
+      expect(evaluated.length).toBeLessThanOrEqual(5);
+      expect(evaluated.length + refused.length).toBe(40);
+      for (const r of evaluated) expect(r.html).toContain('The user name or password is incorrect.');
+      for (const r of refused) {
+        expect(r.html).toMatch(/Too many failed login attempts\. Try again in \d+ minutes? \(after \d\d:\d\d UTC\)\./);
+        expect(Number(r.retryAfter)).toBeGreaterThan(0);
+      }
+      // Postern saw the attacker's own address (so the other address below really is another one).
+      expect(postern.lines.some((l) => l.msg === 'login refused: too many failed attempts' && l.address === '127.0.0.2')).toBe(true);
+      // Even the right password is refused from the flooding address for now...
+      await attacker.post('/login', { username: 'admin', password: ADMIN, next: '/' });
+      expect(attacker.lastStatus).toBe(429);
+      // ...but the real administrator, elsewhere, is not locked out.
+      const admin = new WebClient(base, from('127.0.0.3'));
+      await admin.login('admin', ADMIN);
+      expect(await admin.get('/')).toContain('admin');
+      expect(admin.lastStatus).toBe(200);
+    });
+
+    it('a flood of different user names from one address is stopped by the per-address limit', async () => {
+      const attacker = new WebClient(base, from('127.0.0.4'));
+      await attacker.get('/login');
+      const statuses: number[] = [];
+      for (let i = 0; i < 25; i++) {
+        await attacker.post('/login', { username: `user${i}`, password: 'wrong-password' });
+        statuses.push(attacker.lastStatus);
+      }
+      expect(statuses.filter((s) => s === 401).length).toBe(20);
+      expect(statuses.slice(20).every((s) => s === 429)).toBe(true);
+    });
   });
 });
 

@@ -19,6 +19,7 @@ import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
+import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
 import type { OAuthService } from '../oauth/service.js';
 import type { AuditLog } from '../store/audit.js';
@@ -28,7 +29,6 @@ import { SecretBox } from '../store/secret-box.js';
 import type { Store } from '../store/store.js';
 import { canChangeSendSettings, canManageUsers, ROLE_LABELS, type User, type Users } from '../store/users.js';
 import { registerPlainHttpRedirect } from './https.js';
-import { LoginThrottle } from './login-throttle.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
 import { registerHealthRoutes } from './routes/health.js';
@@ -69,7 +69,7 @@ export interface WebDependencies {
   log: Logger;
   /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
   plugins?: ((app: FastifyInstance, web: WebContext) => Promise<void> | void)[];
-  /** Extra Prometheus metrics text. */
+  /** The Remote UI's sign-in throttle (src/login-throttle.ts); a fresh one when absent. */
   loginThrottle?: LoginThrottle;
   /** The Remote UI's bound port (for the Google loopback redirect URI). */
   httpPort: () => number;
