@@ -1,6 +1,6 @@
 /**
- * Defects found against a running Postern, each with its regression test: input that ended the process, and a
- * sign-in throttle that parallel guesses outran.
+ * Defects found against a running Postern, each with its regression test: input that ended the process, a
+ * sign-in throttle that parallel guesses outran, and sessions that outlived a password change or reset.
  *
  * The process tests run Postern as a real child process (a crash there is a crash, not a failed assertion in
  * the test runner) and talk to it over real sockets; clients bind to other loopback addresses (127.0.0.x) so
@@ -12,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, fetch as undiciFetch } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli } from './support/cli.js';
+import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 import { spawnPostern, type PosternProcess } from './support/postern-process.js';
 import { startTestPostern, WebClient, eventually, type TestPostern } from './support/postern.js';
 import { buildWebApp } from '../src/web/app.js';
@@ -208,6 +210,98 @@ describe('a real Postern process', () => {
       expect(statuses.filter((s) => s === 401).length).toBe(20);
       expect(statuses.slice(20).every((s) => s === 429)).toBe(true);
     });
+  });
+});
+
+describe.each([
+  ['SQLite', false],
+  ['PostgreSQL', true],
+] as const)('sessions end with a password change or reset (%s)', (_name, postgres) => {
+  let gw: TestPostern;
+  let db: TestDatabase | undefined;
+
+  beforeAll(async () => {
+    if (postgres) {
+      if (!POSTGRES_ADMIN_URL) return;
+      db = await createTestDatabase('hardening_sessions');
+    }
+    gw = await startTestPostern({ config: db ? { databaseUrl: db.url } : {} });
+    for (const name of ['alice', 'bob', 'carol', 'dave']) await gw.postern.users.create(name, `${name}-password`, 'GeneralUser');
+  });
+
+  afterAll(async () => {
+    await gw?.close();
+    await db?.drop();
+  });
+
+  const signedIn = async (web: WebClient) => {
+    await web.get('/');
+    return web.lastStatus === 200;
+  };
+  const sessionRows = async (username: string) => {
+    const user = (await gw.postern.users.list()).find((u) => u.username === username)!;
+    return gw.postern.store.db.selectFrom('sessions').selectAll().where('user_id', '=', user.id).execute();
+  };
+
+  it('regression: changing a password ends the user\'s other sessions; the current one stays signed in', async (context) => {
+    if (!gw) return context.skip();
+    const here = new WebClient(gw.url);
+    const elsewhere = new WebClient(gw.url);
+    await here.login('alice', 'alice-password');
+    await elsewhere.login('alice', 'alice-password');
+    expect(await sessionRows('alice')).toHaveLength(2);
+    await here.get('/settings/password');
+    await here.post('/settings/password', { current: 'alice-password', password: 'alice-new-password', confirm: 'alice-new-password' });
+    expect(here.lastStatus).toBe(303);
+    expect(await signedIn(here)).toBe(true);
+    await elsewhere.get('/');
+    expect(elsewhere.lastStatus).toBe(303);
+    expect(elsewhere.lastLocation).toBe('/login?next=%2F');
+    expect(await sessionRows('alice')).toHaveLength(1);
+    // The current session keeps working on later requests too.
+    expect(await signedIn(here)).toBe(true);
+  });
+
+  it('regression: postern reset-password ends all of the user\'s sessions', async (context) => {
+    if (!gw) return context.skip();
+    const one = new WebClient(gw.url);
+    const two = new WebClient(gw.url);
+    await one.login('bob', 'bob-password');
+    await two.login('bob', 'bob-password');
+    const reset = await runCli(['reset-password', 'bob'], { POSTERN_DATA_DIR: gw.dataDir, ...(db ? { POSTERN_DATABASE_URL: db.url } : {}) });
+    expect(reset.code, reset.stderr).toBe(0);
+    expect(await signedIn(one)).toBe(false);
+    expect(await signedIn(two)).toBe(false);
+    expect(await sessionRows('bob')).toHaveLength(0);
+    const password = /New password for bob: (\S+)/.exec(reset.stdout)![1]!;
+    await one.login('bob', password);
+    expect(await signedIn(one)).toBe(true);
+  });
+
+  it('regression: a request under way cannot bring an ended session back by saving it', async (context) => {
+    if (!gw) return context.skip();
+    const web = new WebClient(gw.url);
+    await web.login('dave', 'dave-password');
+    const [row] = await sessionRows('dave');
+    const dave = (await gw.postern.users.list()).find((u) => u.username === 'dave')!;
+    await gw.postern.users.setPassword(dave.id, 'dave-new-password');
+    // What a request that had read the session before the reset writes back at its end.
+    await gw.postern.store.db.insertInto('sessions').values(row!).execute();
+    expect(await signedIn(web)).toBe(false);
+  });
+
+  it('regression: removing a user in User Management ends their sessions', async (context) => {
+    if (!gw) return context.skip();
+    const carol = new WebClient(gw.url);
+    await carol.login('carol', 'carol-password');
+    const id = (await gw.postern.users.list()).find((u) => u.username === 'carol')!.id;
+    const admin = new WebClient(gw.url);
+    await admin.login();
+    await admin.get('/settings/users');
+    await admin.post(`/settings/users/${id}/remove`);
+    expect(admin.lastStatus).toBe(303);
+    expect(await signedIn(carol)).toBe(false);
+    expect(await gw.postern.store.db.selectFrom('sessions').selectAll().where('user_id', '=', id).execute()).toHaveLength(0);
   });
 });
 

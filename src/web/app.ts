@@ -27,7 +27,7 @@ import type { CaCertificates } from '../store/ca-certificates.js';
 import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
 import type { Store } from '../store/store.js';
-import { canChangeSendSettings, canManageUsers, ROLE_LABELS, type User, type Users } from '../store/users.js';
+import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid, type User, type Users } from '../store/users.js';
 import { registerPlainHttpRedirect } from './https.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
@@ -233,7 +233,8 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     const userId = request.session?.userId;
     if (userId) {
       const user = await deps.users.findById(userId);
-      if (user) request.user = user;
+      // A session from before the user's password was changed or reset is over (Users.endSessions).
+      if (user && sessionStillValid(user, request.session.loginAt)) request.user = user;
       else request.session.userId = undefined;
     }
   });

@@ -1,6 +1,7 @@
 /**
  * Remote UI sessions kept in the store, encrypted (a session holds its CSRF secret), so that they survive a
- * restart and are shared by instances on one database. Expired sessions are swept on write.
+ * restart and are shared by instances on one database. Expired sessions are swept on write. Each row names
+ * its signed-in user (`user_id`), so that a password change or reset can end that user's sessions.
  *
  * @fastify/session's callbacks are called outside the database promise: they run the rest of the request
  * (the response is written from inside them), and a throw there must not become an unhandled rejection of
@@ -45,11 +46,12 @@ export class DatabaseSessionStore implements SessionStore {
     const work = (async () => {
       const expires = session.cookie?.expires ? new Date(session.cookie.expires).getTime() : Date.now() + DEFAULT_TTL_MS;
       const data_enc = this.store.secrets.encrypt(JSON.stringify(session), this.#context(sessionId));
+      const user_id = typeof session.userId === 'string' ? session.userId : null;
       const now = Date.now();
       await this.store.db
         .insertInto('sessions')
-        .values({ id: sessionId, data_enc, expires_at: expires })
-        .onConflict((oc) => oc.column('id').doUpdateSet({ data_enc, expires_at: expires }))
+        .values({ id: sessionId, data_enc, expires_at: expires, user_id })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ data_enc, expires_at: expires, user_id }))
         .execute();
       if (now - this.#lastSweep > 60_000) {
         this.#lastSweep = now;
