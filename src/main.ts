@@ -17,6 +17,12 @@ async function main(): Promise<void> {
     process.exit(78); // EX_CONFIG
   }
   const log = createLogger(config.logLevel);
+  // Last resort only: a promise rejected with nobody to handle it is a defect, logged loudly, but it must not
+  // take down the Remote UI and the relay for every device (each request's own errors are handled where they
+  // occur). A synchronous uncaught exception still ends the process: its state may be inconsistent.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: describeError(reason) }, 'unhandled promise rejection (a defect); Postern keeps running');
+  });
   if (config.extraCaFile) log.info({ file: config.extraCaFile }, 'trusting the extra CA certificates of NODE_EXTRA_CA_CERTS');
 
   /** One line on stderr and one log line with the reason and its code; then the process ends. */

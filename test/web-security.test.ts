@@ -38,7 +38,7 @@ describe('login', () => {
     for (let i = 0; i < 4; i++) await web.post('/login', { username: 'clumsy', password: 'wrong' });
     html = await web.post('/login', { username: 'clumsy', password: 'clumsy-password' });
     expect(web.lastStatus).toBe(429);
-    expect(html).toMatch(/Too many failed login attempts\. Try again in \d+ minutes?\./);
+    expect(html).toMatch(/Too many failed login attempts\. Try again in \d+ minutes? \(after \d\d:\d\d UTC\)\./);
   });
 
   test('the session cookie is HttpOnly and SameSite, and a new session id is issued at login', async () => {

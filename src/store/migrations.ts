@@ -310,6 +310,18 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.alterTable('email_settings').addColumn('upstream_extensions_seen_at', 'bigint').execute();
     },
   }),
+  '008_session_users': () => ({
+    async up(db: Kysely<any>) {
+      // Whose a Remote UI session is (written by the session store on every save; null before login), so that
+      // a password change or reset, or removing the user, can end that user's sessions (docs/decisions/018).
+      // Sessions saved before this migration have none; they end at their expiry as before.
+      await db.schema.alterTable('sessions').addColumn('user_id', 'text').execute();
+      await db.schema.createIndex('sessions_user_id').on('sessions').column('user_id').execute();
+      // Sessions of the user that signed in before this time are not accepted (null: all are). Closes the
+      // window where a request already under way saves its session again after the rows were deleted.
+      await db.schema.alterTable('users').addColumn('sessions_not_before', 'bigint').execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

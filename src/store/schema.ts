@@ -15,6 +15,8 @@ export interface UsersTable {
   created_at: number;
   updated_at: number;
   last_login_at: number | null;
+  /** Sessions of this user that signed in before this time (ms) are ended; null: none are. */
+  sessions_not_before: number | null;
 }
 
 export interface SessionsTable {
@@ -22,6 +24,8 @@ export interface SessionsTable {
   /** The session object, encrypted (it holds the CSRF secret and pending authorization attempts). */
   data_enc: string;
   expires_at: number;
+  /** The signed-in user, or null before login. */
+  user_id: string | null;
 }
 
 export interface MetaTable {

@@ -39,13 +39,20 @@ export function validateNewPassword(password: string): string | undefined {
   return undefined;
 }
 
+const USER_COLUMNS = ['id', 'username', 'role', 'created_at', 'updated_at', 'last_login_at', 'sessions_not_before'] as const;
+
+/** Whether a session that signed in at `loginAt` is still accepted for this user (see `endSessions`). */
+export function sessionStillValid(user: Pick<User, 'sessions_not_before'>, loginAt: number | undefined): boolean {
+  return user.sessions_not_before === null || (loginAt ?? 0) >= user.sessions_not_before;
+}
+
 export class Users {
   constructor(private readonly store: Store) {}
 
   async list(): Promise<User[]> {
     return this.store.db
       .selectFrom('users')
-      .select(['id', 'username', 'role', 'created_at', 'updated_at', 'last_login_at'])
+      .select(USER_COLUMNS)
       .orderBy('username')
       .execute();
   }
@@ -53,14 +60,14 @@ export class Users {
   async findById(id: string): Promise<User | undefined> {
     return this.store.db
       .selectFrom('users')
-      .select(['id', 'username', 'role', 'created_at', 'updated_at', 'last_login_at'])
+      .select(USER_COLUMNS)
       .where('id', '=', id)
       .executeTakeFirst();
   }
 
   async create(username: string, password: string, role: Role): Promise<User> {
     const now = Date.now();
-    const user = { id: randomUUID(), username, role, created_at: now, updated_at: now, last_login_at: null };
+    const user = { id: randomUUID(), username, role, created_at: now, updated_at: now, last_login_at: null, sessions_not_before: null };
     await this.store.db
       .insertInto('users')
       .values({ ...user, password_hash: await hashPassword(password) })
@@ -84,20 +91,40 @@ export class Users {
     return { ...user, last_login_at: now };
   }
 
-  async setPassword(id: string, password: string): Promise<void> {
-    await this.store.db
-      .updateTable('users')
-      .set({ password_hash: await hashPassword(password), updated_at: Date.now() })
-      .where('id', '=', id)
-      .execute();
+  /**
+   * Sets a new password and ends the user's Remote UI sessions: all of them, or all but `keepSession` (the
+   * session of a user changing their own password). Returns the time from which sessions count again; the
+   * kept session must carry it as its `loginAt`.
+   */
+  async setPassword(id: string, password: string, options: { keepSession?: string } = {}): Promise<number> {
+    const password_hash = await hashPassword(password);
+    const now = Date.now();
+    await this.store.db.updateTable('users').set({ password_hash, updated_at: now }).where('id', '=', id).execute();
+    await this.endSessions(id, { keepSession: options.keepSession, at: now });
+    return now;
+  }
+
+  /**
+   * Ends the user's Remote UI sessions (all, or all but `keepSession`): their rows are deleted, and sessions
+   * that signed in before `at` are no longer accepted, so that a request already under way cannot bring its
+   * session back by saving it.
+   */
+  async endSessions(id: string, options: { keepSession?: string | undefined; at?: number } = {}): Promise<void> {
+    const at = options.at ?? Date.now();
+    await this.store.db.updateTable('users').set({ sessions_not_before: at }).where('id', '=', id).execute();
+    let remove = this.store.db.deleteFrom('sessions').where('user_id', '=', id);
+    if (options.keepSession !== undefined) remove = remove.where('id', '<>', options.keepSession);
+    await remove.execute();
   }
 
   async setRole(id: string, role: Role): Promise<void> {
     await this.store.db.updateTable('users').set({ role, updated_at: Date.now() }).where('id', '=', id).execute();
   }
 
+  /** Removes the user and ends their Remote UI sessions. */
   async remove(id: string): Promise<void> {
     await this.store.db.deleteFrom('users').where('id', '=', id).execute();
+    await this.store.db.deleteFrom('sessions').where('user_id', '=', id).execute();
   }
 
   async countAdministrators(): Promise<number> {

@@ -15,9 +15,11 @@ import { Eta } from 'eta';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
+import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
 import type { OAuthService } from '../oauth/service.js';
 import type { AuditLog } from '../store/audit.js';
@@ -25,9 +27,8 @@ import type { CaCertificates } from '../store/ca-certificates.js';
 import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
 import type { Store } from '../store/store.js';
-import { canChangeSendSettings, canManageUsers, ROLE_LABELS, type User, type Users } from '../store/users.js';
+import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid, type User, type Users } from '../store/users.js';
 import { registerPlainHttpRedirect } from './https.js';
-import { LoginThrottle } from './login-throttle.js';
 import { registerAuthRoutes } from './routes/auth.js';
 import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
 import { registerHealthRoutes } from './routes/health.js';
@@ -68,7 +69,7 @@ export interface WebDependencies {
   log: Logger;
   /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
   plugins?: ((app: FastifyInstance, web: WebContext) => Promise<void> | void)[];
-  /** Extra Prometheus metrics text. */
+  /** The Remote UI's sign-in throttle (src/login-throttle.ts); a fresh one when absent. */
   loginThrottle?: LoginThrottle;
   /** The Remote UI's bound port (for the Google loopback redirect URI). */
   httpPort: () => number;
@@ -155,7 +156,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   await app.register(fastifySession, {
     cookieName: 'postern_session',
     secret: SecretBox.deriveKey(deps.store.masterKey, 'session cookie').toString('hex'),
-    store: new DatabaseSessionStore(deps.store),
+    store: new DatabaseSessionStore(deps.store, deps.log.child({ component: 'web' })),
     saveUninitialized: false,
     rolling: true,
     cookie: {
@@ -170,6 +171,18 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     },
   });
   await app.register(fastifyCsrf, { sessionPlugin: '@fastify/session', getToken: (request) => (request.body as any)?._csrf });
+
+  // Last of the onSend hooks (after the session is saved): a header that Node would refuse to write (a control
+  // character in a Location built from input) becomes an error for this request, handled below, instead of a
+  // throw from inside the session store's callback that no request handler sees.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    const bad = invalidHeaders(reply);
+    if (bad.length > 0) {
+      for (const name of bad) reply.removeHeader(name);
+      throw Object.assign(new Error(`the response had an invalid header: ${bad.join(', ')}`), { code: 'POSTERN_INVALID_HEADER' });
+    }
+    return payload;
+  });
 
   const context = {
     sendMenu: [
@@ -220,7 +233,8 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     const userId = request.session?.userId;
     if (userId) {
       const user = await deps.users.findById(userId);
-      if (user) request.user = user;
+      // A session from before the user's password was changed or reset is over (Users.endSessions).
+      if (user && sessionStillValid(user, request.session.loginAt)) request.user = user;
       else request.session.userId = undefined;
     }
   });
@@ -245,6 +259,9 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   const requireUserManagement = requireRole(canManageUsers, 'Administrator privileges are required to manage users.');
 
   app.setErrorHandler(async (error: Error & { code?: string; statusCode?: number }, request, reply) => {
+    // The error page must be writable whatever the failed response had set.
+    for (const name of invalidHeaders(reply)) reply.removeHeader(name);
+    if (error.code === 'POSTERN_INVALID_HEADER') reply.removeHeader('location');
     if (error.code === 'FST_CSRF_INVALID_TOKEN' || error.code === 'FST_CSRF_MISSING_SECRET') {
       return reply.render(
         'error',
@@ -284,6 +301,21 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   registerUserRoutes(app, context);
   for (const plugin of deps.plugins ?? []) await plugin(app, context);
   return app;
+}
+
+/** The names of the reply's headers that Node's HTTP server would refuse to write (RFC 9110 section 5.5). */
+function invalidHeaders(reply: FastifyReply): string[] {
+  const bad: string[] = [];
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (value === undefined) continue;
+    try {
+      validateHeaderName(name);
+      for (const item of Array.isArray(value) ? value : [value]) validateHeaderValue(name, String(item));
+    } catch {
+      bad.push(name);
+    }
+  }
+  return bad;
 }
 
 /** Reads a check box from a form body: present (any value) means on. */

@@ -1,11 +1,49 @@
-/** Login and Log Out. Failed logins are rate limited per user name + address and per address. */
+/**
+ * Login and Log Out. Sign-in attempts are throttled per user name + address and per address
+ * (src/login-throttle.ts): an attempt is reserved before the password is checked, so parallel guesses cannot
+ * outrun the limit.
+ */
 import type { FastifyInstance } from 'fastify';
+import { tryAgainIn } from '../../login-throttle.js';
 import { text, type WebContext } from '../app.js';
-import { formatWait } from '../login-throttle.js';
 
-/** Only same-site paths are followed after login (no open redirect). */
-function safeNext(next: unknown): string {
-  return typeof next === 'string' && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+const ORIGIN = 'http://postern.invalid';
+/** C0 and C1 controls (and DEL): browsers strip some of them from URLs, and none belongs in a header. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * The path to go to after login: a path on this site only (no open redirect), or `/`.
+ *
+ * The value is parsed as a URL against a placeholder origin and must stay on that origin; what is kept is its
+ * path and query. Anything with a control character or a backslash is refused before parsing: the WHATWG URL
+ * parser (and so every browser) drops tabs and newlines and reads `\` as `/`, so `/\t/evil.example` and
+ * `/\evil.example` would become `//evil.example`, another host. The result must start with exactly one `/`.
+ */
+export function safeNext(next: unknown): string {
+  if (typeof next !== 'string' || next.length === 0 || next.length > 2048) return '/';
+  if (CONTROL.test(next) || next.includes('\\')) return '/';
+  if (!next.startsWith('/') || next.startsWith('//')) return '/';
+  let url: URL;
+  try {
+    url = new URL(next, ORIGIN);
+  } catch {
+    return '/';
+  }
+  if (url.origin !== ORIGIN) return '/';
+  const path = `${url.pathname}${url.search}`;
+  if (!path.startsWith('/') || path.startsWith('//') || CONTROL.test(path) || path.includes('\\')) return '/';
+  return path;
+}
+
+/** "Try again in 15 minutes (after 21:45 UTC)". */
+function waitSentence(seconds: number): string {
+  const words = tryAgainIn(seconds);
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** A user name as the audit log and the log keep it: what was typed, cut to a sensible length. */
+function shown(username: string): string {
+  return username.length > 100 ? `${username.slice(0, 100)}…` : username;
 }
 
 export function registerAuthRoutes(app: FastifyInstance, web: WebContext): void {
@@ -21,22 +59,24 @@ export function registerAuthRoutes(app: FastifyInstance, web: WebContext): void 
     const password = text(body, 'password');
     const next = safeNext(body.next);
     const address = request.ip;
-    const blocked = await web.loginThrottle.blockedFor(username, address);
-    if (blocked !== undefined) {
-      web.log.warn({ username, address }, 'login refused: too many failed attempts');
+    // Reserved before the (slow) password check: however many guesses arrive at once, at most the limit of
+    // them is evaluated.
+    const attempt = await web.loginThrottle.reserve(username, address);
+    if (!attempt.allowed) {
+      web.log.warn({ username: shown(username), address }, 'login refused: too many failed attempts');
+      reply.header('retry-after', String(attempt.retryAfterSeconds));
       return reply.render(
         'login',
-        { title: 'Login', next, username, error: `Too many failed login attempts. Try again in ${formatWait(blocked)}.` },
+        { title: 'Login', next, username, error: `Too many failed login attempts. ${waitSentence(attempt.retryAfterSeconds)}.` },
         429,
       );
     }
     const user = username && password ? await web.users.authenticate(username, password) : undefined;
     if (!user) {
-      await web.loginThrottle.recordFailure(username, address);
-      await web.audit.record(username || null, 'login.failed', `from ${address}`);
+      await web.audit.record(shown(username) || null, 'login.failed', `from ${address}`);
       return reply.render('login', { title: 'Login', next, username, error: 'The user name or password is incorrect.' }, 401);
     }
-    await web.loginThrottle.recordSuccess(username, address);
+    await attempt.succeeded();
     // A new session id at login (no session fixation).
     await request.session.regenerate();
     request.session.userId = user.id;

@@ -53,6 +53,7 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
       web.setFlash(request, { type: 'error', text: 'The last Administrator cannot be removed.' });
       return reply.redirect(BASE, 303);
     }
+    // Removing the user also ends their sessions.
     await web.users.remove(id);
     await web.audit.record(request.user!.username, 'user.removed', user.username);
     web.setFlash(request, { type: 'success', text: `Removed ${user.username}.` });
@@ -74,9 +75,10 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
     if (passwordError) errors.password = passwordError;
     else if (password !== confirm) errors.confirm = 'The two new passwords differ.';
     if (Object.keys(errors).length > 0) return reply.render('password', { title: 'Change Password', errors }, 400);
-    await web.users.setPassword(request.user!.id, password);
+    // The user's other sessions end (a session elsewhere may be the reason for the change); this one stays.
+    request.session.loginAt = await web.users.setPassword(request.user!.id, password, { keepSession: request.session.sessionId });
     await web.audit.record(request.user!.username, 'user.password_changed');
-    web.setFlash(request, { type: 'success', text: 'Your password was changed.' });
+    web.setFlash(request, { type: 'success', text: 'Your password was changed. You were logged out everywhere else.' });
     return reply.redirect('/', 303);
   });
 }
