@@ -21,7 +21,7 @@ async function main(): Promise<void> {
   // take down the Remote UI and the relay for every device (each request's own errors are handled where they
   // occur). A synchronous uncaught exception still ends the process: its state may be inconsistent.
   process.on('unhandledRejection', (reason) => {
-    log.error({ err: describeError(reason) }, 'unhandled promise rejection (a defect); Postern keeps running');
+    log.error({ err: reason }, 'unhandled promise rejection (a defect); Postern keeps running');
   });
   if (config.extraCaFile) log.info({ file: config.extraCaFile }, 'trusting the extra CA certificates of NODE_EXTRA_CA_CERTS');
 
@@ -80,4 +80,8 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+// A defect in start-up itself ends the process with one line; the rejection handler above is for later.
+main().catch((error: unknown) => {
+  process.stderr.write(`postern: cannot start: ${error instanceof Error ? error.message : String(error)}\n`);
+  process.exit(1);
+});

@@ -303,7 +303,7 @@ const migrations: Record<string, MigrationFactory> = {
   '007_upstream_extensions': () => ({
     async up(db: Kysely<any>) {
       // What the upstream advertised after EHLO (smtp-out/extensions.ts): the relay advertises 8BITMIME /
-      // SMTPUTF8 only if the upstream has them (PROTOCOL.md checklist 35). Kept with the target it was seen
+      // SMTPUTF8 only if the upstream has them (docs/protocol.md §5.3). Kept with the target it was seen
       // at, so a changed upstream counts as not yet seen (docs/decisions/014).
       await db.schema.alterTable('email_settings').addColumn('upstream_extensions_target', 'text').execute();
       await db.schema.alterTable('email_settings').addColumn('upstream_extensions', 'text').execute();

@@ -169,7 +169,7 @@ export interface EmailSettingsTable {
   upstream_extensions_seen_at: number | null;
 }
 
-/** How the relay treats a bare CR or LF inside DATA (SMTP smuggling defence, PROTOCOL.md §5.1). */
+/** How the relay treats a bare CR or LF inside DATA (SMTP smuggling defence, docs/protocol.md §5.1). */
 export type BareNewlinePolicy = 'normalize' | 'reject';
 
 /** Relay Settings: one row (id 'default'). */
@@ -202,7 +202,7 @@ export interface RelayDevicesTable {
   last_login_at: number | null;
 }
 
-/** Queue states, named as Postfix names its queues (DESIGN.md, queue). */
+/** Queue states, named as Postfix names its queues (docs/decisions/005-queue-states-leases-holds-and-bounces.md). */
 export type QueueState = 'incoming' | 'active' | 'deferred' | 'held' | 'sent' | 'bounced';
 
 /** One relayed message; its body is a file in the spool directory of the node that accepted it. */

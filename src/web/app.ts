@@ -272,7 +272,8 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.render('error', { title: 'Request Not Accepted', message: error.message }, error.statusCode);
     }
-    request.log.error({ err: error, reqId: request.id, url: request.url }, 'unexpected error in the Remote UI');
+    // The path only: a query string can hold an authorization code and its state (the Google callback).
+    request.log.error({ err: error, reqId: request.id, method: request.method, path: request.url.split('?')[0] }, 'unexpected error in the Remote UI');
     return reply.render(
       'error',
       { title: 'Something Went Wrong', message: `An unexpected error occurred. It was logged with reference ${request.id}.` },
