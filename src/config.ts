@@ -122,6 +122,24 @@ const seconds = (name: string, maxSeconds: number, maxLabel: string) =>
       return Math.round(n * 1000);
     });
 
+/**
+ * A whole number from `min` to `max`; empty or unset gives undefined. `unit` words the range in the error
+ * ("seconds" gives "a whole number of seconds from 30 to 86400").
+ */
+const wholeNumber = (name: string, min: number, max: number, unit?: string) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const n = Number(value.trim());
+      if (!/^\d+$/.test(value.trim()) || n < min || n > max) {
+        ctx.addIssue({ code: 'custom', message: `${name} must be a whole number${unit ? ` of ${unit}` : ''} from ${min} to ${max}, got "${value}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
 const port = <Fallback extends number | undefined>(name: string, fallback: Fallback) =>
   z
     .string()
@@ -213,63 +231,11 @@ const schema = z.object({
   POSTERN_QUEUE_RETRY_BASE_SECONDS: seconds('POSTERN_QUEUE_RETRY_BASE_SECONDS', QUEUE_BOUNDS.retrySeconds, '1 day'),
   POSTERN_QUEUE_RETRY_MAX_SECONDS: seconds('POSTERN_QUEUE_RETRY_MAX_SECONDS', QUEUE_BOUNDS.retrySeconds, '1 day'),
   POSTERN_QUEUE_LIFETIME_SECONDS: seconds('POSTERN_QUEUE_LIFETIME_SECONDS', QUEUE_BOUNDS.lifetimeSeconds, '30 days'),
-  POSTERN_QUEUE_CONCURRENCY: z
-    .string()
-    .optional()
-    .transform((value, ctx) => {
-      if (value === undefined || value.trim() === '') return undefined;
-      const n = Number(value.trim());
-      if (!/^\d+$/.test(value.trim()) || n < 1 || n > 64) {
-        ctx.addIssue({ code: 'custom', message: `POSTERN_QUEUE_CONCURRENCY must be a whole number from 1 to 64, got "${value}"` });
-        return z.NEVER;
-      }
-      return n;
-    }),
-  POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: z
-    .string()
-    .optional()
-    .transform((value, ctx) => {
-      if (value === undefined || value.trim() === '') return undefined;
-      const n = Number(value.trim());
-      if (!/^\d+$/.test(value.trim()) || n < 1 || n > RELAY_LIMIT_DEFAULTS.maxConnections) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS must be a whole number from 1 to ${RELAY_LIMIT_DEFAULTS.maxConnections}, got "${value}"`,
-        });
-        return z.NEVER;
-      }
-      return n;
-    }),
-  POSTERN_SMTP_SESSION_TIMEOUT_SECONDS: z
-    .string()
-    .optional()
-    .transform((value, ctx) => {
-      if (value === undefined || value.trim() === '') return undefined;
-      const n = Number(value.trim());
-      if (!/^\d+$/.test(value.trim()) || n < 30 || n > 86_400) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `POSTERN_SMTP_SESSION_TIMEOUT_SECONDS must be a whole number of seconds from 30 to 86400, got "${value}"`,
-        });
-        return z.NEVER;
-      }
-      return n * 1000;
-    }),
-  POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: z
-    .string()
-    .optional()
-    .transform((value, ctx) => {
-      if (value === undefined || value.trim() === '') return 300_000; // as the token service's own default
-      const n = Number(value.trim());
-      if (!/^\d+$/.test(value.trim()) || n < 60 || n > 3000) {
-        ctx.addIssue({
-          code: 'custom',
-          message: `POSTERN_TOKEN_REFRESH_AHEAD_SECONDS must be a whole number of seconds from 60 to 3000, got "${value}"`,
-        });
-        return z.NEVER;
-      }
-      return n * 1000;
-    }),
+  POSTERN_QUEUE_CONCURRENCY: wholeNumber('POSTERN_QUEUE_CONCURRENCY', 1, 64),
+  POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: wholeNumber('POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS', 1, RELAY_LIMIT_DEFAULTS.maxConnections),
+  POSTERN_SMTP_SESSION_TIMEOUT_SECONDS: wholeNumber('POSTERN_SMTP_SESSION_TIMEOUT_SECONDS', 30, 86_400, 'seconds').transform((n) => (n === undefined ? undefined : n * 1000)),
+  // Unset: the token service's own default, 5 minutes.
+  POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: wholeNumber('POSTERN_TOKEN_REFRESH_AHEAD_SECONDS', 60, 3000, 'seconds').transform((n) => (n ?? 300) * 1000),
 });
 
 /**
