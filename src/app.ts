@@ -175,6 +175,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     audit,
     caCertificates,
     oauth,
+    accounts,
+    queue,
     log,
     httpPort: () => boundHttpPort,
     httpsPort: config.https ? () => boundHttpsPort : undefined,

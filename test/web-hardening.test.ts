@@ -322,6 +322,8 @@ describe('errors after the handler', () => {
       audit: p.audit,
       caCertificates: p.caCertificates,
       oauth: p.oauth,
+      accounts: p.accounts,
+      queue: p.queue,
       log: createLogger('fatal'),
       httpPort: () => 0,
       plugins: [

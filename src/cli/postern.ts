@@ -19,7 +19,7 @@
 import { existsSync } from 'node:fs';
 import { loadConfig, QUEUE_DEFAULTS, type Config } from '../config.js';
 import { isPosternError } from '../errors.js';
-import { TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
+import { OAuthAccounts, TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
 import { clockSkewWarningOf } from '../oauth/clock-skew.js';
 import { CONNECTION_STATUS_LABELS, type ConnectionStatus } from '../oauth/connection-check.js';
 import { PROVIDER_LABELS } from '../oauth/profiles.js';
@@ -92,7 +92,7 @@ async function withQueue<T>(fn: (queue: MessageQueue, store: Store) => Promise<T
 
 async function status(): Promise<void> {
   await withStore(async (store, config) => {
-    const rows = await store.db.selectFrom('oauth_accounts').selectAll().orderBy('id').execute();
+    const rows = await new OAuthAccounts(store).list();
     if (config.outboundProxy) {
       // The origin only (scheme://host:port): the proxy's credentials are never printed.
       process.stdout.write(`Outbound proxy for OAuth HTTP requests: ${config.outboundProxy.origin} (from ${config.outboundProxy.setting})\n`);

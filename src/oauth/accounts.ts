@@ -89,8 +89,14 @@ export class OAuthAccounts {
     return () => this.#tokenListeners.delete(listener);
   }
 
-  get db() {
-    return this.store.db;
+  /** Every account row, by id (Status pages, metrics, the CLI, notifications). */
+  async list(): Promise<AccountRow[]> {
+    return this.store.db.selectFrom('oauth_accounts').selectAll().orderBy('id').execute();
+  }
+
+  /** The accounts whose Use is on (the background refresh looks only at these). */
+  async listEnabled(): Promise<AccountRow[]> {
+    return this.store.db.selectFrom('oauth_accounts').selectAll().where('enabled', '=', 1).orderBy('id').execute();
   }
 
   async get(id: string): Promise<AccountRow | undefined> {

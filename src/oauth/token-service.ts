@@ -256,7 +256,7 @@ export class TokenService {
   /** Refreshes every account whose token is about to expire or whose retry is due. */
   async refreshDue(): Promise<void> {
     const now = this.#now();
-    const rows: AccountRow[] = await this.#accounts.db.selectFrom('oauth_accounts').selectAll().where('enabled', '=', 1).execute();
+    const rows: AccountRow[] = await this.#accounts.listEnabled();
     for (const row of rows) {
       if (row.refresh_token_enc === null) continue;
       const due =

@@ -169,10 +169,6 @@ export class MessageQueue {
     return this.spool.nodeId;
   }
 
-  get db() {
-    return this.#store.db;
-  }
-
   // ---- intake ---------------------------------------------------------------------------------------
 
   async receive(): Promise<IncomingMessage> {
@@ -247,13 +243,13 @@ export class MessageQueue {
   // ---- reading --------------------------------------------------------------------------------------
 
   async get(id: string): Promise<QueuedMessage | undefined> {
-    const row = await this.db.selectFrom('queue_messages').selectAll().where('id', '=', id).executeTakeFirst();
+    const row = await this.#store.db.selectFrom('queue_messages').selectAll().where('id', '=', id).executeTakeFirst();
     return row ? toMessage(row) : undefined;
   }
 
   /** Messages in the given states, newest first (the Queue page). */
   async list(states: QueueState[] = ACTIVE_STATES, limit = 500): Promise<QueuedMessage[]> {
-    const rows = await this.db
+    const rows = await this.#store.db
       .selectFrom('queue_messages')
       .selectAll()
       .where('state', 'in', states)
@@ -264,7 +260,7 @@ export class MessageQueue {
   }
 
   async counts(): Promise<Record<QueueState, number>> {
-    const rows = await this.db
+    const rows = await this.#store.db
       .selectFrom('queue_messages')
       .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
       .groupBy('state')
@@ -272,6 +268,16 @@ export class MessageQueue {
     const counts: Record<QueueState, number> = { incoming: 0, active: 0, deferred: 0, held: 0, sent: 0, bounced: 0 };
     for (const row of rows) counts[row.state] = Number(row.n);
     return counts;
+  }
+
+  /** When the oldest message not yet delivered or returned was received (undefined when none waits). */
+  async oldestWaitingSince(): Promise<number | undefined> {
+    const row = await this.#store.db
+      .selectFrom('queue_messages')
+      .select((eb) => eb.fn.min<number>('received_at').as('oldest'))
+      .where('state', 'in', ['incoming', 'active', 'deferred', 'held'])
+      .executeTakeFirst();
+    return row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest);
   }
 
   /** The body as a stream: from memory when it was kept, from the spool file otherwise. */
@@ -303,7 +309,7 @@ export class MessageQueue {
 
   /** The earliest next attempt among waiting messages of this node (for the manager's timer). */
   async nextDueAt(): Promise<number | undefined> {
-    const row = await this.db
+    const row = await this.#store.db
       .selectFrom('queue_messages')
       .select((eb) => eb.fn.min<number>('next_attempt_at').as('at'))
       .where('node_id', '=', this.nodeId)
@@ -318,7 +324,7 @@ export class MessageQueue {
   async due(limit: number, excludeIds: Iterable<string> = []): Promise<QueuedMessage[]> {
     const now = this.#now();
     const exclude = [...excludeIds];
-    let query = this.db
+    let query = this.#store.db
       .selectFrom('queue_messages')
       .selectAll()
       .where('node_id', '=', this.nodeId)
@@ -622,7 +628,7 @@ export class MessageQueue {
     for (let i = 0; i < ids.length; i += 500) {
       const slice = ids.slice(i, i + 500);
       const known = new Set(
-        (await this.db.selectFrom('queue_messages').select('id').where('id', 'in', slice).where('state', 'in', ACTIVE_STATES).execute()).map((r) => r.id),
+        (await this.#store.db.selectFrom('queue_messages').select('id').where('id', 'in', slice).where('state', 'in', ACTIVE_STATES).execute()).map((r) => r.id),
       );
       for (const id of slice) {
         if (!known.has(id)) {
@@ -688,7 +694,7 @@ export class MessageQueue {
 
   /** Log entries, newest first; optionally of one message. */
   async logEntries(options: { queueId?: string; limit?: number } = {}): Promise<LogEntry[]> {
-    let query = this.db
+    let query = this.#store.db
       .selectFrom('delivery_log')
       .leftJoin('queue_messages', 'queue_messages.id', 'delivery_log.queue_id')
       .select([

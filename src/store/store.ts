@@ -36,6 +36,8 @@ export interface Store {
   keySource: 'environment' | 'file' | 'generated';
   /** Where the SQLite file lives (undefined for PostgreSQL). */
   databaseFile: string | undefined;
+  /** Resolves when the database answers a trivial query (/healthz); rejects otherwise. */
+  ping(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -114,6 +116,9 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     masterKey: key,
     keySource: source,
     databaseFile,
+    async ping() {
+      await sql`select 1`.execute(db);
+    },
     async close() {
       await db.destroy();
     },

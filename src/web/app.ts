@@ -21,7 +21,9 @@ import { fileURLToPath } from 'node:url';
 import type { Logger } from '../log.js';
 import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
+import type { OAuthAccounts } from '../oauth/accounts.js';
 import type { OAuthService } from '../oauth/service.js';
+import type { MessageQueue } from '../queue/queue.js';
 import type { AuditLog } from '../store/audit.js';
 import type { CaCertificates } from '../store/ca-certificates.js';
 import type { Role } from '../store/schema.js';
@@ -66,6 +68,10 @@ export interface WebDependencies {
   audit: AuditLog;
   caCertificates: CaCertificates;
   oauth: OAuthService;
+  /** The OAuth accounts' rows (metrics). */
+  accounts: Pick<OAuthAccounts, 'list'>;
+  /** The queue's figures (metrics). */
+  queue: Pick<MessageQueue, 'counts' | 'oldestWaitingSince'>;
   log: Logger;
   /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
   plugins?: ((app: FastifyInstance, web: WebContext) => Promise<void> | void)[];

@@ -5,7 +5,6 @@
  * and a gateway that is never scraped should not carry the library in memory.
  */
 import type { FastifyInstance } from 'fastify';
-import { sql } from 'kysely';
 import type { Registry } from 'prom-client';
 import type { QueueState } from '../../store/schema.js';
 import type { WebContext } from '../app.js';
@@ -24,7 +23,7 @@ async function createRegistry(web: WebContext): Promise<Registry> {
     registers: [registry],
     async collect() {
       this.reset();
-      const rows = await web.store.db.selectFrom('oauth_accounts').select(['id', 'token_status']).execute();
+      const rows = await web.accounts.list();
       for (const row of rows) {
         for (const status of TOKEN_STATUSES) this.set({ provider: row.id, status }, row.token_status === status ? 1 : 0);
       }
@@ -37,7 +36,7 @@ async function createRegistry(web: WebContext): Promise<Registry> {
     registers: [registry],
     async collect() {
       this.reset();
-      const rows = await web.store.db.selectFrom('oauth_accounts').select(['id', 'access_token_expires_at']).execute();
+      const rows = await web.accounts.list();
       for (const row of rows) {
         if (row.access_token_expires_at) this.set({ provider: row.id }, Math.round((row.access_token_expires_at - Date.now()) / 1000));
       }
@@ -50,12 +49,8 @@ async function createRegistry(web: WebContext): Promise<Registry> {
     registers: [registry],
     async collect() {
       this.reset();
-      const rows = await web.store.db
-        .selectFrom('queue_messages')
-        .select(['state', (eb) => eb.fn.countAll<number>().as('n')])
-        .groupBy('state')
-        .execute();
-      for (const state of QUEUE_STATES) this.set({ state }, Number(rows.find((row) => row.state === state)?.n ?? 0));
+      const counts = await web.queue.counts();
+      for (const state of QUEUE_STATES) this.set({ state }, counts[state]);
     },
   });
   new client.Gauge({
@@ -63,12 +58,7 @@ async function createRegistry(web: WebContext): Promise<Registry> {
     help: 'Age of the oldest message not yet delivered or bounced (0 when none waits).',
     registers: [registry],
     async collect() {
-      const row = await web.store.db
-        .selectFrom('queue_messages')
-        .select((eb) => eb.fn.min<number>('received_at').as('oldest'))
-        .where('state', 'in', ['incoming', 'active', 'deferred', 'held'])
-        .executeTakeFirst();
-      const oldest = row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest);
+      const oldest = await web.queue.oldestWaitingSince();
       this.set(oldest === undefined ? 0 : Math.max(0, Math.round((Date.now() - oldest) / 1000)));
     },
   });
@@ -80,7 +70,7 @@ export function registerHealthRoutes(app: FastifyInstance, web: WebContext): voi
 
   app.get('/healthz', async (_request, reply) => {
     try {
-      await sql`select 1`.execute(web.store.db);
+      await web.store.ping();
       return reply.header('cache-control', 'no-store').send({ status: 'ok' });
     } catch {
       return reply.code(503).send({ status: 'error', reason: 'database unavailable' });
