@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Role, UsersTable } from './schema.js';
 import { generatePassword, hashPassword, verifyPassword } from './passwords.js';
+import { Sessions } from './sessions.js';
 import type { Store } from './store.js';
 
 export const ROLES: readonly Role[] = ['Administrator', 'NetworkAdministrator', 'GeneralUser'];
@@ -47,7 +48,11 @@ export function sessionStillValid(user: Pick<User, 'sessions_not_before'>, login
 }
 
 export class Users {
-  constructor(private readonly store: Store) {}
+  readonly #sessions: Sessions;
+
+  constructor(private readonly store: Store) {
+    this.#sessions = new Sessions(store);
+  }
 
   async list(): Promise<User[]> {
     return this.store.db
@@ -112,9 +117,7 @@ export class Users {
   async endSessions(id: string, options: { keepSession?: string | undefined; at?: number } = {}): Promise<void> {
     const at = options.at ?? Date.now();
     await this.store.db.updateTable('users').set({ sessions_not_before: at }).where('id', '=', id).execute();
-    let remove = this.store.db.deleteFrom('sessions').where('user_id', '=', id);
-    if (options.keepSession !== undefined) remove = remove.where('id', '<>', options.keepSession);
-    await remove.execute();
+    await this.#sessions.removeOfUser(id, options.keepSession);
   }
 
   async setRole(id: string, role: Role): Promise<void> {
@@ -124,7 +127,7 @@ export class Users {
   /** Removes the user and ends their Remote UI sessions. */
   async remove(id: string): Promise<void> {
     await this.store.db.deleteFrom('users').where('id', '=', id).execute();
-    await this.store.db.deleteFrom('sessions').where('user_id', '=', id).execute();
+    await this.#sessions.removeOfUser(id);
   }
 
   async countAdministrators(): Promise<number> {

@@ -1,7 +1,8 @@
 /**
- * Remote UI sessions kept in the store, encrypted (a session holds its CSRF secret), so that they survive a
- * restart and are shared by instances on one database. Expired sessions are swept on write. Each row names
- * its signed-in user (`user_id`), so that a password change or reset can end that user's sessions.
+ * Remote UI sessions kept in the store (the `sessions` table, store/sessions.ts), encrypted (a session holds
+ * its CSRF secret), so that they survive a restart and are shared by instances on one database. Expired
+ * sessions are swept on write. Each row names its signed-in user (`user_id`), so that a password change or
+ * reset can end that user's sessions.
  *
  * @fastify/session's callbacks are called outside the database promise: they run the rest of the request
  * (the response is written from inside them), and a throw there must not become an unhandled rejection of
@@ -10,17 +11,21 @@
  */
 import type { SessionStore } from '@fastify/session';
 import type { Logger } from '../log.js';
+import { Sessions } from '../store/sessions.js';
 import type { Store } from '../store/store.js';
 
 const DEFAULT_TTL_MS = 8 * 60 * 60_000;
 
 export class DatabaseSessionStore implements SessionStore {
   #lastSweep = 0;
+  readonly #sessions: Sessions;
 
   constructor(
     private readonly store: Store,
     private readonly log?: Logger,
-  ) {}
+  ) {
+    this.#sessions = new Sessions(store);
+  }
 
   #context(id: string) {
     return `sessions.data:${id}`;
@@ -48,14 +53,10 @@ export class DatabaseSessionStore implements SessionStore {
       const data_enc = this.store.secrets.encrypt(JSON.stringify(session), this.#context(sessionId));
       const user_id = typeof session.userId === 'string' ? session.userId : null;
       const now = Date.now();
-      await this.store.db
-        .insertInto('sessions')
-        .values({ id: sessionId, data_enc, expires_at: expires, user_id })
-        .onConflict((oc) => oc.column('id').doUpdateSet({ data_enc, expires_at: expires, user_id }))
-        .execute();
+      await this.#sessions.save({ id: sessionId, data_enc, expires_at: expires, user_id });
       if (now - this.#lastSweep > 60_000) {
         this.#lastSweep = now;
-        await this.store.db.deleteFrom('sessions').where('expires_at', '<', now).execute();
+        await this.#sessions.removeExpired(now);
       }
     })();
     this.#settle(work, (err) => (err ? callback(err) : callback()));
@@ -63,7 +64,7 @@ export class DatabaseSessionStore implements SessionStore {
 
   get(sessionId: string, callback: (err: any, result?: any) => void): void {
     const work = (async () => {
-      const row = await this.store.db.selectFrom('sessions').selectAll().where('id', '=', sessionId).executeTakeFirst();
+      const row = await this.#sessions.find(sessionId);
       if (!row || row.expires_at < Date.now()) return null;
       try {
         return JSON.parse(this.store.secrets.decrypt(row.data_enc, this.#context(sessionId)));
@@ -75,7 +76,7 @@ export class DatabaseSessionStore implements SessionStore {
   }
 
   destroy(sessionId: string, callback: (err?: any) => void): void {
-    const work = this.store.db.deleteFrom('sessions').where('id', '=', sessionId).execute();
+    const work = this.#sessions.remove(sessionId);
     this.#settle(work, (err) => (err ? callback(err) : callback()));
   }
 }
