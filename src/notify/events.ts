@@ -44,3 +44,21 @@ export interface Notice {
   /** The host name of the Postern instance that made it. */
   instance: string;
 }
+
+/** A notice before the pass fills in time, instance and the absolute link (`path` is the Remote UI page). */
+export type Draft = Omit<Notice, 'at' | 'instance' | 'link'> & { path: string };
+
+/** What one look at the store says about one event key (notify/attention.ts → notify/outbox.ts). */
+export interface Condition {
+  key: string;
+  event: NotificationEvent;
+  /** active: the problem is there; clear: it is over; unchanged: neither (e.g. re-authorization under way). */
+  state: 'active' | 'clear' | 'unchanged';
+  /** When the problem began as far as the store tells; `sticky`: keep the first value seen. */
+  since: number;
+  sticky: boolean;
+  thresholdMs: number;
+  problem: () => Draft;
+  /** null: close without a notification. */
+  resolution: () => Draft | null;
+}

@@ -757,3 +757,157 @@ export class LeaseLostError extends Error {
     this.name = 'LeaseLostError';
   }
 }
+
+/** What the Notifications page's held-messages event needs to know (notify/attention.ts). */
+export interface HeldSummary {
+  /** Messages held now. */
+  count: number;
+  /** When the oldest of them was held (its latest `held` log entry); undefined when none is held. */
+  oldestHeldAt: number | undefined;
+  /** Of them, how many were held at or before `now - thresholdMs`. */
+  heldLongerThan: number;
+  /** The oldest held message's last reply and advice: held messages share one reason, the sending account's. */
+  lastReply: string | null;
+  lastAdvice: string | null;
+}
+
+/** A `bounced` log entry with what its queue row (when it still exists) says of the message. */
+export interface BouncedEntry {
+  id: number;
+  queueId: string;
+  at: number;
+  recipients: string | null;
+  code: number | null;
+  reply: string | null;
+  advice: string | null;
+  reversePath: string | null;
+  subject: string | null;
+  isBounce: boolean;
+}
+
+/** A message not finished yet, as a backup needs it: whose spool holds its body, and how long the body is. */
+export interface WaitingMessage {
+  id: string;
+  nodeId: string;
+  state: QueueState;
+  size: number;
+}
+
+/** Counts by state and the messages not finished, of the whole database or of one node's rows. */
+export interface QueueCensus {
+  counts: Record<QueueState, number>;
+  /** Oldest first. */
+  waiting: WaitingMessage[];
+}
+
+/**
+ * The queue's reads that need neither a spool nor a node: what the notifier and the backup ask of the queue's
+ * tables. They take a database, not a MessageQueue, so that they also read a copy of the database (the
+ * backup's snapshot) and another instance's rows.
+ */
+export class QueueReads {
+  constructor(private readonly store: Pick<Store, 'db'>) {}
+
+  /** Held messages: how many, since when, how many longer than `thresholdMs`, and why. */
+  async heldSummary(now: number, thresholdMs: number): Promise<HeldSummary> {
+    const db = this.store.db;
+    const held = await db.selectFrom('queue_messages').select((eb) => eb.fn.countAll<number>().as('n')).where('state', '=', 'held').executeTakeFirst();
+    const count = Number(held?.n ?? 0);
+    if (count === 0) return { count, oldestHeldAt: undefined, heldLongerThan: 0, lastReply: null, lastAdvice: null };
+    // When each held message was held (its latest `held` entry): the condition began with the oldest.
+    const perMessage = db
+      .selectFrom('queue_messages')
+      .innerJoin('delivery_log', 'delivery_log.queue_id', 'queue_messages.id')
+      .select(['queue_messages.id as id', (eb) => eb.fn.max<number>('delivery_log.at').as('held_at')])
+      .where('queue_messages.state', '=', 'held')
+      .where('delivery_log.event', '=', 'held')
+      .groupBy('queue_messages.id');
+    const stats = await db
+      .selectFrom(perMessage.as('h'))
+      .select((eb) => [
+        eb.fn.min<number>('h.held_at').as('oldest'),
+        eb.fn.sum<number>(eb.case().when('h.held_at', '<=', now - thresholdMs).then(1).else(0).end()).as('over'),
+      ])
+      .executeTakeFirst();
+    const reason = await db
+      .selectFrom('queue_messages')
+      .select(['last_reply', 'last_advice'])
+      .where('state', '=', 'held')
+      .orderBy('received_at')
+      .limit(1)
+      .executeTakeFirst();
+    return {
+      count,
+      oldestHeldAt: stats?.oldest === null || stats?.oldest === undefined ? undefined : Number(stats.oldest),
+      heldLongerThan: Number(stats?.over ?? 0),
+      lastReply: reason?.last_reply ?? null,
+      lastAdvice: reason?.last_advice ?? null,
+    };
+  }
+
+  /** The id of the latest log entry (0 when the log is empty): where a reader of new entries starts. */
+  async latestLogId(): Promise<number> {
+    const latest = await this.store.db.selectFrom('delivery_log').select((eb) => eb.fn.max<number>('id').as('id')).executeTakeFirst();
+    return Number(latest?.id ?? 0);
+  }
+
+  /** `bounced` log entries after the entry `afterId`, oldest first, at most `limit`. */
+  async bouncedAfter(afterId: number, limit: number): Promise<BouncedEntry[]> {
+    const rows = await this.store.db
+      .selectFrom('delivery_log')
+      .leftJoin('queue_messages', 'queue_messages.id', 'delivery_log.queue_id')
+      .select([
+        'delivery_log.id',
+        'delivery_log.queue_id',
+        'delivery_log.at',
+        'delivery_log.recipients',
+        'delivery_log.code',
+        'delivery_log.reply',
+        'delivery_log.advice',
+        'queue_messages.reverse_path',
+        'queue_messages.subject',
+        'queue_messages.is_bounce',
+      ])
+      .where('delivery_log.event', '=', 'bounced')
+      .where('delivery_log.id', '>', afterId)
+      .orderBy('delivery_log.id')
+      .limit(limit)
+      .execute();
+    return rows.map((row) => ({
+      id: Number(row.id),
+      queueId: row.queue_id,
+      at: Number(row.at),
+      recipients: row.recipients,
+      code: row.code,
+      reply: row.reply,
+      advice: row.advice,
+      reversePath: row.reverse_path ?? null,
+      subject: row.subject ?? null,
+      isBounce: row.is_bounce === 1,
+    }));
+  }
+
+  /** Counts by state and the messages not finished: of every node, or of the node `nodeId` only. */
+  async census(nodeId?: string): Promise<QueueCensus> {
+    let counted = this.store.db.selectFrom('queue_messages').select(['state', (eb) => eb.fn.countAll<number | string>().as('n')]).groupBy('state');
+    let waiting = this.store.db.selectFrom('queue_messages').select(['id', 'node_id', 'state', 'size']).where('state', 'in', ACTIVE_STATES).orderBy('received_at');
+    if (nodeId !== undefined) {
+      counted = counted.where('node_id', '=', nodeId);
+      waiting = waiting.where('node_id', '=', nodeId);
+    }
+    const counts: Record<QueueState, number> = { incoming: 0, active: 0, deferred: 0, held: 0, sent: 0, bounced: 0 };
+    for (const row of await counted.execute()) counts[row.state] = Number(row.n);
+    const rows = await waiting.execute();
+    return { counts, waiting: rows.map((row) => ({ id: row.id, nodeId: row.node_id, state: row.state, size: Number(row.size) })) };
+  }
+
+  /** The state of each message now; a message absent from the map was deleted, or finished and purged. */
+  async statesOf(ids: readonly string[]): Promise<Map<string, QueueState>> {
+    const states = new Map<string, QueueState>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.store.db.selectFrom('queue_messages').select(['id', 'state']).where('id', 'in', ids.slice(i, i + 500)).execute();
+      for (const row of rows) states.set(row.id, row.state);
+    }
+    return states;
+  }
+}

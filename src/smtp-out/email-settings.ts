@@ -133,6 +133,15 @@ export class EmailSettings {
     return !same;
   }
 
+  /**
+   * The OAuth account that sends, read afresh (no cache, no default row written): what another instance saved
+   * counts at once. Microsoft until E-Mail Settings are first saved, as in `get()`.
+   */
+  async sendingAccountId(): Promise<ProviderId> {
+    const row = await this.store.db.selectFrom('email_settings').select('account_id').where('id', '=', ROW_ID).executeTakeFirst();
+    return row?.account_id ?? 'microsoft';
+  }
+
   async get(): Promise<EmailSettingsView> {
     if (this.#cache && Date.now() - this.#cache.at < this.cacheMs) return this.#cache.view;
     let row = await this.store.db.selectFrom('email_settings').selectAll().where('id', '=', ROW_ID).executeTakeFirst();

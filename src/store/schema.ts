@@ -281,7 +281,7 @@ export interface NotificationSettingsTable {
 
 /**
  * What the notifier last decided for one event key (e.g. `token-expired:microsoft`): every change is a
- * conditional write on `version`, so of several instances on one database only one notifies (notify/notifier.ts).
+ * conditional write on `version`, so of several instances on one database only one notifies (notify/outbox.ts).
  */
 export interface NotificationStateTable {
   key: string;
