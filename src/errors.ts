@@ -61,6 +61,16 @@ export const ErrorCodes = {
   QUEUE_COMMIT_FAILED: 'POSTERN_QUEUE_COMMIT_FAILED',
   /** Queue: the queue is shutting down and takes no new messages (421 4.3.2). */
   QUEUE_STOPPING: 'POSTERN_QUEUE_STOPPING',
+  /** Backup: the data directory holds no Postern data (no database, or for PostgreSQL no node-id or key). */
+  BACKUP_NO_DATA: 'POSTERN_BACKUP_NO_DATA',
+  /** Backup: the key for the data is neither in the data directory nor in POSTERN_SECRET_KEY. */
+  BACKUP_NO_KEY: 'POSTERN_BACKUP_NO_KEY',
+  /** Backup: the target directory is not empty (a backup is written only into a new or empty directory). */
+  BACKUP_TARGET_NOT_EMPTY: 'POSTERN_BACKUP_TARGET_NOT_EMPTY',
+  /** Backup: the target is a file, or cannot be read or created. */
+  BACKUP_TARGET_UNUSABLE: 'POSTERN_BACKUP_TARGET_UNUSABLE',
+  /** Backup: copying failed (full disk, I/O error, a damaged database); what was written is removed. */
+  BACKUP_FAILED: 'POSTERN_BACKUP_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

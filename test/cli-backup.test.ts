@@ -17,7 +17,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { QueueTuning } from '../src/config.js';
 import { ACTIVE_STATES, MessageQueue, type MessageEnvelope, type QueuedMessage } from '../src/queue/queue.js';
 import { Spool, spoolDirectory } from '../src/queue/spool.js';
-import type { BackupManifest } from '../src/store/backup.js';
+import type { BackupManifest } from '../src/backup/backup.js';
 import { migrationProvider } from '../src/store/migrations.js';
 import type { QueueState } from '../src/store/schema.js';
 import { openStore, type Store } from '../src/store/store.js';

@@ -4,7 +4,7 @@
  * of each account, from the database), `reset-password <user>` (recovery when the Remote UI password is
  * lost; prints a new random password once), `queue` (the Queue page for the gateway's host: `list`,
  * `retry <id|all>`, `delete <id>`), and `backup <directory>` (a consistent copy of the data directory while the
- * gateway runs: src/store/backup.ts).
+ * gateway runs: src/backup/).
  *
  * Inputs: the same POSTERN_* environment as the gateway (same database, same data directory and spool).
  * Outputs: text on stdout; one line on stderr when something cannot be done. Exit status 0, 1 (not done:
@@ -288,13 +288,13 @@ async function queueCommand(args: string[]): Promise<void> {
 async function backupCommand(args: string[]): Promise<void> {
   if (args.length !== 1 || args[0]!.startsWith('-')) throw new CommandFailed('backup needs one directory, new or empty', 64, BACKUP_USAGE);
   const config = loadConfig();
-  const { BackupError, backupDataDirectory, formatBackupReport } = await import('../store/backup.js');
+  const { isBackupError, backupDataDirectory, formatBackupReport } = await import('../backup/backup.js');
   try {
     const report = await backupDataDirectory({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey, target: args[0]! });
     process.stdout.write(formatBackupReport(report));
     for (const warning of report.warnings) process.stderr.write(`postern: warning: ${printable(warning)}\n`);
   } catch (error) {
-    if (error instanceof BackupError) throw new CommandFailed(printable(error.message), 1);
+    if (isBackupError(error)) throw new CommandFailed(printable(error.message), 1);
     throw error;
   }
 }

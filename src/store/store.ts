@@ -38,11 +38,30 @@ export interface Store {
   databaseFile: string | undefined;
   /** Resolves when the database answers a trivial query (/healthz); rejects otherwise. */
   ping(): Promise<void>;
+  /** The latest migration applied: the schema version (null before the first). */
+  schemaVersion(): Promise<string | null>;
+  /**
+   * SQLite: copies the whole database into the file `path` with SQLite's online backup API
+   * (https://sqlite.org/backup.html) in one step, that is in one read transaction: a snapshot, while writers
+   * go on (a step in smaller pieces would start over after each of their commits). The copy keeps the
+   * source's journal mode until it is opened with `openDatabaseCopy`. PostgreSQL: rejects (pg_dump copies it).
+   */
+  copyDatabase(path: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A copy of the SQLite database (`Store.copyDatabase`), opened as it is: no migration, no key. */
+export interface DatabaseCopy {
+  db: Kysely<Database>;
+  schemaVersion(): Promise<string | null>;
   close(): Promise<void>;
 }
 
 /** The SQLite database's file name in the data directory. */
 export const DATABASE_FILE = 'postern.sqlite';
+
+/** better-sqlite3's largest backup step: every page in one sqlite3_backup_step, i.e. in one read transaction. */
+const ALL_PAGES = 0x7fffffff;
 
 const KEY_CHECK = 'key_check';
 const KEY_CHECK_PLAINTEXT = 'postern key check';
@@ -55,6 +74,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   let db: Kysely<Database>;
   let dialect: DialectName;
   let databaseFile: string | undefined;
+  let sqlite: BetterSqlite3.Database | undefined;
   if (options.databaseUrl) {
     dialect = 'postgres';
     // Loaded only for PostgreSQL: the embedded default has no use for it.
@@ -72,7 +92,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     // audit log and message metadata. SQLite gives its -wal and -shm files the database file's mode.
     closeSync(openSync(databaseFile, 'a', 0o600));
     chmodSync(databaseFile, 0o600);
-    const sqlite = new BetterSqlite3(databaseFile);
+    sqlite = new BetterSqlite3(databaseFile);
     sqlite.pragma('journal_mode = WAL');
     sqlite.pragma('synchronous = FULL');
     sqlite.pragma('foreign_keys = ON');
@@ -119,10 +139,36 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     async ping() {
       await sql`select 1`.execute(db);
     },
+    schemaVersion: () => schemaVersionOf(db),
+    async copyDatabase(path) {
+      if (!sqlite) throw new Error('a PostgreSQL database is copied with pg_dump, not by Postern');
+      await sqlite.backup(path, { progress: () => ALL_PAGES });
+    },
     async close() {
       await db.destroy();
     },
   };
+}
+
+/**
+ * Opens a copy made by `Store.copyDatabase` (the file must exist) and leaves it in rollback-journal mode: one
+ * self-contained file, no `-wal` beside it.
+ */
+export async function openDatabaseCopy(path: string): Promise<DatabaseCopy> {
+  const copy = new BetterSqlite3(path, { fileMustExist: true });
+  try {
+    copy.pragma('journal_mode = DELETE');
+  } catch (error) {
+    copy.close();
+    throw error;
+  }
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: copy }) });
+  return { db, schemaVersion: () => schemaVersionOf(db), close: () => db.destroy() };
+}
+
+async function schemaVersionOf(db: Kysely<Database>): Promise<string | null> {
+  const migration = await sql<{ name: string }>`select name from kysely_migration order by name desc limit 1`.execute(db);
+  return migration.rows[0]?.name ?? null;
 }
 
 /**
