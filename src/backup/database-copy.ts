@@ -12,12 +12,12 @@
  * Outputs: the manifest's database entry, the snapshot (counts by state, the messages not finished), the
  *   messages whose body is missing and a warning for each.
  */
+import { chmod, writeFile } from 'node:fs/promises';
 import { QueueReads, type QueueCensus, type WaitingMessage } from '../queue/queue.js';
 import type { QueueState } from '../store/schema.js';
 import { DATABASE_FILE, openDatabaseCopy, type Store } from '../store/store.js';
 import type { BackupManifest } from './backup.js';
 import { syncFile, type BodyCopier } from './spool-copy.js';
-import { chmod, writeFile } from 'node:fs/promises';
 
 /** Snapshots taken at most, when messages finish while their bodies are being copied. */
 const MAX_ROUNDS = 5;

@@ -17,7 +17,7 @@
 import type { Selectable } from 'kysely';
 import type { NotificationStateTable, NotificationsTable } from '../store/schema.js';
 import type { Store } from '../store/store.js';
-import { type Condition, type Draft, type Notice } from './events.js';
+import type { Condition, Draft, Notice } from './events.js';
 import { eventLabel } from './wording.js';
 
 export type StateRow = NotificationStateTable;

@@ -7,8 +7,7 @@
  *   instance and the absolute link, and notify/payloads.ts renders in the receiver's format.
  * Nothing here reads the store, the clock or the network: every text can be checked from hand-made facts.
  */
-import type { AccountRow } from '../oauth/accounts.js';
-import { TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
+import { TOKEN_STATUS_LABELS, type AccountRow, type TokenStatus } from '../oauth/accounts.js';
 import { PROVIDER_LABELS } from '../oauth/profiles.js';
 import type { BouncedEntry, HeldSummary } from '../queue/queue.js';
 import type { ProviderId } from '../store/schema.js';
