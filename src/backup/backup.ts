@@ -127,8 +127,9 @@ export async function backupDataDirectory(options: BackupOptions): Promise<Backu
     await mkdir(join(target, 'spool'), { mode: 0o700 });
     await chmod(join(target, 'spool'), 0o700);
     const bodies = new BodyCopier(spoolDir, join(target, 'spool'));
-    // The gateway's own store: the same database, opened as the gateway opens it (the key is checked).
-    const store = await openStore({ dataDir, databaseUrl: options.databaseUrl, secretKey: options.secretKey });
+    // The gateway's own store: the same database, opened as the gateway opens it (the key is checked), but
+    // never migrated: the copy is of the database as it is.
+    const store = await openStore({ dataDir, databaseUrl: options.databaseUrl, secretKey: options.secretKey, migrate: false });
     let part: Awaited<ReturnType<typeof copySqlite>>;
     try {
       part = options.databaseUrl ? await readPostgres(store, nodeId, bodies) : await copySqlite(store, join(target, DATABASE_FILE), nodeId, bodies);

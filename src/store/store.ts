@@ -25,6 +25,12 @@ export interface StoreOptions {
    * process.
    */
   onConnectionError?: ((error: Error) => void) | undefined;
+  /**
+   * Bring the schema up to date (default). The backup opens the gateway's database with `false`: a copy
+   * must be of the database as it is, and a backup run by a newer Postern must not change a running
+   * gateway's schema under it.
+   */
+  migrate?: boolean | undefined;
 }
 
 export interface Store {
@@ -101,9 +107,15 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   }
 
   try {
-    const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
-    const { error } = await migrator.migrateToLatest();
-    if (error) throw dialect === 'postgres' ? postgresUnavailable(options.databaseUrl!, error) : error;
+    if (options.migrate === false) {
+      await sql`select 1`.execute(db).catch((error: unknown) => {
+        throw dialect === 'postgres' ? postgresUnavailable(options.databaseUrl!, error) : error;
+      });
+    } else {
+      const migrator = new Migrator({ db, provider: migrationProvider(dialect) });
+      const { error } = await migrator.migrateToLatest();
+      if (error) throw dialect === 'postgres' ? postgresUnavailable(options.databaseUrl!, error) : error;
+    }
 
     const check = await db.selectFrom('meta').select('value').where('key', '=', KEY_CHECK).executeTakeFirst();
     if (check) {
