@@ -121,7 +121,7 @@ export class GoogleAuthorization {
     });
     if (identityChanged && before.refresh_token_enc !== null) {
       // Google's refresh tokens belong to the OAuth client that obtained them.
-      await this.#accounts.clearTokens('google', 'NotRegistered');
+      await this.#accounts.transition('google', 'NotRegistered', { forget: 'tokens-and-mailbox' });
     }
     await this.#audit.record(
       actor,
@@ -251,7 +251,7 @@ export class GoogleAuthorization {
         'Remove Postern from the account\'s third-party access (myaccount.google.com > Security), then click Register again.',
       );
     }
-    await this.#accounts.saveTokens('google', tokens, { keepRefreshToken: false, now: this.#now() });
+    await this.#accounts.transition('google', 'Active', { tokens, keepRefreshToken: false, at: this.#now() });
     await this.#audit.record(actor, 'token.authorized', `OAuth 2.0 (Google): authorized as ${tokens.mailbox ?? 'unknown account'}`);
     this.#log.info({ mailbox: tokens.mailbox }, 'OAuth 2.0 (Google): authorization registered, Token Status is Active');
     return { mailbox: tokens.mailbox };

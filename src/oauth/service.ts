@@ -162,7 +162,7 @@ export class OAuthService {
       // Tokens are bound to the app registration and tenant they were issued for.
       this.#poller.cancel('microsoft');
       await this.#accounts.deleteDeviceAuthorization('microsoft');
-      await this.#accounts.clearTokens('microsoft', 'NotRegistered');
+      await this.#accounts.transition('microsoft', 'NotRegistered', { forget: 'tokens-and-mailbox' });
     }
     await this.#audit.record(
       actor,
@@ -176,7 +176,7 @@ export class OAuthService {
       if (grant?.status === 'Pending') {
         await this.#accounts.updateDeviceAuthorization('microsoft', { status: 'Cancelled', detail: 'Cancelled: Use OAuth 2.0 (Microsoft) was turned off.' });
         const row = await this.#accounts.get('microsoft');
-        if (row?.refresh_token_enc === null) await this.#accounts.setTokenStatus('microsoft', 'NotRegistered');
+        if (row?.refresh_token_enc === null) await this.#accounts.transition('microsoft', 'NotRegistered', {});
       }
       await this.#accounts.setConnection('microsoft', { status: null, detail: null });
       return { ok: true };
@@ -232,8 +232,7 @@ export class OAuthService {
     await this.#accounts.setConnection(id, { status: null, detail: 'Connecting…' });
     if (!(await this.#checkConnection(row))) {
       if (startGrant && row.refresh_token_enc === null) {
-        await this.#accounts.setTokenStatus(id, 'NotRegistered', {
-          error: null,
+        await this.#accounts.transition(id, 'NotRegistered', {
           advice: 'Postern could not reach the authorization server, so no user code was requested. Fix the connection, then click Get New User Code.',
         });
       }
@@ -253,7 +252,7 @@ export class OAuthService {
       );
       await this.#accounts.saveDeviceAuthorization(id, grant, now);
       if (row.refresh_token_enc === null || row.token_status === 'Expired') {
-        await this.#accounts.clearTokens(id, 'WaitingForAuthorization', {}, row.token_status === 'Expired');
+        await this.#accounts.transition(id, 'WaitingForAuthorization', { forget: row.token_status === 'Expired' ? 'tokens' : 'tokens-and-mailbox' });
       }
       this.#poller.schedule(id, now + grant.interval * 1000);
       this.#log.info({ account: id, expiresAt: new Date(grant.expiresAt).toISOString() }, `${PROVIDER_LABELS[row.provider]}: user code issued, waiting for sign-in`);
@@ -261,12 +260,12 @@ export class OAuthService {
       const error = toProviderError(row.provider, thrown, new URL(authorizationServerOf(row).tokenEndpoint).host);
       await this.#accounts.deleteDeviceAuthorization(id);
       if (row.refresh_token_enc === null) {
-        await this.#accounts.setTokenStatus(id, 'NotRegistered', {
+        await this.#accounts.transition(id, 'NotRegistered', {
           error: `No user code: ${error.providerText}`,
           advice: error.advice ?? null,
         });
       } else {
-        await this.#accounts.update(id, { token_advice: `A new user code could not be requested: ${error.providerText}` });
+        await this.#accounts.transition(id, 'Unchanged', { advice: `A new user code could not be requested: ${error.providerText}` });
       }
       this.#log.warn({ account: id, error: error.error, description: error.description }, 'device authorization request failed');
     }
@@ -277,7 +276,7 @@ export class OAuthService {
     await this.whenIdle(id);
     this.#poller.cancel(id);
     await this.#accounts.deleteDeviceAuthorization(id);
-    await this.#accounts.clearTokens(id, 'NotRegistered');
+    await this.#accounts.transition(id, 'NotRegistered', { forget: 'tokens-and-mailbox' });
     await this.#audit.record(actor, 'oauth.token.deleted', PROVIDER_LABELS[id]);
     this.#log.info({ account: id }, `${PROVIDER_LABELS[id]}: token deleted`);
   }
@@ -329,8 +328,8 @@ export class OAuthService {
             }
           : null,
       token: {
-        status: row.token_status as TokenStatus,
-        label: TOKEN_STATUS_LABELS[row.token_status as TokenStatus] ?? row.token_status,
+        status: row.token_status,
+        label: TOKEN_STATUS_LABELS[row.token_status],
         error: row.token_error,
         advice: row.token_advice,
         mailbox: row.mailbox,
