@@ -182,7 +182,7 @@ export class OAuthAccounts {
     return (await this.get(id))!;
   }
 
-  /** Changes settings and bookkeeping columns; Token Status and the tokens change only through `transition`. */
+  /** Changes settings and bookkeeping columns. The four Token Status columns are refused: they change only through `transition`. */
   async update(id: string, patch: AccountPatch): Promise<void> {
     for (const column of TOKEN_STATUS_COLUMNS) {
       if (column in patch) throw new TypeError(`OAuthAccounts.update cannot write ${column}: Token Status changes only through transition().`);
