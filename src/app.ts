@@ -12,10 +12,12 @@ import { describeError, type Logger } from './log.js';
 import { LoginThrottle } from './login-throttle.js';
 import { Notifier } from './notify/notifier.js';
 import { NotificationSettings } from './notify/settings.js';
+import { AccountOperations } from './oauth/account-operations.js';
 import { OAuthAccounts } from './oauth/accounts.js';
 import { DevicePoller } from './oauth/device-poller.js';
 import { GoogleAuthorization } from './oauth/google.js';
 import { OAuthHttp } from './oauth/http.js';
+import { MicrosoftAuthorization } from './oauth/microsoft.js';
 import { OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
 import { StorePacer } from './queue/pacing.js';
@@ -92,8 +94,10 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   await accounts.getOrCreate('google');
   const tokens = new TokenService({ accounts, http, audit, log, instanceId, refreshAheadMs: config.tokenRefreshAheadMs });
   const poller = new DevicePoller({ accounts, http, audit, log, instanceId });
-  const google = new GoogleAuthorization({ accounts, http, audit, log });
-  const oauth = new OAuthService({ accounts, http, poller, google, audit, log });
+  const operations = new AccountOperations({ accounts, http, log });
+  const microsoft = new MicrosoftAuthorization({ accounts, http, poller, operations, audit, log });
+  const google = new GoogleAuthorization({ accounts, http, operations, audit, log });
+  const oauth = new OAuthService({ accounts, operations, microsoft, google, poller, audit, log });
 
   // Sending: device relay (smtp-in) → queue (spool + rows) → queue manager → delivery with XOAUTH2 (smtp-out).
   const tuning = { ...QUEUE_DEFAULTS, ...config.queue };

@@ -200,6 +200,20 @@ describe('device authorization grant', () => {
     await eventually(async () => field(await statusHtml(), 'token-status') === 'Active', 15_000, 'Token Status Active');
   });
 
+  test('Get New User Code refused while Active: the status and its time stay, the advice says why', async () => {
+    const before = (await gw.postern.accounts.get('microsoft'))!;
+    ms.failNext('devicecode', { status: 503, body: { error: 'temporarily_unavailable', error_description: 'AADSTS90055: throttled' } });
+    await web.post(`${BASE}/user-code`);
+    await gw.postern.oauth.whenIdle('microsoft');
+    const html = await statusHtml();
+    expect(field(html, 'token-status')).toBe('Active');
+    expect(field(html, 'token-advice')).toMatch(/^A new user code could not be requested: .* answered HTTP 503/);
+    expect(field(html, 'user-code')).toBe('None');
+    const after = (await gw.postern.accounts.get('microsoft'))!;
+    expect(after.token_status_at).toBe(before.token_status_at);
+    expect(gw.postern.accounts.refreshToken(after)).toBe(gw.postern.accounts.refreshToken(before));
+  });
+
   test('declined sign-in stops polling and says so', async () => {
     await web.post(`${BASE}/token/delete`);
     expect(field(await statusHtml(), 'token-status')).toBe('Not Registered');

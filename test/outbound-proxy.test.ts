@@ -140,11 +140,11 @@ describe('a proxy that requires authentication', () => {
 
     // A stored authorization whose refresh has to pass the same proxy: Token Status Error, the proxy named.
     const now = Date.now();
-    await gateway.gw.postern.accounts.saveTokens(
-      'microsoft',
-      { accessToken: 'stale-access-token', refreshToken: 'refresh-token-that-never-leaves', expiresAt: now - 1000, scope: undefined, mailbox: 'alice@example.test', displayName: undefined },
-      { keepRefreshToken: false, now },
-    );
+    await gateway.gw.postern.accounts.transition('microsoft', 'Active', {
+      tokens: { accessToken: 'stale-access-token', refreshToken: 'refresh-token-that-never-leaves', expiresAt: now - 1000, scope: undefined, mailbox: 'alice@example.test', displayName: undefined },
+      keepRefreshToken: false,
+      at: now,
+    });
     const refreshes = ms.tokenRequests.length;
     await expect(gateway.gw.postern.tokens.refresh('microsoft')).rejects.toMatchObject({ status: 'Error', message: expect.stringContaining('407 Proxy Authentication Required') });
     const html = await gateway.web.get(`${BASE}/status`);

@@ -58,11 +58,11 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('PostgreSQL store (POSTERN_TEST_DATABASE_UR
     const accounts = new OAuthAccounts(store!);
     await accounts.getOrCreate('microsoft');
     const now = Date.now();
-    await accounts.saveTokens(
-      'microsoft',
-      { accessToken: 'at-secret', refreshToken: 'rt-secret', expiresAt: now + 3_600_000, scope: 'x', mailbox: 'a@example.test', displayName: undefined },
-      { keepRefreshToken: false, now },
-    );
+    await accounts.transition('microsoft', 'Active', {
+      tokens: { accessToken: 'at-secret', refreshToken: 'rt-secret', expiresAt: now + 3_600_000, scope: 'x', mailbox: 'a@example.test', displayName: undefined },
+      keepRefreshToken: false,
+      at: now,
+    });
     const row = (await accounts.get('microsoft'))!;
     expect(row.access_token_expires_at).toBe(now + 3_600_000);
     expect(typeof row.access_token_expires_at).toBe('number');
@@ -94,7 +94,8 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('PostgreSQL store (POSTERN_TEST_DATABASE_UR
       const [a, b] = [instance(store!, 'a'), instance(second, 'b')];
       await Promise.all([a.tick(), b.tick()]);
       const now = Date.now();
-      await new OAuthAccounts(store!).update('microsoft', { enabled: 1, token_status: 'Expired', token_status_at: now });
+      await new OAuthAccounts(store!).update('microsoft', { enabled: 1 });
+      await new OAuthAccounts(store!).transition('microsoft', 'Expired', {});
       await store!.db
         .insertInto('queue_messages')
         .values({

@@ -136,7 +136,7 @@ describe('CSRF and roles', () => {
 
 describe('output and headers', () => {
   test('provider text is escaped, never interpreted as HTML', async () => {
-    await gw.postern.accounts.setTokenStatus('microsoft', 'Expired', { error: '<script>alert(1)</script>', advice: '"><img src=x onerror=alert(1)>' });
+    await gw.postern.accounts.transition('microsoft', 'Expired', { error: '<script>alert(1)</script>', advice: '"><img src=x onerror=alert(1)>' });
     const web = new WebClient(gw.url);
     await web.login();
     const html = await web.get('/settings/send/oauth-microsoft/status');

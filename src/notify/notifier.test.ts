@@ -6,12 +6,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Updateable } from 'kysely';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from 'vitest';
 import { startWebhookReceiver, type WebhookReceiver } from '../../test/support/webhook-receiver.js';
 import { createLogger } from '../log.js';
 import { OAuthAccounts } from '../oauth/accounts.js';
 import { AuditLog } from '../store/audit.js';
-import type { QueueState } from '../store/schema.js';
+import type { OAuthAccountsTable, QueueState } from '../store/schema.js';
 import { openStore, type Store } from '../store/store.js';
 import { NOTIFICATION_EVENTS, type NotificationEvent } from './events.js';
 import { MAX_ATTEMPTS, Notifier } from './notifier.js';
@@ -46,8 +47,9 @@ async function configure(events: readonly NotificationEvent[] = NOTIFICATION_EVE
   await settings.save({ webhookUrl: `${receiver.origin}/hook/secret-path?sig=s3cr3t`, format, events: [...events] }, 'admin', 'https://postern.example:8443');
 }
 
-async function setAccount(patch: Parameters<OAuthAccounts['update']>[1]) {
-  await accounts.update('microsoft', { enabled: 1, ...patch });
+/** Sets the account's columns as given, Token Status included: a fixture, not a transition. */
+async function setAccount(patch: Updateable<OAuthAccountsTable>) {
+  await store.db.updateTable('oauth_accounts').set({ enabled: 1, ...patch }).where('id', '=', 'microsoft').execute();
 }
 
 let queueCounter = 0;

@@ -4,17 +4,20 @@
  *
  * Token Status (the seed's values, docs/protocol.md §4.1): Not Registered → Waiting for Authorization →
  * Active; Active → Expired (re-authorization required: invalid_grant and kin) or Error (transient; retrying,
- * credentials kept).
+ * credentials kept). `transition` is the only writer of Token Status and the words and time that go with it
+ * (token_status, token_error, token_advice, token_status_at), together with what the status means for the
+ * stored tokens; `update` refuses those four columns, so every change of status reaches the `onTokenChange`
+ * listeners.
  */
 import type { Selectable, Updateable } from 'kysely';
 import { createHash } from 'node:crypto';
-import type { AuthorizationAttemptsTable, DeviceAuthorizationsTable, OAuthAccountsTable, ProviderId } from '../store/schema.js';
+import type { AuthorizationAttemptsTable, DeviceAuthorizationsTable, OAuthAccountsTable, ProviderId, TokenStatus } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { TlsPolicy } from '../tls/trust.js';
 import type { ConnectionCheckResult, ConnectionStatus } from './connection-check.js';
 import type { DeviceAuthorization, TokenSet } from './grants.js';
 
-export type TokenStatus = 'NotRegistered' | 'WaitingForAuthorization' | 'Active' | 'Expired' | 'Error';
+export type { TokenStatus } from '../store/schema.js';
 
 export const TOKEN_STATUS_LABELS: Record<TokenStatus, string> = {
   NotRegistered: 'Not Registered',
@@ -71,6 +74,43 @@ const NO_TOKENS = {
   refresh_lease_owner: null,
   refresh_lease_until: null,
 } as const;
+
+/** The columns only `transition` writes. */
+const TOKEN_STATUS_COLUMNS = ['token_status', 'token_error', 'token_advice', 'token_status_at'] as const;
+
+/** A change to an account other than its Token Status (which changes only through `transition`). */
+export type AccountPatch = Omit<Updateable<OAuthAccountsTable>, (typeof TOKEN_STATUS_COLUMNS)[number]>;
+
+/** The words shown with a Token Status: the provider's own text (token_error) and plain-words advice. Absent: none. */
+export interface TokenStatusWords {
+  error?: string | null;
+  advice?: string | null;
+}
+
+/**
+ * What becomes of the stored tokens with a change of status. Absent: they stay.
+ * - `tokens`: forgotten; the mailbox they were for stays on show (it is the one to authorize again).
+ * - `tokens-and-mailbox`: forgotten with the mailbox (Delete Token, or another client or tenant).
+ */
+export type TokensForgotten = 'tokens' | 'tokens-and-mailbox';
+
+/** What each Token Status is entered with (docs/protocol.md §4.1). */
+export interface TokenTransitions {
+  /**
+   * The token endpoint issued `tokens` at `at` (sign-in completed, code exchanged, or refreshed). A response
+   * without a refresh token keeps the stored one when `keepRefreshToken` (a refresh), and leaves none otherwise.
+   */
+  Active: { tokens: TokenSet; keepRefreshToken: boolean; at: number };
+  /** A refresh failed for a passing reason: the tokens stay, and the refresh is tried again at `nextAttemptAt`. */
+  Error: { error: string; advice: string; failures: number; nextAttemptAt: number };
+  Expired: TokenStatusWords & { forget?: TokensForgotten };
+  NotRegistered: TokenStatusWords & { forget?: TokensForgotten };
+  WaitingForAuthorization: TokenStatusWords & { forget?: TokensForgotten };
+  /** Not a status: new advice beside the current status, which stays, as does the time it was reached. */
+  Unchanged: { advice: string };
+}
+
+type TokenTransition = { [To in keyof TokenTransitions]: { to: To } & TokenTransitions[To] }[keyof TokenTransitions];
 
 const secretContext = (accountId: string, column: string) => `oauth_accounts.${column}:${accountId}`;
 const deviceCodeContext = (accountId: string) => `device_authorizations.device_code:${accountId}`;
@@ -142,15 +182,86 @@ export class OAuthAccounts {
     return (await this.get(id))!;
   }
 
-  async update(id: string, patch: Updateable<OAuthAccountsTable>): Promise<void> {
+  /** Changes settings and bookkeeping columns. The four Token Status columns are refused: they change only through `transition`. */
+  async update(id: string, patch: AccountPatch): Promise<void> {
+    for (const column of TOKEN_STATUS_COLUMNS) {
+      if (column in patch) throw new TypeError(`OAuthAccounts.update cannot write ${column}: Token Status changes only through transition().`);
+    }
+    await this.#write(id, patch);
+    if ('access_token_enc' in patch || 'refresh_token_enc' in patch || 'enabled' in patch) this.#tokenChanged(id);
+  }
+
+  /**
+   * The one change of Token Status: writes the status with its words and time, and what the status means
+   * for the stored tokens, in one statement, then tells the `onTokenChange` listeners.
+   *
+   * Active saves a new token set: a rotated refresh token replaces the stored one together with the access
+   * token, before anyone can use the new access token (docs/protocol.md §4.3).
+   */
+  async transition<To extends keyof TokenTransitions>(id: string, to: To, detail: TokenTransitions[To]): Promise<void> {
+    await this.#write(id, this.#columnsOf(id, { to, ...detail } as TokenTransition));
+    this.#tokenChanged(id);
+  }
+
+  #columnsOf(id: string, change: TokenTransition): Updateable<OAuthAccountsTable> {
+    switch (change.to) {
+      case 'Unchanged':
+        return { token_advice: change.advice };
+      case 'Active': {
+        const { tokens, at } = change;
+        return {
+          token_status: 'Active',
+          token_error: null,
+          token_advice: null,
+          token_status_at: at,
+          access_token_enc: this.store.secrets.encrypt(tokens.accessToken, secretContext(id, 'access_token')),
+          access_token_expires_at: tokens.expiresAt,
+          granted_scope: tokens.scope ?? null,
+          token_issued_at: at,
+          refresh_failures: 0,
+          next_refresh_attempt_at: null,
+          refresh_lease_owner: null,
+          refresh_lease_until: null,
+          ...(tokens.refreshToken
+            ? { refresh_token_enc: this.store.secrets.encrypt(tokens.refreshToken, secretContext(id, 'refresh_token')) }
+            : change.keepRefreshToken
+              ? {}
+              : { refresh_token_enc: null }),
+          ...(tokens.mailbox ? { mailbox: tokens.mailbox } : {}),
+          ...(tokens.displayName ? { display_name: tokens.displayName } : {}),
+        };
+      }
+      case 'Error':
+        return {
+          token_status: 'Error',
+          token_error: change.error,
+          token_advice: change.advice,
+          token_status_at: Date.now(),
+          refresh_failures: change.failures,
+          next_refresh_attempt_at: change.nextAttemptAt,
+        };
+      default:
+        return {
+          token_status: change.to,
+          token_error: change.error ?? null,
+          token_advice: change.advice ?? null,
+          token_status_at: Date.now(),
+          ...(change.forget ? NO_TOKENS : {}),
+          ...(change.forget === 'tokens-and-mailbox' ? { mailbox: null, display_name: null } : {}),
+        };
+    }
+  }
+
+  async #write(id: string, columns: Updateable<OAuthAccountsTable>): Promise<void> {
     await this.store.db
       .updateTable('oauth_accounts')
-      .set({ ...patch, updated_at: Date.now() })
+      .set({ ...columns, updated_at: Date.now() })
       .where('id', '=', id)
       .execute();
-    if ('token_status' in patch || 'access_token_enc' in patch || 'refresh_token_enc' in patch || 'enabled' in patch) {
-      for (const listener of this.#tokenListeners) listener(id);
-    }
+  }
+
+  #tokenChanged(id: string): void {
+    for (const listener of this.#tokenListeners) listener(id);
   }
 
   encryptClientSecret(id: string, secret: string): string {
@@ -180,58 +291,6 @@ export class OAuthAccounts {
   /** What the last comparison with the authorization server's clock found (oauth/clock-skew.ts). */
   async setServerClock(id: string, clock: { offsetMs: number; host: string; checkedAt: number }): Promise<void> {
     await this.update(id, { clock_offset_ms: clock.offsetMs, clock_server_host: clock.host, clock_checked_at: clock.checkedAt });
-  }
-
-  async setTokenStatus(
-    id: string,
-    status: TokenStatus,
-    details: { error?: string | null; advice?: string | null } = {},
-    extra: Updateable<OAuthAccountsTable> = {},
-  ): Promise<void> {
-    await this.update(id, {
-      token_status: status,
-      token_error: details.error ?? null,
-      token_advice: details.advice ?? null,
-      token_status_at: Date.now(),
-      ...extra,
-    });
-  }
-
-  /**
-   * Saves a new token set in one statement: the rotated refresh token (when one came) replaces the stored one
-   * together with the access token, before anyone can use the new access token (docs/protocol.md §4.3).
-   */
-  async saveTokens(id: string, tokens: TokenSet, options: { keepRefreshToken: boolean; now: number }): Promise<void> {
-    const patch: Updateable<OAuthAccountsTable> = {
-      access_token_enc: this.store.secrets.encrypt(tokens.accessToken, secretContext(id, 'access_token')),
-      access_token_expires_at: tokens.expiresAt,
-      granted_scope: tokens.scope ?? null,
-      token_issued_at: options.now,
-      token_status: 'Active',
-      token_error: null,
-      token_advice: null,
-      token_status_at: options.now,
-      refresh_failures: 0,
-      next_refresh_attempt_at: null,
-      refresh_lease_owner: null,
-      refresh_lease_until: null,
-    };
-    if (tokens.refreshToken) {
-      patch.refresh_token_enc = this.store.secrets.encrypt(tokens.refreshToken, secretContext(id, 'refresh_token'));
-    } else if (!options.keepRefreshToken) {
-      patch.refresh_token_enc = null;
-    }
-    if (tokens.mailbox) patch.mailbox = tokens.mailbox;
-    if (tokens.displayName) patch.display_name = tokens.displayName;
-    await this.update(id, patch);
-  }
-
-  /** Forgets the tokens (Delete token, or a definitive failure); settings stay. */
-  async clearTokens(id: string, status: TokenStatus, details: { error?: string | null; advice?: string | null } = {}, keepMailbox = false): Promise<void> {
-    await this.setTokenStatus(id, status, details, {
-      ...NO_TOKENS,
-      ...(keepMailbox ? {} : { mailbox: null, display_name: null }),
-    });
   }
 
   /**

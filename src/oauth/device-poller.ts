@@ -138,7 +138,7 @@ export class DevicePoller {
           await this.#finish(accountId, 'Failed', detail, { error: 'No refresh token in the token response', advice: detail });
           return;
         }
-        await this.#accounts.saveTokens(accountId, outcome.tokens, { keepRefreshToken: false, now: after });
+        await this.#accounts.transition(accountId, 'Active', { tokens: outcome.tokens, keepRefreshToken: false, at: after });
         await this.#accounts.updateDeviceAuthorization(accountId, {
           status: 'Completed',
           detail: DEVICE_STATUS_TEXT.Completed,
@@ -204,7 +204,7 @@ export class DevicePoller {
     await this.#accounts.updateDeviceAuthorization(accountId, { status, detail, poll_lease_owner: null, poll_lease_until: null });
     const account = await this.#accounts.get(accountId);
     if (account && account.refresh_token_enc === null) {
-      await this.#accounts.setTokenStatus(accountId, 'NotRegistered', tokenDetails ?? { error: detail, advice: null });
+      await this.#accounts.transition(accountId, 'NotRegistered', tokenDetails ?? { error: detail, advice: null });
     }
   }
 }

@@ -8,13 +8,17 @@
  *   once (RFC 6749 §4.1.2, docs/protocol.md §2.3).
  * - Refusals (error=…), state mismatches, reused or expired attempts are rejected before any token request.
  * - The granted scope must include https://mail.google.com/; otherwise nothing is saved.
+ * - Saving with Use on checks the connection to the token endpoint's host in the background
+ *   (account-operations.ts); a new client or endpoint forgets the tokens, which belong to the client.
  */
 import { ErrorCodes, PosternError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import { settingsOf, stateHash, type OAuthAccounts } from './accounts.js';
+import type { AccountOperations } from './account-operations.js';
 import { parsePastedAuthorizationResponse } from './authorization-response.js';
 import { authorizationServerOf, clientOf } from './authorization-server.js';
+import { useAndTlsAudit, useAndTlsColumns, type FieldErrors, type GoogleSettingsInput, type SaveSettingsResult } from './basic-settings.js';
 import { buildAuthorizationRequest, exchangeAuthorizationCode } from './grants.js';
 import type { OAuthHttp } from './http.js';
 import {
@@ -26,21 +30,9 @@ import {
   validateHttpsEndpoint,
 } from './profiles.js';
 import { ProviderError, toProviderError } from './provider-errors.js';
-import type { FieldErrors } from './service.js';
 
 export const ATTEMPT_TTL_MS = 10 * 60_000;
 export const GOOGLE_CALLBACK_PATH = '/oauth2/google/callback';
-
-export interface GoogleSettingsInput {
-  enabled: boolean;
-  verifyServerCertificate: boolean;
-  addCnToVerificationItems: boolean;
-  clientId: string;
-  /** Empty keeps the stored secret. */
-  clientSecret: string;
-  authorizationEndpoint: string;
-  tokenEndpoint: string;
-}
 
 /** Why a pasted authorization response was refused, in words for the Register screen. */
 export class AuthorizationRejected extends PosternError {
@@ -58,6 +50,7 @@ export class AuthorizationRejected extends PosternError {
 export interface GoogleAuthorizationOptions {
   accounts: OAuthAccounts;
   http: OAuthHttp;
+  operations: AccountOperations;
   audit: AuditLog;
   log: Logger;
   now?: () => number;
@@ -66,6 +59,7 @@ export interface GoogleAuthorizationOptions {
 export class GoogleAuthorization {
   readonly #accounts: OAuthAccounts;
   readonly #http: OAuthHttp;
+  readonly #operations: AccountOperations;
   readonly #audit: AuditLog;
   readonly #log: Logger;
   readonly #now: () => number;
@@ -73,6 +67,7 @@ export class GoogleAuthorization {
   constructor(options: GoogleAuthorizationOptions) {
     this.#accounts = options.accounts;
     this.#http = options.http;
+    this.#operations = options.operations;
     this.#audit = options.audit;
     this.#log = options.log.child({ component: 'oauth-google' });
     this.#now = options.now ?? Date.now;
@@ -95,8 +90,11 @@ export class GoogleAuthorization {
     return errors;
   }
 
-  /** Saves the settings. Returns whether the authorization must be registered again (client changed). */
-  async saveSettings(input: GoogleSettingsInput, actor: string): Promise<{ ok: true; identityChanged: boolean } | { ok: false; errors: FieldErrors }> {
+  /**
+   * Saves the settings; with Use on, checks the connection to the token endpoint's host (in the background).
+   * Returns whether the authorization must be registered again (client changed).
+   */
+  async saveSettings(input: GoogleSettingsInput, actor: string): Promise<SaveSettingsResult<{ identityChanged: boolean }>> {
     const errors = await this.validateSettings(input);
     if (Object.keys(errors).length > 0) return { ok: false, errors };
     const before = await this.#accounts.getOrCreate('google');
@@ -111,9 +109,7 @@ export class GoogleAuthorization {
       (before.authorization_endpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT) !== authorizationEndpoint ||
       (before.token_endpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT) !== tokenEndpoint;
     await this.#accounts.update('google', {
-      enabled: input.enabled ? 1 : 0,
-      verify_server_certificate: input.verifyServerCertificate ? 1 : 0,
-      add_cn_to_verification_items: input.verifyServerCertificate && input.addCnToVerificationItems ? 1 : 0,
+      ...useAndTlsColumns(input),
       client_id: clientId,
       ...(secret !== '' ? { client_secret_enc: this.#accounts.encryptClientSecret('google', secret) } : {}),
       authorization_endpoint: authorizationEndpoint === GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT ? null : authorizationEndpoint,
@@ -121,13 +117,20 @@ export class GoogleAuthorization {
     });
     if (identityChanged && before.refresh_token_enc !== null) {
       // Google's refresh tokens belong to the OAuth client that obtained them.
-      await this.#accounts.clearTokens('google', 'NotRegistered');
+      await this.#accounts.transition('google', 'NotRegistered', { forget: 'tokens-and-mailbox' });
     }
     await this.#audit.record(
       actor,
       'settings.oauth.google',
-      `Use=${input.enabled ? 'on' : 'off'} Verify=${input.verifyServerCertificate ? 'on' : 'off'} AddCN=${input.verifyServerCertificate && input.addCnToVerificationItems ? 'on' : 'off'} client_id=${clientId}${secret ? ' client_secret=(changed)' : ''} authorization_endpoint=${authorizationEndpoint} token_endpoint=${tokenEndpoint}`,
+      `${useAndTlsAudit(input)} client_id=${clientId}${secret ? ' client_secret=(changed)' : ''} authorization_endpoint=${authorizationEndpoint} token_endpoint=${tokenEndpoint}`,
     );
+    if (input.enabled) {
+      this.#operations.runInBackground('google', async () => {
+        await this.#operations.connect('google');
+      });
+    } else {
+      await this.#operations.forgetConnection('google');
+    }
     return { ok: true, identityChanged };
   }
 
@@ -251,7 +254,7 @@ export class GoogleAuthorization {
         'Remove Postern from the account\'s third-party access (myaccount.google.com > Security), then click Register again.',
       );
     }
-    await this.#accounts.saveTokens('google', tokens, { keepRefreshToken: false, now: this.#now() });
+    await this.#accounts.transition('google', 'Active', { tokens, keepRefreshToken: false, at: this.#now() });
     await this.#audit.record(actor, 'token.authorized', `OAuth 2.0 (Google): authorized as ${tokens.mailbox ?? 'unknown account'}`);
     this.#log.info({ mailbox: tokens.mailbox }, 'OAuth 2.0 (Google): authorization registered, Token Status is Active');
     return { mailbox: tokens.mailbox };

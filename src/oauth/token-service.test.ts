@@ -56,11 +56,11 @@ function tokenService(refreshAheadMs?: number): TokenService {
 async function authorized(lifetimeSeconds: number) {
   await accounts.getOrCreate('microsoft');
   await accounts.update('microsoft', { enabled: 1, endpoint: 'https://login.microsoftonline.com/organizations/oauth2/v2.0', client_id: 'client' });
-  await accounts.saveTokens(
-    'microsoft',
-    { accessToken: 'at-1', refreshToken: 'rt-1', expiresAt: clock + lifetimeSeconds * SECOND, scope: undefined, mailbox: 'printer@contoso.example', displayName: undefined },
-    { keepRefreshToken: false, now: clock },
-  );
+  await accounts.transition('microsoft', 'Active', {
+    tokens: { accessToken: 'at-1', refreshToken: 'rt-1', expiresAt: clock + lifetimeSeconds * SECOND, scope: undefined, mailbox: 'printer@contoso.example', displayName: undefined },
+    keepRefreshToken: false,
+    at: clock,
+  });
 }
 
 const refreshes = () => sent.filter((s) => s.body.get('grant_type') === 'refresh_token').length;

@@ -151,7 +151,7 @@ export class TokenService {
     }
     if (!hasRefreshToken) {
       if (accessToken && !rejected && expiresAt > now) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
-      throw new TokenUnavailableError(`${label} is not authorized yet (Token Status: Not Registered).`, row.token_status as TokenStatus, true);
+      throw new TokenUnavailableError(`${label} is not authorized yet (Token Status: Not Registered).`, row.token_status, true);
     }
     if (row.token_status === 'Error' && !rejected && (row.next_refresh_attempt_at ?? 0) > now) {
       if (accessToken && expiresAt > now + 30_000) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
@@ -216,7 +216,7 @@ export class TokenService {
         http,
         this.#now,
       ).finally(() => recordServerClock(this.#accounts, this.#log, accountId, clock.last));
-      await this.#accounts.saveTokens(accountId, tokens, { keepRefreshToken: true, now });
+      await this.#accounts.transition(accountId, 'Active', { tokens, keepRefreshToken: true, at: now });
       if (row.token_status !== 'Active') {
         this.#log.info({ account: accountId }, `${label}: token refreshed, Token Status is Active again`);
       } else {
@@ -229,7 +229,7 @@ export class TokenService {
           ? thrown
           : new ProviderError(thrown instanceof Error ? thrown.message : String(thrown), 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
       if (error.kind === 'definitive') {
-        await this.#accounts.clearTokens(accountId, 'Expired', { error: error.providerText, advice: error.advice ?? null }, true);
+        await this.#accounts.transition(accountId, 'Expired', { error: error.providerText, advice: error.advice ?? null, forget: 'tokens' });
         await this.#audit.record(null, 'token.expired', `${label}: ${error.providerText}`);
         this.#log.warn({ account: accountId, error: error.error, description: error.description }, `${label}: refresh refused, Token Status is Expired`);
         throw new TokenUnavailableError(`${label}: re-authorization required. ${error.providerText}`, 'Expired', true, error.advice, { cause: error });
@@ -237,15 +237,12 @@ export class TokenService {
       const failures = row.refresh_failures + 1;
       const delay = Math.min(BACKOFF_BASE_MS * 2 ** (failures - 1), BACKOFF_MAX_MS) * (0.8 + 0.4 * this.#random());
       const nextAttempt = this.#now() + Math.round(delay);
-      await this.#accounts.setTokenStatus(
-        accountId,
-        'Error',
-        {
-          error: error.providerText,
-          advice: `Postern keeps the authorization and retries automatically (next attempt at ${new Date(nextAttempt).toISOString()}).`,
-        },
-        { refresh_failures: failures, next_refresh_attempt_at: nextAttempt },
-      );
+      await this.#accounts.transition(accountId, 'Error', {
+        error: error.providerText,
+        advice: `Postern keeps the authorization and retries automatically (next attempt at ${new Date(nextAttempt).toISOString()}).`,
+        failures,
+        nextAttemptAt: nextAttempt,
+      });
       this.#log.warn({ account: accountId, failures, err: describeError(error) }, `${label}: token refresh failed, retrying`);
       throw new TokenUnavailableError(`${label}: the token could not be refreshed (${error.providerText}); retrying.`, 'Error', true, undefined, {
         cause: error,

@@ -35,6 +35,9 @@ export interface MetaTable {
 
 export type ProviderId = 'microsoft' | 'google';
 
+/** Token Status, as the seed names it (docs/protocol.md §4.1); written only by OAuthAccounts.transition. */
+export type TokenStatus = 'NotRegistered' | 'WaitingForAuthorization' | 'Active' | 'Expired' | 'Error';
+
 export interface OAuthAccountsTable {
   /** One account per provider today: 'microsoft' or 'google'. */
   id: string;
@@ -54,7 +57,7 @@ export interface OAuthAccountsTable {
   connection_detail: string | null;
   connection_checked_at: number | null;
 
-  token_status: string;
+  token_status: TokenStatus;
   /** The provider's own error text (e.g. AADSTS70008 …), shown as detail. */
   token_error: string | null;
   /** Plain-words advice for the administrator. */

@@ -78,7 +78,7 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
       authorizationEndpoint: text(body, 'authorizationEndpoint'),
       tokenEndpoint: text(body, 'tokenEndpoint'),
     };
-    const result = await web.oauth.saveGoogleSettings(form, request.user!.username);
+    const result = await web.oauth.google.saveSettings(form, request.user!.username);
     if (!result.ok) {
       const status = await web.oauth.status('google');
       return reply.render(

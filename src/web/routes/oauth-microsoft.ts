@@ -45,7 +45,7 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
       endpoint: text(body, 'endpoint'),
       clientId: text(body, 'clientId'),
     };
-    const result = await web.oauth.saveMicrosoftSettings(form, request.user!.username);
+    const result = await web.oauth.microsoft.saveSettings(form, request.user!.username);
     if (!result.ok) {
       return reply.render(
         'oauth-microsoft-edit',
@@ -68,7 +68,7 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
       web.setFlash(request, { type: 'error', text: 'Select Use OAuth 2.0 (Microsoft) under Basic Settings first.' });
       return reply.redirect(BASE, 303);
     }
-    await web.oauth.requestNewUserCode('microsoft', request.user!.username);
+    await web.oauth.microsoft.requestNewUserCode(request.user!.username);
     web.setFlash(request, { type: 'info', text: 'Requesting a new user code…' });
     return reply.redirect(BASE, 303);
   });

@@ -1,0 +1,153 @@
+/**
+ * OAuth 2.0 (Microsoft): Basic Settings, and the device authorization grant (RFC 8628, seed steps 3–13):
+ * saving Use, the TLS options, the endpoint and the client ID; the user code requested after OK or with
+ * Get New User Code. The device poller (device-poller.ts) takes the grant on from there.
+ *
+ * - Tokens are bound to the app registration and tenant they were issued for: a new endpoint or client ID
+ *   forgets them.
+ * - With Use on, OK checks the connection and, unless the account holds a usable authorization, requests a
+ *   user code, in the background (account-operations.ts).
+ * - Use off cancels a pending user code.
+ */
+import type { Logger } from '../log.js';
+import type { AuditLog } from '../store/audit.js';
+import { settingsOf, type AccountRow, type OAuthAccounts } from './accounts.js';
+import type { AccountOperations } from './account-operations.js';
+import { authorizationServerOf, clientOf } from './authorization-server.js';
+import { useAndTlsAudit, useAndTlsColumns, type FieldErrors, type MicrosoftSettingsInput, type SaveSettingsResult } from './basic-settings.js';
+import type { DevicePoller } from './device-poller.js';
+import { startDeviceAuthorization } from './grants.js';
+import type { OAuthHttp } from './http.js';
+import { MICROSOFT_SCOPE, PROVIDER_LABELS, validateMicrosoftClientId, validateMicrosoftEndpoint } from './profiles.js';
+import { toProviderError } from './provider-errors.js';
+
+const ID = 'microsoft';
+const LABEL = PROVIDER_LABELS[ID];
+
+export interface MicrosoftAuthorizationOptions {
+  accounts: OAuthAccounts;
+  http: OAuthHttp;
+  poller: DevicePoller;
+  operations: AccountOperations;
+  audit: AuditLog;
+  log: Logger;
+  now?: () => number;
+}
+
+export class MicrosoftAuthorization {
+  readonly #accounts: OAuthAccounts;
+  readonly #http: OAuthHttp;
+  readonly #poller: DevicePoller;
+  readonly #operations: AccountOperations;
+  readonly #audit: AuditLog;
+  readonly #log: Logger;
+  readonly #now: () => number;
+
+  constructor(options: MicrosoftAuthorizationOptions) {
+    this.#accounts = options.accounts;
+    this.#http = options.http;
+    this.#poller = options.poller;
+    this.#operations = options.operations;
+    this.#audit = options.audit;
+    this.#log = options.log.child({ component: 'oauth-microsoft' });
+    this.#now = options.now ?? Date.now;
+  }
+
+  validateSettings(input: MicrosoftSettingsInput): FieldErrors {
+    const errors: FieldErrors = {};
+    const endpoint = validateMicrosoftEndpoint(input.endpoint);
+    if (!endpoint.ok) errors.endpoint = endpoint.error;
+    const clientId = validateMicrosoftClientId(input.clientId);
+    if (!clientId.ok) errors.clientId = clientId.error;
+    return errors;
+  }
+
+  /**
+   * Saves the Basic Settings. With Use on, checks the connection and, unless an Active token for the same
+   * endpoint and client exists, starts the device authorization grant (in the background).
+   */
+  async saveSettings(input: MicrosoftSettingsInput, actor: string): Promise<SaveSettingsResult> {
+    const errors = this.validateSettings(input);
+    const endpoint = validateMicrosoftEndpoint(input.endpoint);
+    const clientId = validateMicrosoftClientId(input.clientId);
+    if (!endpoint.ok || !clientId.ok) return { ok: false, errors };
+
+    const before = await this.#accounts.getOrCreate(ID);
+    const identityChanged = before.endpoint !== endpoint.value.endpoint || before.client_id !== clientId.value;
+    await this.#accounts.update(ID, { ...useAndTlsColumns(input), endpoint: endpoint.value.endpoint, client_id: clientId.value });
+    if (identityChanged && before.refresh_token_enc !== null) {
+      this.#poller.cancel(ID);
+      await this.#accounts.deleteDeviceAuthorization(ID);
+      await this.#accounts.transition(ID, 'NotRegistered', { forget: 'tokens-and-mailbox' });
+    }
+    await this.#audit.record(actor, 'settings.oauth.microsoft', `${useAndTlsAudit(input)} endpoint=${endpoint.value.endpoint} client_id=${clientId.value}`);
+
+    if (!input.enabled) {
+      this.#poller.cancel(ID);
+      const grant = await this.#accounts.deviceAuthorization(ID);
+      if (grant?.status === 'Pending') {
+        await this.#accounts.updateDeviceAuthorization(ID, { status: 'Cancelled', detail: `Cancelled: Use ${LABEL} was turned off.` });
+        const row = await this.#accounts.get(ID);
+        if (row?.refresh_token_enc === null) await this.#accounts.transition(ID, 'NotRegistered', {});
+      }
+      await this.#operations.forgetConnection(ID);
+      return { ok: true };
+    }
+    const after = await this.#accounts.get(ID);
+    const needsAuthorization = after?.refresh_token_enc === null || after?.token_status === 'Expired';
+    this.#operations.runInBackground(ID, () => this.#connectAndAuthorize(needsAuthorization));
+    return { ok: true };
+  }
+
+  /** Get New User Code: checks the connection again and starts a fresh device authorization. */
+  async requestNewUserCode(actor: string): Promise<void> {
+    await this.#audit.record(actor, 'oauth.user_code.requested', LABEL);
+    this.#operations.runInBackground(ID, () => this.#connectAndAuthorize(true));
+  }
+
+  async #connectAndAuthorize(startGrant: boolean): Promise<void> {
+    const connection = await this.#operations.connect(ID);
+    if (!connection) return;
+    const { row, connected } = connection;
+    if (!connected) {
+      if (startGrant && row.refresh_token_enc === null) {
+        await this.#accounts.transition(ID, 'NotRegistered', {
+          advice: 'Postern could not reach the authorization server, so no user code was requested. Fix the connection, then click Get New User Code.',
+        });
+      }
+      return;
+    }
+    if (startGrant) await this.#startDeviceAuthorization(row);
+  }
+
+  /** RFC 8628 §3.1–3.2: a new user code replaces any earlier one, and the poller starts on it. */
+  async #startDeviceAuthorization(row: AccountRow): Promise<void> {
+    this.#poller.cancel(ID);
+    const now = this.#now();
+    try {
+      const grant = await startDeviceAuthorization(
+        authorizationServerOf(row),
+        clientOf(row, undefined),
+        MICROSOFT_SCOPE,
+        await this.#http.options(settingsOf(row).tls),
+        this.#now,
+      );
+      await this.#accounts.saveDeviceAuthorization(ID, grant, now);
+      if (row.refresh_token_enc === null || row.token_status === 'Expired') {
+        // After Expired the mailbox stays on show: it is the one the admin signs in with again.
+        await this.#accounts.transition(ID, 'WaitingForAuthorization', { forget: row.token_status === 'Expired' ? 'tokens' : 'tokens-and-mailbox' });
+      }
+      this.#poller.schedule(ID, now + grant.interval * 1000);
+      this.#log.info({ account: ID, expiresAt: new Date(grant.expiresAt).toISOString() }, `${LABEL}: user code issued, waiting for sign-in`);
+    } catch (thrown) {
+      const error = toProviderError(row.provider, thrown, new URL(authorizationServerOf(row).tokenEndpoint).host);
+      await this.#accounts.deleteDeviceAuthorization(ID);
+      if (row.refresh_token_enc === null) {
+        await this.#accounts.transition(ID, 'NotRegistered', { error: `No user code: ${error.providerText}`, advice: error.advice ?? null });
+      } else {
+        await this.#accounts.transition(ID, 'Unchanged', { advice: `A new user code could not be requested: ${error.providerText}` });
+      }
+      this.#log.warn({ account: ID, error: error.error, description: error.description }, 'device authorization request failed');
+    }
+  }
+}
