@@ -7,6 +7,8 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
+import { API_PREFIX, apiPlugin } from './api/plugin.js';
+import { ApiTokens } from './api/tokens.js';
 import { QUEUE_DEFAULTS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
 import { describeError, type Logger } from './log.js';
 import { LoginThrottle } from './login-throttle.js';
@@ -36,6 +38,7 @@ import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
 import { buildWebApp } from './web/app.js';
 import { listenHttps, type HttpsListener } from './web/https.js';
+import { apiTokensPage } from './web/routes/api-tokens.js';
 import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
 import { registerNotificationRoutes } from './web/routes/notifications.js';
 import { registerQueueRoutes } from './web/routes/queue.js';
@@ -61,6 +64,8 @@ export interface Postern {
   transport: UpstreamTransport;
   notificationSettings: NotificationSettings;
   notifier: Notifier;
+  /** The JSON API's bearer tokens (src/api). */
+  apiTokens: ApiTokens;
   /** Bound addresses, known after start(). */
   httpPort: number;
   smtpPort: number;
@@ -157,6 +162,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     remoteUiBase: () => postern.remoteUiUrl,
   });
 
+  const apiTokens = new ApiTokens(store);
+
   const { generatedPassword } = await users.ensureFirstAdministrator(config.adminPassword);
   let boundHttpPort = config.httpPort;
   let boundHttpsPort = config.https?.port ?? 0;
@@ -193,6 +200,22 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
         }),
       (app, context) => registerQueueRoutes(app, context, { queue, audit, kick: () => queueManager.kick() }),
       (app, context) => registerNotificationRoutes(app, context, { settings: notificationSettings, notifier, audit }),
+      async (app, context) => {
+        await app.register(apiTokensPage, { web: context, tokens: apiTokens, audit });
+        await app.register(apiPlugin, {
+          prefix: API_PREFIX,
+          tokens: apiTokens,
+          accounts,
+          oauth,
+          queue,
+          kick: () => queueManager.kick(),
+          devices,
+          emailSettings,
+          relaySettings,
+          audit,
+          log,
+        });
+      },
     ],
   });
 
@@ -216,6 +239,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     transport,
     notificationSettings,
     notifier,
+    apiTokens,
     httpPort: 0,
     smtpPort: 0,
     httpsPort: undefined,
