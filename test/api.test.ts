@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ApiTokens } from '../src/api/tokens.js';
+import { scrubSecrets } from '../src/log.js';
 import type { QueuedMessage } from '../src/queue/queue.js';
 import { eventually, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
 import { enqueueMessage } from './support/queue.js';
@@ -409,5 +410,7 @@ describe('logs', () => {
     expect(logs).toContain('API authentication failed');
     for (const secret of Object.values(token)) expect(logs).not.toContain(secret.slice(4));
     expect(logs).not.toMatch(/pst_[A-Za-z0-9_-]{20,}/);
+    // A token that ends up in free text (an error message) is scrubbed too.
+    expect(scrubSecrets(`Authorization: Bearer ${token.read}`)).toBe('Authorization: Bearer [redacted]');
   });
 });
