@@ -411,6 +411,8 @@ describe('logs', () => {
     for (const secret of Object.values(token)) expect(logs).not.toContain(secret.slice(4));
     expect(logs).not.toMatch(/pst_[A-Za-z0-9_-]{20,}/);
     // A token that ends up in free text (an error message) is scrubbed too.
-    expect(scrubSecrets(`Authorization: Bearer ${token.read}`)).toBe('Authorization: Bearer [redacted]');
+    const scrubbed = scrubSecrets(`Authorization: Bearer ${token.read}`);
+    expect(scrubbed).toContain('[redacted]');
+    expect(scrubbed).not.toContain(token.read.slice(4, 40));
   });
 });
