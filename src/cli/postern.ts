@@ -49,7 +49,7 @@ Commands:
 Configuration comes from the environment (POSTERN_DATA_DIR, POSTERN_DATABASE_URL, …); see the README.
 `;
 
-const QUEUE_USAGE = `Usage: postern queue [list] [--all] [--json]
+const QUEUE_USAGE = `Usage: postern queue [list] [--all]
        postern queue retry <id|all>
        postern queue delete <id>
 `;
