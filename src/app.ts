@@ -7,18 +7,17 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
+import { API_PREFIX, apiPlugin } from './api/plugin.js';
+import { ApiTokens } from './api/tokens.js';
 import { QUEUE_DEFAULTS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
 import { describeError, type Logger } from './log.js';
 import { LoginThrottle } from './login-throttle.js';
 import { Notifier } from './notify/notifier.js';
 import { NotificationSettings } from './notify/settings.js';
-import { AccountOperations } from './oauth/account-operations.js';
 import { OAuthAccounts } from './oauth/accounts.js';
 import { DevicePoller } from './oauth/device-poller.js';
-import { GoogleAuthorization } from './oauth/google.js';
 import { OAuthHttp } from './oauth/http.js';
-import { MicrosoftAuthorization } from './oauth/microsoft.js';
-import { OAuthService } from './oauth/service.js';
+import { createOAuthService, type OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
 import { StorePacer } from './queue/pacing.js';
 import { MessageQueue } from './queue/queue.js';
@@ -38,6 +37,7 @@ import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
 import { buildWebApp } from './web/app.js';
 import { listenHttps, type HttpsListener } from './web/https.js';
+import { apiTokensPage } from './web/routes/api-tokens.js';
 import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
 import { registerNotificationRoutes } from './web/routes/notifications.js';
 import { registerQueueRoutes } from './web/routes/queue.js';
@@ -63,6 +63,8 @@ export interface Postern {
   transport: UpstreamTransport;
   notificationSettings: NotificationSettings;
   notifier: Notifier;
+  /** The JSON API's bearer tokens (src/api). */
+  apiTokens: ApiTokens;
   /** Bound addresses, known after start(). */
   httpPort: number;
   smtpPort: number;
@@ -94,10 +96,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   await accounts.getOrCreate('google');
   const tokens = new TokenService({ accounts, http, audit, log, instanceId, refreshAheadMs: config.tokenRefreshAheadMs });
   const poller = new DevicePoller({ accounts, http, audit, log, instanceId });
-  const operations = new AccountOperations({ accounts, http, log });
-  const microsoft = new MicrosoftAuthorization({ accounts, http, poller, operations, audit, log });
-  const google = new GoogleAuthorization({ accounts, http, operations, audit, log });
-  const oauth = new OAuthService({ accounts, operations, microsoft, google, poller, audit, log });
+  const oauth = createOAuthService({ accounts, http, poller, audit, log });
 
   // Sending: device relay (smtp-in) → queue (spool + rows) → queue manager → delivery with XOAUTH2 (smtp-out).
   const tuning = { ...QUEUE_DEFAULTS, ...config.queue };
@@ -161,6 +160,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     remoteUiBase: () => postern.remoteUiUrl,
   });
 
+  const apiTokens = new ApiTokens(store);
+
   const { generatedPassword } = await users.ensureFirstAdministrator(config.adminPassword);
   let boundHttpPort = config.httpPort;
   let boundHttpsPort = config.https?.port ?? 0;
@@ -197,6 +198,22 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
         }),
       (app, context) => registerQueueRoutes(app, context, { queue, audit, kick: () => queueManager.kick() }),
       (app, context) => registerNotificationRoutes(app, context, { settings: notificationSettings, notifier, audit }),
+      async (app, context) => {
+        await app.register(apiTokensPage, { web: context, tokens: apiTokens, audit });
+        await app.register(apiPlugin, {
+          prefix: API_PREFIX,
+          tokens: apiTokens,
+          accounts,
+          oauth,
+          queue,
+          kick: () => queueManager.kick(),
+          devices,
+          emailSettings,
+          relaySettings,
+          audit,
+          log,
+        });
+      },
     ],
   });
 
@@ -220,6 +237,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     transport,
     notificationSettings,
     notifier,
+    apiTokens,
     httpPort: 0,
     smtpPort: 0,
     httpsPort: undefined,

@@ -71,6 +71,24 @@ export const ErrorCodes = {
   BACKUP_TARGET_UNUSABLE: 'POSTERN_BACKUP_TARGET_UNUSABLE',
   /** Backup: copying failed (full disk, I/O error, a damaged database); what was written is removed. */
   BACKUP_FAILED: 'POSTERN_BACKUP_FAILED',
+  /** API: the request carries no `Authorization: Bearer` token (401). */
+  API_TOKEN_MISSING: 'POSTERN_API_TOKEN_MISSING',
+  /** API: the bearer token is malformed or unknown (401). */
+  API_TOKEN_INVALID: 'POSTERN_API_TOKEN_INVALID',
+  /** API: the bearer token is past its expiry (401). */
+  API_TOKEN_EXPIRED: 'POSTERN_API_TOKEN_EXPIRED',
+  /** API: the bearer token was revoked on the API Tokens page (401). */
+  API_TOKEN_REVOKED: 'POSTERN_API_TOKEN_REVOKED',
+  /** API: the token's scope does not allow this request (403). */
+  API_SCOPE_INSUFFICIENT: 'POSTERN_API_SCOPE_INSUFFICIENT',
+  /** API: too many failed authentications from this address (429). */
+  API_RATE_LIMITED: 'POSTERN_API_RATE_LIMITED',
+  /** API: no such endpoint, message or device account (404). */
+  API_NOT_FOUND: 'POSTERN_API_NOT_FOUND',
+  /** API: the request conflicts with the current state (a message being sent, a device name taken) (409). */
+  API_CONFLICT: 'POSTERN_API_CONFLICT',
+  /** API: an unexpected failure inside Postern (500); logged with the reference the answer gives. */
+  API_UNEXPECTED: 'POSTERN_API_UNEXPECTED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -33,6 +33,7 @@ export const TABLE_OWNERS = {
   notification_settings: 'src/notify/settings.ts',
   notification_state: 'src/notify/outbox.ts',
   notifications: 'src/notify/outbox.ts',
+  api_tokens: 'src/api/tokens.ts',
   // Kysely's own bookkeeping (not in schema.ts): the store runs the migrator and answers the schema version.
   kysely_migration: 'src/store/store.ts',
 } as const;

@@ -4,7 +4,8 @@
  * of each account, from the database), `reset-password <user>` (recovery when the Remote UI password is
  * lost; prints a new random password once), `queue` (the Queue page for the gateway's host: `list`,
  * `retry <id|all>`, `delete <id>`), and `backup <directory>` (a consistent copy of the data directory while the
- * gateway runs: src/backup/).
+ * gateway runs: src/backup/). `status --json` and `queue list --json` print exactly what the API's
+ * GET /api/v1/status and GET /api/v1/queue answer (src/api/shapes.ts builds both).
  *
  * Inputs: the same POSTERN_* environment as the gateway (same database, same data directory and spool).
  * Outputs: text on stdout; one line on stderr when something cannot be done. Exit status 0, 1 (not done:
@@ -32,10 +33,13 @@ const USAGE = `Usage: postern <command>
 
 Commands:
   start                      Run the gateway (Remote UI and relay).
-  status                     Show each OAuth account's Token Status and Server Connection Status.
+  status [--json]            Show each OAuth account's Token Status and Server Connection Status
+                             (--json: as GET /api/v1/status answers, with the queue counts).
   reset-password <user>      Set a new random password for a Remote UI user and print it.
-  queue [list] [--all]       List the messages not delivered yet, with a count by state
-                             (--all: also the most recent sent and returned ones).
+  queue [list] [--all] [--json]
+                             List the messages not delivered yet, with a count by state
+                             (--all: also the most recent sent and returned ones; --json: as
+                             GET /api/v1/queue answers, --all as ?state=all).
   queue retry <id|all>       Retry Now: a deferred or held message (all: every one) is due at once;
                              a running gateway picks it up.
   queue delete <id>          Delete a waiting message without sending it (its sender is not told).
@@ -64,6 +68,12 @@ class CommandFailed extends Error {
 
 const queueUsage = (message: string) => new CommandFailed(message, 64, QUEUE_USAGE);
 
+const STATUS_USAGE = `Usage: postern status [--json]
+`;
+
+/** JSON as the API answers it (src/api/shapes.ts builds both), indented for a reader. */
+const printJson = (body: unknown) => process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
+
 const BACKUP_USAGE = `Usage: postern backup <directory>
 `;
 
@@ -90,7 +100,10 @@ async function withQueue<T>(fn: (queue: MessageQueue, store: Store) => Promise<T
   });
 }
 
-async function status(): Promise<void> {
+async function status(args: string[]): Promise<void> {
+  const unknown = args.find((arg) => arg !== '--json');
+  if (unknown !== undefined) throw new CommandFailed(`status does not take "${printable(unknown)}"`, 64, STATUS_USAGE);
+  if (args.includes('--json')) return statusJson();
   await withStore(async (store, config) => {
     const rows = await new OAuthAccounts(store).list();
     if (config.outboundProxy) {
@@ -110,6 +123,38 @@ async function status(): Promise<void> {
       if (row.access_token_expires_at) process.stdout.write(`  Access token expires: ${new Date(row.access_token_expires_at).toISOString()}\n`);
       const clockWarning = row.enabled ? clockSkewWarningOf(row) : null;
       if (clockWarning) process.stdout.write(`  Warning: ${clockWarning}\n`);
+    }
+  });
+}
+
+/**
+ * `status --json`: the body of GET /api/v1/status, built by the same function from the same owners (the
+ * OAuth service's status of each account, the queue's counts), on this host's store and spool.
+ */
+async function statusJson(): Promise<void> {
+  const [{ buildStatus }, { createOAuthService }, { OAuthHttp }, { DevicePoller }, { TrustStore }, { CaCertificates }, { AuditLog }, { createLogger }] =
+    await Promise.all([
+      import('../api/shapes.js'),
+      import('../oauth/service.js'),
+      import('../oauth/http.js'),
+      import('../oauth/device-poller.js'),
+      import('../tls/trust.js'),
+      import('../store/ca-certificates.js'),
+      import('../store/audit.js'),
+      import('../log.js'),
+    ]);
+  await withQueue(async (queue, store) => {
+    // Only status() is used: nothing here makes a request, polls or writes.
+    const log = createLogger('silent');
+    const accounts = new OAuthAccounts(store);
+    const audit = new AuditLog(store);
+    const http = new OAuthHttp(new TrustStore(new CaCertificates(store)));
+    const poller = new DevicePoller({ accounts, http, audit, log, autoSchedule: false });
+    const oauth = createOAuthService({ accounts, http, poller, audit, log });
+    try {
+      printJson(await buildStatus({ accounts, oauth, queue }));
+    } finally {
+      await http.close();
     }
   });
 }
@@ -192,7 +237,12 @@ function formatCounts(counts: Record<QueueState, number>): string {
   );
 }
 
-async function queueList(all: boolean): Promise<void> {
+async function queueList(all: boolean, json: boolean): Promise<void> {
+  if (json) {
+    const { buildQueueList } = await import('../api/shapes.js');
+    await withQueue(async (queue) => printJson(await buildQueueList(queue, { state: all ? 'all' : 'waiting' })));
+    return;
+  }
   const { ACTIVE_STATES } = await import('../queue/queue.js');
   await withQueue(async (queue) => {
     const waiting = await queue.list(ACTIVE_STATES, LIST_LIMIT);
@@ -268,9 +318,9 @@ async function queueCommand(args: string[]): Promise<void> {
   const [subcommand = 'list', ...rest] = args[0]?.startsWith('-') ? ['list', ...args] : args;
   switch (subcommand) {
     case 'list': {
-      const unknown = rest.find((arg) => arg !== '--all');
+      const unknown = rest.find((arg) => arg !== '--all' && arg !== '--json');
       if (unknown !== undefined) throw queueUsage(`queue list does not take "${printable(unknown)}"`);
-      return await queueList(rest.includes('--all'));
+      return await queueList(rest.includes('--all'), rest.includes('--json'));
     }
     case 'retry':
       if (rest.length !== 1 || rest[0]!.startsWith('-')) throw queueUsage('queue retry needs one message id, or "all"');
@@ -307,7 +357,7 @@ async function main(argv: string[]): Promise<void> {
         await import('../main.js');
         return;
       case 'status':
-        return await status();
+        return await status(args);
       case 'reset-password':
         return await resetPassword(args[0]);
       case 'queue':

@@ -10,12 +10,13 @@ import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import type { ProviderId } from '../store/schema.js';
 import { settingsOf, TOKEN_STATUS_LABELS, type OAuthAccounts, type TokenStatus } from './accounts.js';
-import type { AccountOperations } from './account-operations.js';
+import { AccountOperations } from './account-operations.js';
 import { clockSkewWarningOf } from './clock-skew.js';
 import { CONNECTION_STATUS_LABELS, type ConnectionStatus } from './connection-check.js';
 import type { DevicePoller } from './device-poller.js';
-import type { GoogleAuthorization } from './google.js';
-import type { MicrosoftAuthorization } from './microsoft.js';
+import { GoogleAuthorization } from './google.js';
+import type { OAuthHttp } from './http.js';
+import { MicrosoftAuthorization } from './microsoft.js';
 import { MICROSOFT_DEFAULT_ENDPOINT, PROVIDER_LABELS } from './profiles.js';
 
 export interface AccountStatusView {
@@ -173,4 +174,13 @@ export class OAuthService {
       clockWarning: settings.enabled ? clockSkewWarningOf(row) : null,
     };
   }
+}
+
+/** The OAuth part as the gateway and the command line assemble it: the two authorizations over one set of operations. */
+export function createOAuthService(options: Pick<OAuthServiceOptions, 'accounts' | 'poller' | 'audit' | 'log'> & { http: OAuthHttp }): OAuthService {
+  const { accounts, http, poller, audit, log } = options;
+  const operations = new AccountOperations({ accounts, http, log });
+  const microsoft = new MicrosoftAuthorization({ accounts, http, poller, operations, audit, log });
+  const google = new GoogleAuthorization({ accounts, http, operations, audit, log });
+  return new OAuthService({ accounts, operations, microsoft, google, poller, audit, log });
 }

@@ -322,6 +322,27 @@ const migrations: Record<string, MigrationFactory> = {
       await db.schema.alterTable('users').addColumn('sessions_not_before', 'bigint').execute();
     },
   }),
+  '009_api_tokens': () => ({
+    async up(db: Kysely<any>) {
+      // Bearer tokens for the JSON API (src/api/tokens.ts): only a SHA-256 of each token is kept. A revoked
+      // token keeps its row, so that presenting it is answered "revoked", not "unknown".
+      await db.schema
+        .createTable('api_tokens')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('scope', 'text', (c) => c.notNull())
+        .addColumn('prefix', 'text', (c) => c.notNull())
+        .addColumn('token_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .addColumn('created_by', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'bigint', (c) => c.notNull())
+        .addColumn('last_used_at', 'bigint')
+        .addColumn('revoked_at', 'bigint')
+        .addColumn('revoked_by', 'text')
+        .execute();
+      await db.schema.createIndex('api_tokens_prefix').on('api_tokens').column('prefix').execute();
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

@@ -338,4 +338,28 @@ export interface Database {
   notification_settings: NotificationSettingsTable;
   notification_state: NotificationStateTable;
   notifications: NotificationsTable;
+  api_tokens: ApiTokensTable;
+}
+
+/** API scopes, each including the one before: read (GET only), operate (+ queue retry/delete), administer. */
+export type ApiScope = 'read' | 'operate' | 'administer';
+
+/**
+ * A bearer token for the JSON API (src/api/tokens.ts is the only reader). The token itself is never stored:
+ * only its SHA-256 and its first characters (`prefix`), by which a presented token is found.
+ */
+export interface ApiTokensTable {
+  id: string;
+  name: string;
+  scope: ApiScope;
+  /** The token's first characters (`pst_` and 8 more): the lookup key, and how the page tells tokens apart. */
+  prefix: string;
+  /** SHA-256 of the whole token, hex. */
+  token_hash: string;
+  created_at: number;
+  created_by: string;
+  expires_at: number;
+  last_used_at: number | null;
+  revoked_at: number | null;
+  revoked_by: string | null;
 }

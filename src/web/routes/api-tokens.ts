@@ -1,0 +1,91 @@
+/**
+ * API Tokens (Settings/Registration > Management, Administrator only): the bearer tokens of the JSON API
+ * (src/api). Create (name, scope, expiry in days) shows the token once, on the answer to the form itself,
+ * never through the session; Revoke ends a token at once. Both are audited.
+ */
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { serializerCompiler, validatorCompiler, type FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { API_SCOPE_LABELS, API_SCOPES, DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, type ApiTokenErrors, type ApiTokenInput, type ApiTokens } from '../../api/tokens.js';
+import type { AuditLog } from '../../store/audit.js';
+import { canManageUsers } from '../../store/users.js';
+import type { WebContext } from '../app.js';
+
+export const API_TOKENS_PATH = '/settings/api-tokens';
+
+export interface ApiTokensPageOptions {
+  web: WebContext;
+  tokens: ApiTokens;
+  audit: AuditLog;
+}
+
+const day = (ms: number | null) => (ms ? new Date(ms).toISOString().slice(0, 10) : '');
+const minute = (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'Never');
+
+/** A form field as the browser sends it: one string (a repeated field is refused by the schema). */
+const field = z.string().max(10_000).default('');
+
+export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async (app, { web, tokens, audit }) => {
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  web.managementMenu.push({ href: API_TOKENS_PATH, label: 'API Tokens' });
+
+  const requireAdministrator = async (request: FastifyRequest, reply: FastifyReply) => {
+    await web.requireLogin(request, reply);
+    if (reply.sent) return reply;
+    if (!canManageUsers(request.user!.role)) return reply.render('error', { title: 'Not Allowed', message: 'Administrator privileges are required to manage API tokens.' }, 403);
+  };
+
+  const page = async (extra: { form?: ApiTokenInput; errors?: ApiTokenErrors; created?: { name: string; secret: string } } = {}) => ({
+    title: 'API Tokens',
+    base: API_TOKENS_PATH,
+    tokens: await tokens.list(),
+    scopes: API_SCOPES.map((value) => ({ value, label: API_SCOPE_LABELS[value] })),
+    form: extra.form ?? { name: '', scope: 'read', expiresInDays: String(DEFAULT_EXPIRY_DAYS) },
+    errors: extra.errors ?? {},
+    created: extra.created,
+    maxDays: MAX_EXPIRY_DAYS,
+    day,
+    minute,
+  });
+
+  app.get(API_TOKENS_PATH, { preHandler: requireAdministrator, schema: { querystring: z.looseObject({}) } }, async (_request, reply) =>
+    reply.render('api-tokens', await page()),
+  );
+
+  app.post(
+    API_TOKENS_PATH,
+    {
+      preHandler: [requireAdministrator, app.csrfProtection],
+      schema: { body: z.object({ _csrf: field, name: field, scope: field, expiresInDays: field }) },
+    },
+    async (request, reply) => {
+      const form: ApiTokenInput = { name: request.body.name, scope: request.body.scope, expiresInDays: request.body.expiresInDays };
+      const result = await tokens.validate(form);
+      if (!result.ok) return reply.render('api-tokens', await page({ form, errors: result.errors }), 400);
+      const actor = request.user!.username;
+      const { token, secret } = await tokens.create({ ...result.value, createdBy: actor });
+      await audit.record(actor, 'api-token.created', `${token.name} (${token.scope}, ${token.prefix}…, expires ${day(token.expiresAt)})`);
+      return reply.render('api-tokens', await page({ created: { name: token.name, secret } }));
+    },
+  );
+
+  app.post(
+    `${API_TOKENS_PATH}/:id/revoke`,
+    {
+      preHandler: [requireAdministrator, app.csrfProtection],
+      schema: { params: z.object({ id: z.string().max(100) }), body: z.object({ _csrf: field }) },
+    },
+    async (request, reply) => {
+      const actor = request.user!.username;
+      const revoked = await tokens.revoke(request.params.id, actor);
+      if (revoked) {
+        await audit.record(actor, 'api-token.revoked', `${revoked.name} (${revoked.scope}, ${revoked.prefix}…)`);
+        web.setFlash(request, { type: 'success', text: `Revoked the API token ${revoked.name}. Requests with it are refused from now on.` });
+      } else {
+        web.setFlash(request, { type: 'error', text: 'That API token was already revoked.' });
+      }
+      return reply.redirect(API_TOKENS_PATH, 303);
+    },
+  );
+};
