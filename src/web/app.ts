@@ -12,26 +12,23 @@ import fastifyFormbody from '@fastify/formbody';
 import fastifyHelmet from '@fastify/helmet';
 import fastifySession from '@fastify/session';
 import { Eta } from 'eta';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../log.js';
+import { ErrorCodes } from '../errors.js';
 import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
-import type { OAuthAccounts } from '../oauth/accounts.js';
-import type { OAuthService } from '../oauth/service.js';
-import type { MessageQueue } from '../queue/queue.js';
-import type { AuditLog } from '../store/audit.js';
-import type { CaCertificates } from '../store/ca-certificates.js';
 import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
-import type { Store } from '../store/store.js';
-import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid, type User, type Users } from '../store/users.js';
+import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid } from '../store/users.js';
+import type { Flash, WebContext, WebDependencies } from './context.js';
+import { invalidInputMessage, none } from './form.js';
 import { registerPlainHttpRedirect } from './https.js';
-import { registerAuthRoutes } from './routes/auth.js';
+import { authRoutes } from './routes/auth.js';
 import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
 import { registerHealthRoutes } from './routes/health.js';
 import { registerGoogleRoutes } from './routes/oauth-google.js';
@@ -40,70 +37,7 @@ import { registerPortalRoutes } from './routes/portal.js';
 import { registerUserRoutes } from './routes/users.js';
 import { DatabaseSessionStore } from './session-store.js';
 
-declare module 'fastify' {
-  interface Session {
-    userId?: string;
-    flash?: Flash;
-    loginAt?: number;
-    /** The pending Google authorization URL shown on Register Information for Authorization. */
-    googleAuthorization?: { url: string; expiresAt: number };
-  }
-  interface FastifyRequest {
-    user?: User;
-  }
-  interface FastifyReply {
-    render(view: string, data?: Record<string, unknown>, status?: number): FastifyReply;
-  }
-}
-
-export interface Flash {
-  type: 'success' | 'error' | 'info';
-  text: string;
-}
-
-/** What the web layer needs from the rest of Postern; main.ts wires it. */
-export interface WebDependencies {
-  store: Store;
-  users: Users;
-  audit: AuditLog;
-  caCertificates: CaCertificates;
-  oauth: OAuthService;
-  /** The OAuth accounts' rows (metrics). */
-  accounts: Pick<OAuthAccounts, 'list'>;
-  /** The queue's figures (metrics). */
-  queue: Pick<MessageQueue, 'counts' | 'oldestWaitingSince'>;
-  log: Logger;
-  /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
-  plugins?: ((app: FastifyInstance, web: WebContext) => Promise<void> | void)[];
-  /** The Remote UI's sign-in throttle (src/login-throttle.ts); a fresh one when absent. */
-  loginThrottle?: LoginThrottle;
-  /** The Remote UI's bound port (for the Google loopback redirect URI). */
-  httpPort: () => number;
-  /**
-   * The HTTPS listener's bound port when the Remote UI is served over HTTPS (POSTERN_HTTPS_PORT). Absent:
-   * plain HTTP only. Present: the plain listener redirects to HTTPS, and the session cookie is Secure.
-   */
-  httpsPort?: (() => number) | undefined;
-  /** Idle session lifetime, ms. */
-  sessionTtlMs?: number;
-}
-
-export interface MenuItem {
-  href: string;
-  label: string;
-}
-
-export interface WebContext extends WebDependencies {
-  loginThrottle: LoginThrottle;
-  /** Pages under Settings/Registration > Send; modules add theirs. */
-  sendMenu: MenuItem[];
-  /** Pages under Settings/Registration > Management. */
-  managementMenu: MenuItem[];
-  requireLogin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  requireSendSettings: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  requireUserManagement: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  setFlash: (request: FastifyRequest, flash: Flash) => void;
-}
+export type { Flash, MenuItem, WebContext, WebDependencies, WebPlugin } from './context.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const VIEWS_DIR = join(here, 'views');
@@ -122,6 +56,10 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     bodyLimit: 1024 * 1024,
     genReqId: () => randomUUID(),
   });
+  // Every route's params, querystring and body are zod schemas (src/web/form.ts); the handlers get the parsed
+  // values. A request that fails them reaches the error handler below as a validation error.
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
   const eta = new Eta({ views: VIEWS_DIR, cache: true, autoEscape: true, autoTrim: false });
   const loginThrottle = deps.loginThrottle ?? new LoginThrottle();
 
@@ -207,7 +145,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   for (const [url, type] of Object.entries(STATIC_FILES)) {
     const body = readFileSync(join(PUBLIC_DIR, url.replace('/static/', '')));
     staticCache.set(url, body);
-    app.get(url, async (_request, reply) => reply.type(type).header('cache-control', 'no-cache').send(body));
+    app.get(url, { schema: { querystring: none } }, async (_request, reply) => reply.type(type).header('cache-control', 'no-cache').send(body));
   }
 
   const setFlash = (request: FastifyRequest, flash: Flash) => {
@@ -235,7 +173,9 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     return this.code(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(html);
   });
 
-  app.addHook('preHandler', async (request) => {
+  // Before validation, with the access checks (context.ts): who is signed in decides what a request may see,
+  // whatever it holds.
+  app.addHook('preValidation', async (request) => {
     const userId = request.session?.userId;
     if (userId) {
       const user = await deps.users.findById(userId);
@@ -264,7 +204,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   );
   const requireUserManagement = requireRole(canManageUsers, 'Administrator privileges are required to manage users.');
 
-  app.setErrorHandler(async (error: Error & { code?: string; statusCode?: number }, request, reply) => {
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
     // The error page must be writable whatever the failed response had set.
     for (const name of invalidHeaders(reply)) reply.removeHeader(name);
     if (error.code === 'POSTERN_INVALID_HEADER') reply.removeHeader('location');
@@ -274,6 +214,23 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
         { title: 'Form Expired', message: 'The form was open too long or came from another page. Go back, reload the page and try again.' },
         403,
       );
+    }
+    if (error.validation) {
+      // A request no form of ours sends (a repeated key, an oversized value, a malformed id): the fields and
+      // what is wrong with them are logged and shown, never their values.
+      const issues = error.validation;
+      request.log.warn(
+        {
+          code: ErrorCodes.WEB_INVALID_INPUT,
+          reqId: request.id,
+          method: request.method,
+          path: request.url.split('?')[0],
+          part: error.validationContext,
+          fields: [...new Set(issues.map((issue) => issue.instancePath.replace(/^\//, '') || '(all)'))].slice(0, 20),
+        },
+        'request not accepted: it does not match the form',
+      );
+      return reply.render('error', { title: 'Request Not Accepted', message: invalidInputMessage(error.validationContext, issues) }, 400);
     }
     if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.render('error', { title: 'Request Not Accepted', message: error.message }, error.statusCode);
@@ -300,7 +257,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     setFlash,
   });
   registerHealthRoutes(app, context);
-  registerAuthRoutes(app, context);
+  await app.register(authRoutes, { web: context });
   registerPortalRoutes(app, context);
   registerMicrosoftRoutes(app, context);
   registerGoogleRoutes(app, context);
