@@ -29,12 +29,12 @@ import type { Flash, WebContext, WebDependencies } from './context.js';
 import { invalidInputMessage, none } from './form.js';
 import { registerPlainHttpRedirect } from './https.js';
 import { authRoutes } from './routes/auth.js';
-import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
-import { registerHealthRoutes } from './routes/health.js';
+import { caCertificateRoutes } from './routes/ca-certificates.js';
+import { healthRoutes } from './routes/health.js';
 import { registerGoogleRoutes } from './routes/oauth-google.js';
 import { registerMicrosoftRoutes } from './routes/oauth-microsoft.js';
-import { registerPortalRoutes } from './routes/portal.js';
-import { registerUserRoutes } from './routes/users.js';
+import { portalRoutes } from './routes/portal.js';
+import { userRoutes } from './routes/users.js';
 import { DatabaseSessionStore } from './session-store.js';
 
 export type { Flash, MenuItem, WebContext, WebDependencies, WebPlugin } from './context.js';
@@ -256,13 +256,13 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     requireUserManagement,
     setFlash,
   });
-  registerHealthRoutes(app, context);
+  await app.register(healthRoutes, { web: context });
   await app.register(authRoutes, { web: context });
-  registerPortalRoutes(app, context);
+  await app.register(portalRoutes, { web: context });
   registerMicrosoftRoutes(app, context);
   registerGoogleRoutes(app, context);
-  registerCaCertificateRoutes(app, context);
-  registerUserRoutes(app, context);
+  await app.register(caCertificateRoutes, { web: context });
+  await app.register(userRoutes, { web: context });
   for (const plugin of deps.plugins ?? []) await plugin(app, context);
   return app;
 }

@@ -47,7 +47,7 @@ export interface MenuItem {
  * (a JSON API does). Its routes still pass through the web app's hooks: sessions, the signed-in user, the
  * security headers.
  */
-export type WebPlugin = (app: FastifyInstance, web: WebContext) => Promise<void> | void;
+export type WebPlugin = (app: FastifyInstance, web: WebContext) => PromiseLike<unknown> | void;
 
 /** What the web layer needs from the rest of Postern; main.ts wires it. */
 export interface WebDependencies {

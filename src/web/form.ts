@@ -59,7 +59,7 @@ export function ignoredWhenInvalid<T extends z.ZodType>(schema: T) {
 export const idParams = z.object({ id: z.uuid({ error: 'is not an id Postern gave out' }) });
 
 /** A form: the fields it has (anything else it holds, such as `_csrf`, is dropped after the CSRF check). */
-export function form<T extends z.ZodRawShape>(shape: T) {
+export function formBody<T extends z.ZodRawShape>(shape: T) {
   return z.object(shape, { error: 'is not a form' });
 }
 

@@ -7,7 +7,7 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { tryAgainIn } from '../../login-throttle.js';
 import type { WebPluginOptions } from '../context.js';
-import { form, ignoredWhenInvalid, none, text } from '../form.js';
+import { formBody, ignoredWhenInvalid, none, text } from '../form.js';
 
 const ORIGIN = 'http://postern.invalid';
 /** C0 and C1 controls (and DEL): browsers strip some of them from URLs, and none belongs in a header. */
@@ -57,7 +57,7 @@ export const authRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, {
     return reply.render('login', { title: 'Login', next: safeNext(request.query.next), username: '' });
   });
 
-  const loginForm = form({ username: text(), password: text(), next: nextPath });
+  const loginForm = formBody({ username: text(), password: text(), next: nextPath });
   app.post('/login', { preValidation: app.csrfProtection, schema: { body: loginForm } }, async (request, reply) => {
     const username = request.body.username.trim();
     const password = request.body.password;
