@@ -2,9 +2,15 @@
  * The Remote UI: server-rendered pages (Eta, escape by default) modelled on the device's Remote UI, with
  * sessions, CSRF protection on every form, login rate limiting and security headers.
  *
+ * Each screen is an encapsulated route plugin (src/web/routes) registered here with the context it needs
+ * (src/web/context.ts); every route has a zod schema for its params, querystring and body (src/web/form.ts).
+ * Per request: the session (onRequest), then the signed-in user, the route's access check and the CSRF check
+ * (preValidation), then the schema, then the handler with typed values.
+ *
  * Inputs: HTTP requests from administrators' browsers. Outputs: pages, and calls into the services
- * (OAuth, users, CA certificates). Never shows a stack trace: unexpected errors render a plain error page
- * and are logged with an id the page shows.
+ * (OAuth, users, CA certificates). Never shows a stack trace or Fastify's JSON errors: a request that fails
+ * its schema gets the error page (400, POSTERN_WEB_INVALID_INPUT in the log), unexpected errors a plain error
+ * page, logged with an id the page shows.
  */
 import fastifyCookie from '@fastify/cookie';
 import fastifyCsrf from '@fastify/csrf-protection';
@@ -31,8 +37,8 @@ import { registerPlainHttpRedirect } from './https.js';
 import { authRoutes } from './routes/auth.js';
 import { caCertificateRoutes } from './routes/ca-certificates.js';
 import { healthRoutes } from './routes/health.js';
-import { registerGoogleRoutes } from './routes/oauth-google.js';
-import { registerMicrosoftRoutes } from './routes/oauth-microsoft.js';
+import { googleRoutes } from './routes/oauth-google.js';
+import { microsoftRoutes } from './routes/oauth-microsoft.js';
 import { portalRoutes } from './routes/portal.js';
 import { userRoutes } from './routes/users.js';
 import { DatabaseSessionStore } from './session-store.js';
@@ -114,7 +120,8 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
       maxAge: deps.sessionTtlMs ?? 8 * 60 * 60_000,
     },
   });
-  await app.register(fastifyCsrf, { sessionPlugin: '@fastify/session', getToken: (request) => (request.body as any)?._csrf });
+  // Read before the route's schema runs (the check is a preValidation hook), from the body as it was parsed.
+  await app.register(fastifyCsrf, { sessionPlugin: '@fastify/session', getToken: (request) => csrfTokenOf(request.body) });
 
   // Last of the onSend hooks (after the session is saved): a header that Node would refuse to write (a control
   // character in a Location built from input) becomes an error for this request, handled below, instead of a
@@ -259,12 +266,17 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   await app.register(healthRoutes, { web: context });
   await app.register(authRoutes, { web: context });
   await app.register(portalRoutes, { web: context });
-  registerMicrosoftRoutes(app, context);
-  registerGoogleRoutes(app, context);
+  await app.register(microsoftRoutes, { web: context });
+  await app.register(googleRoutes, { web: context });
   await app.register(caCertificateRoutes, { web: context });
   await app.register(userRoutes, { web: context });
   for (const plugin of deps.plugins ?? []) await plugin(app, context);
   return app;
+}
+
+/** A form's `_csrf` field; anything else (absent, repeated, not text) is no token, and the form is refused. */
+function csrfTokenOf(body: unknown): string | undefined {
+  return typeof body === 'object' && body !== null && '_csrf' in body && typeof body._csrf === 'string' ? body._csrf : undefined;
 }
 
 /** The names of the reply's headers that Node's HTTP server would refuse to write (RFC 9110 section 5.5). */
@@ -282,13 +294,3 @@ function invalidHeaders(reply: FastifyReply): string[] {
   return bad;
 }
 
-/** Reads a check box from a form body: present (any value) means on. */
-export function checkbox(body: Record<string, unknown>, name: string): boolean {
-  const value = body[name];
-  return value !== undefined && value !== '' && value !== '0' && value !== 'off';
-}
-
-export function text(body: Record<string, unknown>, name: string): string {
-  const value = body[name];
-  return typeof value === 'string' ? value : Array.isArray(value) ? String(value[0] ?? '') : '';
-}
