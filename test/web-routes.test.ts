@@ -269,6 +269,13 @@ describe('users', () => {
     expect(await gw.postern.users.exists('x'.repeat(4097))).toBe(false);
   });
 
+  test('keys no form of ours has (__proto__, constructor, extra fields) are ignored', async () => {
+    await admin.get('/settings/users');
+    await admin.post('/settings/users/add', { ['__proto__']: 'x', constructor: 'y', isAdmin: 'on', username: 'extra-keys', password: 'extra-keys-password', role: 'GeneralUser' });
+    expect(admin.status).toBe(303);
+    expect((await gw.postern.users.list()).find((u) => u.username === 'extra-keys')?.role).toBe('GeneralUser');
+  });
+
   test('a valid form adds the user, and removing works by id', async () => {
     await admin.get('/settings/users');
     await admin.post('/settings/users/add', { username: 'routes-user', password: 'routes-user-password', role: 'GeneralUser' });
