@@ -64,7 +64,7 @@ export function formBody<T extends z.ZodRawShape>(shape: T) {
 }
 
 /** No fields: a form with only its CSRF token, or a page without parameters (extra ones are ignored). */
-export const none = z.object({});
+export const none = z.object({}, { error: 'is not a form' });
 
 const PARTS: Record<string, string> = {
   body: 'The form was not accepted',
@@ -80,7 +80,7 @@ const PARTS: Record<string, string> = {
 export function invalidInputMessage(part: string | undefined, issues: readonly FastifySchemaValidationError[]): string {
   const problems = issues.slice(0, 5).map((issue) => {
     const field = issue.instancePath.replace(/^\//, '').replace(/\//g, '.');
-    return field ? `${field} ${issue.message ?? 'is not valid'}` : (issue.message ?? 'is not valid');
+    return `${field || 'the request'} ${issue.message ?? 'is not valid'}`;
   });
   const more = issues.length > 5 ? ` (and ${issues.length - 5} more)` : '';
   return `${PARTS[part ?? ''] ?? PARTS.headers}: ${[...new Set(problems)].join('; ')}${more}. Go back, reload the page and try again.`;
