@@ -38,10 +38,10 @@ import { TrustStore } from './tls/trust.js';
 import { buildWebApp } from './web/app.js';
 import { listenHttps, type HttpsListener } from './web/https.js';
 import { apiTokensPage } from './web/routes/api-tokens.js';
-import { registerEmailSettingsRoutes } from './web/routes/email-settings.js';
-import { registerNotificationRoutes } from './web/routes/notifications.js';
-import { registerQueueRoutes } from './web/routes/queue.js';
-import { registerRelaySettingsRoutes } from './web/routes/relay-settings.js';
+import { emailSettingsRoutes } from './web/routes/email-settings.js';
+import { notificationRoutes } from './web/routes/notifications.js';
+import { queueRoutes } from './web/routes/queue.js';
+import { relaySettingsRoutes } from './web/routes/relay-settings.js';
 
 export interface Postern {
   config: Config;
@@ -186,18 +186,21 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     httpPort: () => boundHttpPort,
     httpsPort: config.https ? () => boundHttpsPort : undefined,
     plugins: [
-      (app, context) =>
-        registerEmailSettingsRoutes(app, context, { emailSettings, oauth, audit, sendTestEmail: (to, actor) => transport.sendTestEmail(to, actor) }),
-      (app, context) =>
-        registerRelaySettingsRoutes(app, context, {
-          relaySettings,
-          devices,
-          audit,
-          listener: () => ({ host: config.host, port: relay.port || config.smtpPort }),
-          certificateNames: () => relayCertificateNames(config.host),
+      (app, web) =>
+        app.register(emailSettingsRoutes, { web, deps: { emailSettings, oauth, audit, sendTestEmail: (to, actor) => transport.sendTestEmail(to, actor) } }),
+      (app, web) =>
+        app.register(relaySettingsRoutes, {
+          web,
+          deps: {
+            relaySettings,
+            devices,
+            audit,
+            listener: () => ({ host: config.host, port: relay.port || config.smtpPort }),
+            certificateNames: () => relayCertificateNames(config.host),
+          },
         }),
-      (app, context) => registerQueueRoutes(app, context, { queue, audit, kick: () => queueManager.kick() }),
-      (app, context) => registerNotificationRoutes(app, context, { settings: notificationSettings, notifier, audit }),
+      (app, web) => app.register(queueRoutes, { web, deps: { queue, audit, kick: () => queueManager.kick() } }),
+      (app, web) => app.register(notificationRoutes, { web, deps: { settings: notificationSettings, notifier, audit } }),
       async (app, context) => {
         await app.register(apiTokensPage, { web: context, tokens: apiTokens, audit });
         await app.register(apiPlugin, {

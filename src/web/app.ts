@@ -2,9 +2,15 @@
  * The Remote UI: server-rendered pages (Eta, escape by default) modelled on the device's Remote UI, with
  * sessions, CSRF protection on every form, login rate limiting and security headers.
  *
+ * Each screen is an encapsulated route plugin (src/web/routes) registered here with the context it needs
+ * (src/web/context.ts); every route has a zod schema for its params, querystring and body (src/web/form.ts).
+ * Per request: the session (onRequest), then the signed-in user, the route's access check and the CSRF check
+ * (preValidation), then the schema, then the handler with typed values.
+ *
  * Inputs: HTTP requests from administrators' browsers. Outputs: pages, and calls into the services
- * (OAuth, users, CA certificates). Never shows a stack trace: unexpected errors render a plain error page
- * and are logged with an id the page shows.
+ * (OAuth, users, CA certificates). Never shows a stack trace or Fastify's JSON errors: a request that fails
+ * its schema gets the error page (400, POSTERN_WEB_INVALID_INPUT in the log), unexpected errors a plain error
+ * page, logged with an id the page shows.
  */
 import fastifyCookie from '@fastify/cookie';
 import fastifyCsrf from '@fastify/csrf-protection';
@@ -12,98 +18,32 @@ import fastifyFormbody from '@fastify/formbody';
 import fastifyHelmet from '@fastify/helmet';
 import fastifySession from '@fastify/session';
 import { Eta } from 'eta';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Logger } from '../log.js';
+import { ErrorCodes } from '../errors.js';
 import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
-import type { OAuthAccounts } from '../oauth/accounts.js';
-import type { OAuthService } from '../oauth/service.js';
-import type { MessageQueue } from '../queue/queue.js';
-import type { AuditLog } from '../store/audit.js';
-import type { CaCertificates } from '../store/ca-certificates.js';
 import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
-import type { Store } from '../store/store.js';
-import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid, type User, type Users } from '../store/users.js';
+import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid } from '../store/users.js';
+import type { Flash, WebContext, WebDependencies } from './context.js';
+import { invalidInputMessage, none } from './form.js';
 import { registerPlainHttpRedirect } from './https.js';
-import { registerAuthRoutes } from './routes/auth.js';
-import { registerCaCertificateRoutes } from './routes/ca-certificates.js';
-import { registerHealthRoutes } from './routes/health.js';
-import { registerGoogleRoutes } from './routes/oauth-google.js';
-import { registerMicrosoftRoutes } from './routes/oauth-microsoft.js';
-import { registerPortalRoutes } from './routes/portal.js';
-import { registerUserRoutes } from './routes/users.js';
+import { authRoutes } from './routes/auth.js';
+import { caCertificateRoutes } from './routes/ca-certificates.js';
+import { healthRoutes } from './routes/health.js';
+import { googleRoutes } from './routes/oauth-google.js';
+import { microsoftRoutes } from './routes/oauth-microsoft.js';
+import { portalRoutes } from './routes/portal.js';
+import { userRoutes } from './routes/users.js';
 import { DatabaseSessionStore } from './session-store.js';
 
-declare module 'fastify' {
-  interface Session {
-    userId?: string;
-    flash?: Flash;
-    loginAt?: number;
-    /** The pending Google authorization URL shown on Register Information for Authorization. */
-    googleAuthorization?: { url: string; expiresAt: number };
-  }
-  interface FastifyRequest {
-    user?: User;
-  }
-  interface FastifyReply {
-    render(view: string, data?: Record<string, unknown>, status?: number): FastifyReply;
-  }
-}
-
-export interface Flash {
-  type: 'success' | 'error' | 'info';
-  text: string;
-}
-
-/** What the web layer needs from the rest of Postern; main.ts wires it. */
-export interface WebDependencies {
-  store: Store;
-  users: Users;
-  audit: AuditLog;
-  caCertificates: CaCertificates;
-  oauth: OAuthService;
-  /** The OAuth accounts' rows (metrics). */
-  accounts: Pick<OAuthAccounts, 'list'>;
-  /** The queue's figures (metrics). */
-  queue: Pick<MessageQueue, 'counts' | 'oldestWaitingSince'>;
-  log: Logger;
-  /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
-  plugins?: ((app: FastifyInstance, web: WebContext) => Promise<void> | void)[];
-  /** The Remote UI's sign-in throttle (src/login-throttle.ts); a fresh one when absent. */
-  loginThrottle?: LoginThrottle;
-  /** The Remote UI's bound port (for the Google loopback redirect URI). */
-  httpPort: () => number;
-  /**
-   * The HTTPS listener's bound port when the Remote UI is served over HTTPS (POSTERN_HTTPS_PORT). Absent:
-   * plain HTTP only. Present: the plain listener redirects to HTTPS, and the session cookie is Secure.
-   */
-  httpsPort?: (() => number) | undefined;
-  /** Idle session lifetime, ms. */
-  sessionTtlMs?: number;
-}
-
-export interface MenuItem {
-  href: string;
-  label: string;
-}
-
-export interface WebContext extends WebDependencies {
-  loginThrottle: LoginThrottle;
-  /** Pages under Settings/Registration > Send; modules add theirs. */
-  sendMenu: MenuItem[];
-  /** Pages under Settings/Registration > Management. */
-  managementMenu: MenuItem[];
-  requireLogin: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  requireSendSettings: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  requireUserManagement: (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
-  setFlash: (request: FastifyRequest, flash: Flash) => void;
-}
+export type { Flash, MenuItem, WebContext, WebDependencies, WebPlugin } from './context.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const VIEWS_DIR = join(here, 'views');
@@ -122,6 +62,10 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     bodyLimit: 1024 * 1024,
     genReqId: () => randomUUID(),
   });
+  // Every route's params, querystring and body are zod schemas (src/web/form.ts); the handlers get the parsed
+  // values. A request that fails them reaches the error handler below as a validation error.
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
   const eta = new Eta({ views: VIEWS_DIR, cache: true, autoEscape: true, autoTrim: false });
   const loginThrottle = deps.loginThrottle ?? new LoginThrottle();
 
@@ -176,7 +120,8 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
       maxAge: deps.sessionTtlMs ?? 8 * 60 * 60_000,
     },
   });
-  await app.register(fastifyCsrf, { sessionPlugin: '@fastify/session', getToken: (request) => (request.body as any)?._csrf });
+  // Read before the route's schema runs (the check is a preValidation hook), from the body as it was parsed.
+  await app.register(fastifyCsrf, { sessionPlugin: '@fastify/session', getToken: (request) => csrfTokenOf(request.body) });
 
   // Last of the onSend hooks (after the session is saved): a header that Node would refuse to write (a control
   // character in a Location built from input) becomes an error for this request, handled below, instead of a
@@ -207,7 +152,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   for (const [url, type] of Object.entries(STATIC_FILES)) {
     const body = readFileSync(join(PUBLIC_DIR, url.replace('/static/', '')));
     staticCache.set(url, body);
-    app.get(url, async (_request, reply) => reply.type(type).header('cache-control', 'no-cache').send(body));
+    app.get(url, { schema: { querystring: none } }, async (_request, reply) => reply.type(type).header('cache-control', 'no-cache').send(body));
   }
 
   const setFlash = (request: FastifyRequest, flash: Flash) => {
@@ -235,7 +180,9 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     return this.code(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(html);
   });
 
-  app.addHook('preHandler', async (request) => {
+  // Before validation, with the access checks (context.ts): who is signed in decides what a request may see,
+  // whatever it holds.
+  app.addHook('preValidation', async (request) => {
     const userId = request.session?.userId;
     if (userId) {
       const user = await deps.users.findById(userId);
@@ -264,7 +211,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   );
   const requireUserManagement = requireRole(canManageUsers, 'Administrator privileges are required to manage users.');
 
-  app.setErrorHandler(async (error: Error & { code?: string; statusCode?: number }, request, reply) => {
+  app.setErrorHandler(async (error: FastifyError, request, reply) => {
     // The error page must be writable whatever the failed response had set.
     for (const name of invalidHeaders(reply)) reply.removeHeader(name);
     if (error.code === 'POSTERN_INVALID_HEADER') reply.removeHeader('location');
@@ -274,6 +221,23 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
         { title: 'Form Expired', message: 'The form was open too long or came from another page. Go back, reload the page and try again.' },
         403,
       );
+    }
+    if (error.validation) {
+      // A request no form of ours sends (a repeated key, an oversized value, a malformed id): the fields and
+      // what is wrong with them are logged and shown, never their values.
+      const issues = error.validation;
+      request.log.warn(
+        {
+          code: ErrorCodes.WEB_INVALID_INPUT,
+          reqId: request.id,
+          method: request.method,
+          path: request.url.split('?')[0],
+          part: error.validationContext,
+          fields: [...new Set(issues.map((issue) => issue.instancePath.replace(/^\//, '') || '(all)'))].slice(0, 20),
+        },
+        'request not accepted: it does not match the form',
+      );
+      return reply.render('error', { title: 'Request Not Accepted', message: invalidInputMessage(error.validationContext, issues) }, 400);
     }
     if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
       return reply.render('error', { title: 'Request Not Accepted', message: error.message }, error.statusCode);
@@ -299,15 +263,20 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     requireUserManagement,
     setFlash,
   });
-  registerHealthRoutes(app, context);
-  registerAuthRoutes(app, context);
-  registerPortalRoutes(app, context);
-  registerMicrosoftRoutes(app, context);
-  registerGoogleRoutes(app, context);
-  registerCaCertificateRoutes(app, context);
-  registerUserRoutes(app, context);
+  await app.register(healthRoutes, { web: context });
+  await app.register(authRoutes, { web: context });
+  await app.register(portalRoutes, { web: context });
+  await app.register(microsoftRoutes, { web: context });
+  await app.register(googleRoutes, { web: context });
+  await app.register(caCertificateRoutes, { web: context });
+  await app.register(userRoutes, { web: context });
   for (const plugin of deps.plugins ?? []) await plugin(app, context);
   return app;
+}
+
+/** A form's `_csrf` field; anything else (absent, repeated, not text) is no token, and the form is refused. */
+function csrfTokenOf(body: unknown): string | undefined {
+  return typeof body === 'object' && body !== null && '_csrf' in body && typeof body._csrf === 'string' ? body._csrf : undefined;
 }
 
 /** The names of the reply's headers that Node's HTTP server would refuse to write (RFC 9110 section 5.5). */
@@ -325,13 +294,3 @@ function invalidHeaders(reply: FastifyReply): string[] {
   return bad;
 }
 
-/** Reads a check box from a form body: present (any value) means on. */
-export function checkbox(body: Record<string, unknown>, name: string): boolean {
-  const value = body[name];
-  return value !== undefined && value !== '' && value !== '0' && value !== 'off';
-}
-
-export function text(body: Record<string, unknown>, name: string): string {
-  const value = body[name];
-  return typeof value === 'string' ? value : Array.isArray(value) ? String(value[0] ?? '') : '';
-}

@@ -4,12 +4,12 @@
  * never through the session; Revoke ends a token at once. Both are audited.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { serializerCompiler, validatorCompiler, type FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { z } from 'zod';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { API_SCOPE_LABELS, API_SCOPES, DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, type ApiTokenErrors, type ApiTokenInput, type ApiTokens } from '../../api/tokens.js';
 import type { AuditLog } from '../../store/audit.js';
 import { canManageUsers } from '../../store/users.js';
-import type { WebContext } from '../app.js';
+import type { WebContext } from '../context.js';
+import { formBody, idParams, none, text } from '../form.js';
 
 export const API_TOKENS_PATH = '/settings/api-tokens';
 
@@ -22,12 +22,8 @@ export interface ApiTokensPageOptions {
 const day = (ms: number | null) => (ms ? new Date(ms).toISOString().slice(0, 10) : '');
 const minute = (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'Never');
 
-/** A form field as the browser sends it: one string (a repeated field is refused by the schema). */
-const field = z.string().max(10_000).default('');
 
 export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async (app, { web, tokens, audit }) => {
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
   web.managementMenu.push({ href: API_TOKENS_PATH, label: 'API Tokens' });
 
   const requireAdministrator = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -49,15 +45,15 @@ export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async 
     minute,
   });
 
-  app.get(API_TOKENS_PATH, { preHandler: requireAdministrator, schema: { querystring: z.looseObject({}) } }, async (_request, reply) =>
+  app.get(API_TOKENS_PATH, { preValidation: requireAdministrator, schema: { querystring: none } }, async (_request, reply) =>
     reply.render('api-tokens', await page()),
   );
 
   app.post(
     API_TOKENS_PATH,
     {
-      preHandler: [requireAdministrator, app.csrfProtection],
-      schema: { body: z.object({ _csrf: field, name: field, scope: field, expiresInDays: field }) },
+      preValidation: [requireAdministrator, app.csrfProtection],
+      schema: { body: formBody({ name: text(), scope: text(), expiresInDays: text() }) },
     },
     async (request, reply) => {
       const form: ApiTokenInput = { name: request.body.name, scope: request.body.scope, expiresInDays: request.body.expiresInDays };
@@ -73,8 +69,8 @@ export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async 
   app.post(
     `${API_TOKENS_PATH}/:id/revoke`,
     {
-      preHandler: [requireAdministrator, app.csrfProtection],
-      schema: { params: z.object({ id: z.string().max(100) }), body: z.object({ _csrf: field }) },
+      preValidation: [requireAdministrator, app.csrfProtection],
+      schema: { params: idParams, body: none },
     },
     async (request, reply) => {
       const actor = request.user!.username;

@@ -3,9 +3,11 @@
  * (src/login-throttle.ts): an attempt is reserved before the password is checked, so parallel guesses cannot
  * outrun the limit.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import { tryAgainIn } from '../../login-throttle.js';
-import { text, type WebContext } from '../app.js';
+import type { WebPluginOptions } from '../context.js';
+import { formBody, ignoredWhenInvalid, none, text } from '../form.js';
 
 const ORIGIN = 'http://postern.invalid';
 /** C0 and C1 controls (and DEL): browsers strip some of them from URLs, and none belongs in a header. */
@@ -46,18 +48,20 @@ function shown(username: string): string {
   return username.length > 100 ? `${username.slice(0, 100)}…` : username;
 }
 
-export function registerAuthRoutes(app: FastifyInstance, web: WebContext): void {
-  app.get('/login', async (request, reply) => {
+/** Where to go after login: a bad value (too long, repeated, another site) means the portal, as safeNext says. */
+const nextPath = ignoredWhenInvalid(z.string().max(2048));
+
+export const authRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
+  app.get('/login', { schema: { querystring: z.object({ next: nextPath }) } }, async (request, reply) => {
     if (request.user) return reply.redirect('/', 303);
-    const query = request.query as Record<string, unknown>;
-    return reply.render('login', { title: 'Login', next: safeNext(query.next), username: '' });
+    return reply.render('login', { title: 'Login', next: safeNext(request.query.next), username: '' });
   });
 
-  app.post('/login', { preHandler: app.csrfProtection }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const username = text(body, 'username').trim();
-    const password = text(body, 'password');
-    const next = safeNext(body.next);
+  const loginForm = formBody({ username: text(), password: text(), next: nextPath });
+  app.post('/login', { preValidation: app.csrfProtection, schema: { body: loginForm } }, async (request, reply) => {
+    const username = request.body.username.trim();
+    const password = request.body.password;
+    const next = safeNext(request.body.next);
     const address = request.ip;
     // Reserved before the (slow) password check: however many guesses arrive at once, at most the limit of
     // them is evaluated.
@@ -85,9 +89,9 @@ export function registerAuthRoutes(app: FastifyInstance, web: WebContext): void 
     return reply.redirect(next, 303);
   });
 
-  app.post('/logout', { preHandler: app.csrfProtection }, async (request, reply) => {
+  app.post('/logout', { preValidation: app.csrfProtection, schema: { body: none } }, async (request, reply) => {
     if (request.user) await web.audit.record(request.user.username, 'logout');
     await request.session.destroy();
     return reply.redirect('/login?loggedOut=1', 303);
   });
-}
+};

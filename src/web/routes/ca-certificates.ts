@@ -1,16 +1,17 @@
 /** CA Certificate Settings: register and remove PEM CA certificates that Verify Server Certificate trusts. */
-import type { FastifyInstance } from 'fastify';
-import { text, type WebContext } from '../app.js';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { WebPluginOptions } from '../context.js';
+import { formBody, idParams, none, PEM_MAX, text } from '../form.js';
 
 const BASE = '/settings/send/ca-certificates';
 
-export function registerCaCertificateRoutes(app: FastifyInstance, web: WebContext): void {
-  app.get(BASE, { preHandler: web.requireLogin }, async (_request, reply) => {
+export const caCertificateRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
+  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
     return reply.render('ca-certificates', { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem: '', base: BASE });
   });
 
-  app.post(`${BASE}/add`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const pem = text((request.body ?? {}) as Record<string, unknown>, 'pem');
+  app.post(`${BASE}/add`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: formBody({ pem: text(PEM_MAX) }) } }, async (request, reply) => {
+    const { pem } = request.body;
     try {
       const { added, duplicates } = await web.caCertificates.add(pem);
       for (const cert of added) await web.audit.record(request.user!.username, 'ca.added', `${cert.subject} ${cert.fingerprint256}`);
@@ -37,8 +38,8 @@ export function registerCaCertificateRoutes(app: FastifyInstance, web: WebContex
     }
   });
 
-  app.post(`${BASE}/:id/remove`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const { id } = request.params as { id: string };
+  app.post(`${BASE}/:id/remove`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { params: idParams, body: none } }, async (request, reply) => {
+    const { id } = request.params;
     const removed = await web.caCertificates.remove(id);
     if (removed) {
       await web.audit.record(request.user!.username, 'ca.removed', `${removed.subject} ${removed.fingerprint256}`);
@@ -48,4 +49,4 @@ export function registerCaCertificateRoutes(app: FastifyInstance, web: WebContex
     }
     return reply.redirect(BASE, 303);
   });
-}
+};

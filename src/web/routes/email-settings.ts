@@ -2,14 +2,15 @@
  * E-Mail Settings (Settings/Registration > Send): the upstream SMTP server, the sending account, the sender
  * address, the seed's TLS options for the SMTP connection, pacing, and Send Test E-Mail.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { OAuthService } from '../../oauth/service.js';
 import type { AuditLog } from '../../store/audit.js';
 import { isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
 import type { TestEmailResult } from '../../smtp-out/upstream-transport.js';
 import { isProviderHost, relayExtensions, targetKey } from '../../smtp-out/extensions.js';
 import { PROVIDER_LABELS } from '../../oauth/profiles.js';
-import { checkbox, text, type WebContext } from '../app.js';
+import type { WebPluginOptions } from '../context.js';
+import { checkbox, formBody, LIST_MAX, none, text } from '../form.js';
 
 export const EMAIL_SETTINGS_PATH = '/settings/send/email';
 
@@ -52,7 +53,7 @@ function upstreamSupportOf(settings: EmailSettingsView): { supports: string; see
     : { supports: 'not known yet', note: 'The relay offers neither 8BITMIME nor SMTPUTF8 until Postern has reached this server; Send Test E-Mail checks it.' };
 }
 
-export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContext, deps: EmailSettingsPageDependencies): void {
+export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: EmailSettingsPageDependencies }> = async (app, { web, deps }) => {
   const page = async (extra: { form?: EmailSettingsInput; errors?: EmailSettingsErrors; test?: { to: string; result?: TestEmailResult; error?: string } } = {}) => {
     const settings = await deps.emailSettings.get();
     const account = await deps.oauth.status(settings.accountId);
@@ -73,21 +74,21 @@ export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContex
 
   web.sendMenu.unshift({ href: EMAIL_SETTINGS_PATH, label: 'E-Mail Settings' });
 
-  app.get(EMAIL_SETTINGS_PATH, { preHandler: web.requireLogin }, async (_request, reply) => reply.render('email-settings', await page()));
+  app.get(EMAIL_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => reply.render('email-settings', await page()));
 
-  app.post(EMAIL_SETTINGS_PATH, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const form: EmailSettingsInput = {
-      accountId: text(body, 'accountId'),
-      smtpHost: text(body, 'smtpHost'),
-      smtpPort: text(body, 'smtpPort'),
-      tlsMode: text(body, 'tlsMode'),
-      verifyServerCertificate: checkbox(body, 'verifyServerCertificate'),
-      addCnToVerificationItems: checkbox(body, 'addCnToVerificationItems'),
-      senderAddress: text(body, 'senderAddress'),
-      allowedFromAddresses: text(body, 'allowedFromAddresses'),
-      messagesPerMinute: text(body, 'messagesPerMinute'),
-    };
+  const settingsForm = formBody({
+    accountId: text(),
+    smtpHost: text(),
+    smtpPort: text(),
+    tlsMode: text(),
+    verifyServerCertificate: checkbox(),
+    addCnToVerificationItems: checkbox(),
+    senderAddress: text(),
+    allowedFromAddresses: text(LIST_MAX),
+    messagesPerMinute: text(),
+  });
+  app.post(EMAIL_SETTINGS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => {
+    const form: EmailSettingsInput = request.body;
     const result = deps.emailSettings.validate(form);
     if (!result.ok) return reply.render('email-settings', await page({ form, errors: result.errors }), 400);
     await deps.emailSettings.save(result.value);
@@ -101,8 +102,8 @@ export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContex
     return reply.redirect(EMAIL_SETTINGS_PATH, 303);
   });
 
-  app.post(`${EMAIL_SETTINGS_PATH}/test`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const to = text((request.body ?? {}) as Record<string, unknown>, 'testTo').trim();
+  app.post(`${EMAIL_SETTINGS_PATH}/test`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: formBody({ testTo: text() }) } }, async (request, reply) => {
+    const to = request.body.testTo.trim();
     if (!isEmailAddress(to)) {
       return reply.render('email-settings', await page({ test: { to, error: 'Enter the e-mail address the test e-mail goes to.' } }), 400);
     }
@@ -110,4 +111,4 @@ export function registerEmailSettingsRoutes(app: FastifyInstance, web: WebContex
     await deps.audit.record(request.user!.username, 'email-settings.test', `to ${to}: ${result.ok ? 'sent' : 'not sent'}${result.reply ? ` (${result.reply.slice(0, 200)})` : ''}`);
     return reply.render('email-settings', await page({ test: { to, result } }));
   });
-}
+};

@@ -4,10 +4,12 @@
  * The metrics registry (prom-client) is created at the first scrape: every value is computed when scraped,
  * and a gateway that is never scraped should not carry the library in memory.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { Registry } from 'prom-client';
+import { z } from 'zod';
 import type { QueueState } from '../../store/schema.js';
-import type { WebContext } from '../app.js';
+import type { WebContext, WebPluginOptions } from '../context.js';
+import { none } from '../form.js';
 
 const TOKEN_STATUSES = ['NotRegistered', 'WaitingForAuthorization', 'Active', 'Expired', 'Error'] as const;
 const QUEUE_STATES: readonly QueueState[] = ['incoming', 'active', 'deferred', 'held', 'sent', 'bounced'];
@@ -65,10 +67,16 @@ async function createRegistry(web: WebContext): Promise<Registry> {
   return registry;
 }
 
-export function registerHealthRoutes(app: FastifyInstance, web: WebContext): void {
+/** What /healthz answers (JSON, for load balancers and service managers). */
+const health = {
+  200: z.object({ status: z.literal('ok') }),
+  503: z.object({ status: z.literal('error'), reason: z.string() }),
+};
+
+export const healthRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   let registry: Promise<Registry> | undefined;
 
-  app.get('/healthz', async (_request, reply) => {
+  app.get('/healthz', { schema: { querystring: none, response: health } }, async (_request, reply) => {
     try {
       await web.store.ping();
       return reply.header('cache-control', 'no-store').send({ status: 'ok' });
@@ -77,8 +85,8 @@ export function registerHealthRoutes(app: FastifyInstance, web: WebContext): voi
     }
   });
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', { schema: { querystring: none } }, async (_request, reply) => {
     const metrics = await (registry ??= createRegistry(web));
     return reply.type(metrics.contentType).send(await metrics.metrics());
   });
-}
+};

@@ -3,7 +3,8 @@
  * needs attention, its format, which events to send, Send Test Notification, and the latest notifications
  * with the receiver's answer. The webhook URL is never shown back (only scheme://host/…).
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { EVENT_LABELS, NOTIFICATION_EVENTS } from '../../notify/events.js';
 import type { NotificationRecord, TestResult } from '../../notify/notifier.js';
 import {
@@ -13,7 +14,8 @@ import {
   type NotificationSettingsErrors,
   type NotificationSettingsInput,
 } from '../../notify/settings.js';
-import { checkbox, text, type WebContext } from '../app.js';
+import type { WebPluginOptions } from '../context.js';
+import { checkbox, formBody, none, text, URL_MAX } from '../form.js';
 
 export const NOTIFICATIONS_PATH = '/settings/notifications';
 
@@ -36,12 +38,18 @@ function linkBaseOf(request: FastifyRequest): string | null {
   return typeof host === 'string' && HOST.test(host) ? `${request.protocol}://${host}` : null;
 }
 
-/** One check box per event, named `event-<event>`. */
+/** The settings form: the Webhook URL, its format, and one check box per event, named `event-<event>`. */
+const settingsForm = formBody({
+  webhookUrl: text(URL_MAX),
+  format: text(),
+  ...Object.fromEntries(NOTIFICATION_EVENTS.map((event) => [`event-${event}`, checkbox()])),
+});
+
 function eventsOf(body: Record<string, unknown>): string[] {
-  return NOTIFICATION_EVENTS.filter((event) => checkbox(body, `event-${event}`));
+  return NOTIFICATION_EVENTS.filter((event) => body[`event-${event}`] === true);
 }
 
-export function registerNotificationRoutes(app: FastifyInstance, web: WebContext, deps: NotificationsPageDependencies): void {
+export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: NotificationsPageDependencies }> = async (app, { web, deps }) => {
   web.managementMenu.push({ href: NOTIFICATIONS_PATH, label: 'Notifications' });
 
   const page = async (extra: { form?: { format: string; events: string[] }; errors?: NotificationSettingsErrors; test?: TestResult } = {}) => {
@@ -64,11 +72,11 @@ export function registerNotificationRoutes(app: FastifyInstance, web: WebContext
     };
   };
 
-  app.get(NOTIFICATIONS_PATH, { preHandler: web.requireLogin }, async (_request, reply) => reply.render('notifications', await page()));
+  app.get(NOTIFICATIONS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => reply.render('notifications', await page()));
 
-  app.post(NOTIFICATIONS_PATH, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const input: NotificationSettingsInput = { webhookUrl: text(body, 'webhookUrl'), format: text(body, 'format'), events: eventsOf(body) };
+  app.post(NOTIFICATIONS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => {
+    const { webhookUrl, format } = request.body;
+    const input: NotificationSettingsInput = { webhookUrl, format, events: eventsOf(request.body) };
     const before = await deps.settings.get();
     const result = validateNotificationSettings(input, before.configured);
     // The URL typed is not echoed back: it holds the receiver's secret.
@@ -89,13 +97,13 @@ export function registerNotificationRoutes(app: FastifyInstance, web: WebContext
     return reply.redirect(NOTIFICATIONS_PATH, 303);
   });
 
-  app.post(`${NOTIFICATIONS_PATH}/test`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+  app.post(`${NOTIFICATIONS_PATH}/test`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const result = await deps.notifier.sendTest(request.user!.username, linkBaseOf(request));
     await deps.audit.record(request.user!.username, 'notifications.test', result.summary);
     return reply.render('notifications', await page({ test: result }));
   });
 
-  app.post(`${NOTIFICATIONS_PATH}/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+  app.post(`${NOTIFICATIONS_PATH}/delete`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const before = await deps.settings.get();
     if (before.configured) {
       await deps.settings.deleteWebhook(request.user!.username);
@@ -105,4 +113,4 @@ export function registerNotificationRoutes(app: FastifyInstance, web: WebContext
     web.setFlash(request, { type: 'success', text: 'The Webhook URL was deleted. Notifications are off.' });
     return reply.redirect(NOTIFICATIONS_PATH, 303);
   });
-}
+};

@@ -3,16 +3,32 @@
  * Information for Authorization, and the loopback redirect URI that completes by itself when the admin's
  * browser runs on Postern's host.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyRequest } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { AuthorizationRejected, GOOGLE_CALLBACK_PATH } from '../../oauth/google.js';
 import { GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, GOOGLE_DEFAULT_TOKEN_ENDPOINT } from '../../oauth/profiles.js';
 import { canChangeSendSettings } from '../../store/users.js';
-import { checkbox, text, type WebContext } from '../app.js';
-import { registerAccountStatusRoutes } from './oauth-account.js';
+import type { WebPluginOptions } from '../context.js';
+import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
+import { accountStatusRoutes } from './oauth-account.js';
 
 const BASE = '/settings/send/oauth-google';
 
-export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): void {
+const editForm = formBody({
+  enabled: checkbox(),
+  verifyServerCertificate: checkbox(),
+  addCnToVerificationItems: checkbox(),
+  clientId: text(),
+  clientSecret: text(),
+  authorizationEndpoint: text(URL_MAX),
+  tokenEndpoint: text(URL_MAX),
+  cancel: button(),
+});
+
+/** The authorization code, or the whole address of the redirect, pasted. */
+const registerForm = formBody({ code: text(URL_MAX), cancel: button() });
+
+export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   const redirectUri = () => `http://127.0.0.1:${web.httpPort()}${GOOGLE_CALLBACK_PATH}`;
 
   const registerPage = async (request: FastifyRequest, extra: { error?: string; advice?: string; code?: string; fresh?: boolean } = {}) => {
@@ -39,15 +55,15 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
     };
   };
 
-  app.get(BASE, { preHandler: web.requireLogin }, async (_request, reply) => {
+  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
     const status = await web.oauth.status('google');
     return reply.render('oauth-google', { title: 'OAuth 2.0 (Google) Settings', status, base: BASE, now: Date.now(), redirectUri: redirectUri() });
   });
 
-  registerAccountStatusRoutes(app, web, 'google', BASE);
+  await app.register(accountStatusRoutes, { web, provider: 'google', base: BASE });
 
 
-  app.get(`${BASE}/edit`, { preHandler: web.requireSendSettings }, async (_request, reply) => {
+  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (_request, reply) => {
     const status = await web.oauth.status('google');
     return reply.render('oauth-google-edit', {
       title: 'Edit Basic Settings',
@@ -66,17 +82,16 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
     });
   });
 
-  app.post(`${BASE}/edit`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    if (checkbox(body, 'cancel')) return reply.redirect(BASE, 303);
+  app.post(`${BASE}/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: editForm } }, async (request, reply) => {
+    if (request.body.cancel) return reply.redirect(BASE, 303);
     const form = {
-      enabled: checkbox(body, 'enabled'),
-      verifyServerCertificate: checkbox(body, 'verifyServerCertificate'),
-      addCnToVerificationItems: checkbox(body, 'addCnToVerificationItems'),
-      clientId: text(body, 'clientId'),
-      clientSecret: text(body, 'clientSecret'),
-      authorizationEndpoint: text(body, 'authorizationEndpoint'),
-      tokenEndpoint: text(body, 'tokenEndpoint'),
+      enabled: request.body.enabled,
+      verifyServerCertificate: request.body.verifyServerCertificate,
+      addCnToVerificationItems: request.body.addCnToVerificationItems,
+      clientId: request.body.clientId,
+      clientSecret: request.body.clientSecret,
+      authorizationEndpoint: request.body.authorizationEndpoint,
+      tokenEndpoint: request.body.tokenEndpoint,
     };
     const result = await web.oauth.google.saveSettings(form, request.user!.username);
     if (!result.ok) {
@@ -104,18 +119,17 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
     return reply.redirect(BASE, 303);
   });
 
-  app.get(`${BASE}/register`, { preHandler: web.requireSendSettings }, async (request, reply) => {
+  app.get(`${BASE}/register`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
     const data = await registerPage(request, { fresh: true });
     return reply.render('oauth-google-register', data);
   });
 
-  app.post(`${BASE}/register`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    if (checkbox(body, 'cancel')) {
+  app.post(`${BASE}/register`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: registerForm } }, async (request, reply) => {
+    if (request.body.cancel) {
       request.session.googleAuthorization = undefined;
       return reply.redirect(BASE, 303);
     }
-    const code = text(body, 'code');
+    const { code } = request.body;
     try {
       const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, code, request.user!.username);
       request.session.googleAuthorization = undefined;
@@ -141,7 +155,11 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
   // as from another computer. Where a browser does send the cookie here (some treat 127.0.0.1 as secure),
   // the registration completes, but the session cannot be saved over plain HTTP, so nothing here may rely
   // on that, and no form may be shown that would post over plain HTTP.
-  app.get(GOOGLE_CALLBACK_PATH, async (request, reply) => {
+  //
+  // The query (code, state, iss, or error) is read from the whole address by the authorization response's own
+  // checks (RFC 9207, RFC 6749 section 4.1.2), so that a bad one gets the advice of that step; the schema takes
+  // no fields of its own.
+  app.get(GOOGLE_CALLBACK_PATH, { schema: { querystring: none } }, async (request, reply) => {
     const url = `${redirectUri()}${request.url.slice(GOOGLE_CALLBACK_PATH.length)}`;
     const plainBesideHttps = Boolean(web.httpsPort) && request.protocol !== 'https';
     if (!request.user || !canChangeSendSettings(request.user.role)) {
@@ -174,4 +192,4 @@ export function registerGoogleRoutes(app: FastifyInstance, web: WebContext): voi
       return reply.render('oauth-google-register', data, 400);
     }
   });
-}
+};

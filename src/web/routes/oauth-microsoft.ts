@@ -2,23 +2,33 @@
  * OAuth 2.0 (Microsoft) Settings (seed steps 3–13): the status page, Edit Basic Settings, Get New User Code
  * and Delete Token, and the status fragment the page re-fetches to update itself.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { MICROSOFT_DEFAULT_ENDPOINT, MICROSOFT_LOGIN_HOSTS } from '../../oauth/profiles.js';
-import { checkbox, text, type WebContext } from '../app.js';
-import { registerAccountStatusRoutes } from './oauth-account.js';
+import type { WebPluginOptions } from '../context.js';
+import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
+import { accountStatusRoutes } from './oauth-account.js';
 
 const BASE = '/settings/send/oauth-microsoft';
 
-export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): void {
-  app.get(BASE, { preHandler: web.requireLogin }, async (_request, reply) => {
+const editForm = formBody({
+  enabled: checkbox(),
+  verifyServerCertificate: checkbox(),
+  addCnToVerificationItems: checkbox(),
+  endpoint: text(URL_MAX),
+  clientId: text(),
+  cancel: button(),
+});
+
+export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
+  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
     const status = await web.oauth.status('microsoft');
     return reply.render('oauth-microsoft', { title: 'OAuth 2.0 (Microsoft) Settings', status, base: BASE, now: Date.now() });
   });
 
-  registerAccountStatusRoutes(app, web, 'microsoft', BASE);
+  await app.register(accountStatusRoutes, { web, provider: 'microsoft', base: BASE });
 
 
-  app.get(`${BASE}/edit`, { preHandler: web.requireSendSettings }, async (_request, reply) => {
+  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (_request, reply) => {
     const status = await web.oauth.status('microsoft');
     return reply.render('oauth-microsoft-edit', {
       title: 'Edit Basic Settings',
@@ -35,15 +45,14 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
     });
   });
 
-  app.post(`${BASE}/edit`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    if (checkbox(body, 'cancel')) return reply.redirect(BASE, 303);
+  app.post(`${BASE}/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: editForm } }, async (request, reply) => {
+    if (request.body.cancel) return reply.redirect(BASE, 303);
     const form = {
-      enabled: checkbox(body, 'enabled'),
-      verifyServerCertificate: checkbox(body, 'verifyServerCertificate'),
-      addCnToVerificationItems: checkbox(body, 'addCnToVerificationItems'),
-      endpoint: text(body, 'endpoint'),
-      clientId: text(body, 'clientId'),
+      enabled: request.body.enabled,
+      verifyServerCertificate: request.body.verifyServerCertificate,
+      addCnToVerificationItems: request.body.addCnToVerificationItems,
+      endpoint: request.body.endpoint,
+      clientId: request.body.clientId,
     };
     const result = await web.oauth.microsoft.saveSettings(form, request.user!.username);
     if (!result.ok) {
@@ -62,7 +71,7 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
     return reply.redirect(BASE, 303);
   });
 
-  app.post(`${BASE}/user-code`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+  app.post(`${BASE}/user-code`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const status = await web.oauth.status('microsoft');
     if (!status.enabled) {
       web.setFlash(request, { type: 'error', text: 'Select Use OAuth 2.0 (Microsoft) under Basic Settings first.' });
@@ -73,4 +82,4 @@ export function registerMicrosoftRoutes(app: FastifyInstance, web: WebContext): 
     return reply.redirect(BASE, 303);
   });
 
-}
+};

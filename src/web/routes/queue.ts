@@ -2,10 +2,12 @@
  * Queue and Log (Settings/Registration > Management): the messages waiting for delivery, with Retry Now
  * and Delete, and what happened to each message with the upstream's reply and advice.
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import type { MessageQueue } from '../../queue/queue.js';
 import type { DeliveryEvent, QueueState } from '../../store/schema.js';
-import type { WebContext } from '../app.js';
+import type { WebPluginOptions } from '../context.js';
+import { idParams, ignoredWhenInvalid, none } from '../form.js';
 
 export const QUEUE_PATH = '/settings/queue';
 export const LOG_PATH = '/settings/log';
@@ -41,19 +43,20 @@ export interface QueuePageDependencies {
 
 const time = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) : '');
 const size = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} KB`);
-const UUID = /^[0-9a-f-]{36}$/;
 
-export function registerQueueRoutes(app: FastifyInstance, web: WebContext, deps: QueuePageDependencies): void {
+export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: QueuePageDependencies }> = async (app, { web, deps }) => {
   web.managementMenu.push({ href: QUEUE_PATH, label: 'Queue' }, { href: LOG_PATH, label: 'Log' });
 
-  app.get(QUEUE_PATH, { preHandler: web.requireLogin }, async (_request, reply) => {
+  app.get(QUEUE_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
     const [messages, counts] = await Promise.all([deps.queue.list(), deps.queue.counts()]);
     return reply.render('queue', { title: 'Queue', base: QUEUE_PATH, messages, counts, stateLabels: STATE_LABELS, time, size, now: Date.now() });
   });
 
-  app.post(`${QUEUE_PATH}/:id/retry`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const { id } = request.params as { id: string };
-    const ok = UUID.test(id) && (await deps.queue.retryNow(id, request.user!.username));
+  const byId = { params: idParams, body: none };
+
+  app.post(`${QUEUE_PATH}/:id/retry`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: byId }, async (request, reply) => {
+    const { id } = request.params;
+    const ok = await deps.queue.retryNow(id, request.user!.username);
     if (ok) {
       deps.kick();
       await deps.audit.record(request.user!.username, 'queue.retry', id);
@@ -64,7 +67,7 @@ export function registerQueueRoutes(app: FastifyInstance, web: WebContext, deps:
     return reply.redirect(QUEUE_PATH, 303);
   });
 
-  app.post(`${QUEUE_PATH}/retry-all`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+  app.post(`${QUEUE_PATH}/retry-all`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const { retried, held } = await deps.queue.retryAllNow(request.user!.username);
     if (retried > 0) {
       deps.kick();
@@ -77,9 +80,9 @@ export function registerQueueRoutes(app: FastifyInstance, web: WebContext, deps:
     return reply.redirect(QUEUE_PATH, 303);
   });
 
-  app.post(`${QUEUE_PATH}/:id/delete`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const { id } = request.params as { id: string };
-    const removed = UUID.test(id) ? await deps.queue.remove(id, request.user!.username) : undefined;
+  app.post(`${QUEUE_PATH}/:id/delete`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: byId }, async (request, reply) => {
+    const { id } = request.params;
+    const removed = await deps.queue.remove(id, request.user!.username);
     if (removed) {
       await deps.audit.record(request.user!.username, 'queue.deleted', `${id} from ${removed.reversePath || '<>'} to ${removed.recipients.join(', ')}`);
       web.setFlash(request, { type: 'success', text: 'The message was deleted without being sent. Its sender is not told.' });
@@ -89,11 +92,13 @@ export function registerQueueRoutes(app: FastifyInstance, web: WebContext, deps:
     return reply.redirect(QUEUE_PATH, 303);
   });
 
-  app.get(LOG_PATH, { preHandler: web.requireLogin }, async (request, reply) => {
-    const query = request.query as Record<string, unknown>;
-    const id = typeof query.id === 'string' && UUID.test(query.id) ? query.id : undefined;
+  // A filter: an id that is not one shows the whole Log, as the page without it does.
+  const logQuery = z.object({ id: ignoredWhenInvalid(z.uuid()) });
+
+  app.get(LOG_PATH, { preValidation: web.requireLogin, schema: { querystring: logQuery } }, async (request, reply) => {
+    const { id } = request.query;
     const entries = await deps.queue.logEntries(id ? { queueId: id, limit: 500 } : { limit: 300 });
     const message = id ? await deps.queue.get(id) : undefined;
     return reply.render('log', { title: 'Log', base: LOG_PATH, entries, id, message, eventLabels: EVENT_LABELS, stateLabels: STATE_LABELS, time, size });
   });
-}
+};

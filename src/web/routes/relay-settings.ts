@@ -4,21 +4,22 @@
  * Allowed Sender Addresses each may use as MAIL FROM) and the relay's STARTTLS certificate (generated at first
  * start, or uploaded).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { isPosternError } from '../../errors.js';
 import type { AuditLog } from '../../store/audit.js';
 import { parseAllowedSenders } from '../../smtp-in/allowed-senders.js';
 import { validateDevicePassword, validateDeviceUsername, type DeviceAccount, type DeviceAccounts } from '../../smtp-in/devices.js';
 import type { RelayCertificate, RelaySettings, RelaySettingsErrors, RelaySettingsInput, RelaySettingsView } from '../../smtp-in/relay-settings.js';
-import { checkbox, text, type WebContext } from '../app.js';
+import type { WebPluginOptions } from '../context.js';
+import { button, checkbox, formBody, idParams, LIST_MAX, none, PEM_MAX, text } from '../form.js';
 
 export const RELAY_SETTINGS_PATH = '/settings/send/relay';
 
 const SENDERS_HINT = 'Write one per line: an address (scanner@example.com) or @domain (@example.com).';
 
 /** The page's Allowed Sender Addresses text: the entries, or the field error naming the bad ones. */
-function readAllowedSenders(text: string): { entries: string[]; error?: string } {
-  const parsed = parseAllowedSenders(text);
+function readAllowedSenders(lines: string): { entries: string[]; error?: string } {
+  const parsed = parseAllowedSenders(lines);
   if (parsed.errors.length === 0) return { entries: parsed.entries };
   const more = parsed.errors.length > 5 ? ` (and ${parsed.errors.length - 5} more)` : '';
   return { entries: [], error: `${parsed.errors.slice(0, 5).join('; ')}${more}. ${SENDERS_HINT}` };
@@ -49,7 +50,7 @@ function formOf(settings: RelaySettingsView): RelaySettingsInput {
   };
 }
 
-export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContext, deps: RelaySettingsPageDependencies): void {
+export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: RelaySettingsPageDependencies }> = async (app, { web, deps }) => {
   const page = async (
     extra: {
       form?: RelaySettingsInput;
@@ -78,17 +79,17 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
   const at = web.sendMenu.findIndex((item) => item.href === '/settings/send/email');
   web.sendMenu.splice(at >= 0 ? at + 1 : 0, 0, { href: RELAY_SETTINGS_PATH, label: 'Relay Settings' });
 
-  app.get(RELAY_SETTINGS_PATH, { preHandler: web.requireLogin }, async (_request, reply) => reply.render('relay-settings', await page()));
+  app.get(RELAY_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => reply.render('relay-settings', await page()));
 
-  app.post(RELAY_SETTINGS_PATH, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const form: RelaySettingsInput = {
-      allowedNetworks: text(body, 'allowedNetworks'),
-      maxMessageSizeMb: text(body, 'maxMessageSizeMb'),
-      allowInsecureAuth: checkbox(body, 'allowInsecureAuth'),
-      allowLegacyTls: checkbox(body, 'allowLegacyTls'),
-      bareNewlines: text(body, 'bareNewlines'),
-    };
+  const settingsForm = formBody({
+    allowedNetworks: text(LIST_MAX),
+    maxMessageSizeMb: text(),
+    allowInsecureAuth: checkbox(),
+    allowLegacyTls: checkbox(),
+    bareNewlines: text(),
+  });
+  app.post(RELAY_SETTINGS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => {
+    const form: RelaySettingsInput = request.body;
     const result = deps.relaySettings.validate(form);
     if (!result.ok) return reply.render('relay-settings', await page({ form, errors: result.errors }), 400);
     await deps.relaySettings.save(result.value);
@@ -102,11 +103,10 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
 
-  app.post(`${RELAY_SETTINGS_PATH}/devices`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const username = text(body, 'username').trim();
-    const password = text(body, 'password');
-    const allowedSenders = text(body, 'allowedSenders');
+  const deviceForm = formBody({ username: text(), password: text(), allowedSenders: text(LIST_MAX) });
+  app.post(`${RELAY_SETTINGS_PATH}/devices`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: deviceForm } }, async (request, reply) => {
+    const username = request.body.username.trim();
+    const { password, allowedSenders } = request.body;
     const errors: Record<string, string> = {};
     const nameError = validateDeviceUsername(username);
     if (nameError) errors.username = nameError;
@@ -130,23 +130,23 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     errors,
   });
 
-  app.get(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preHandler: web.requireSendSettings }, async (request, reply) => {
-    const { id } = request.params as { id: string };
+  app.get(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preValidation: web.requireSendSettings, schema: { params: idParams, querystring: none } }, async (request, reply) => {
+    const { id } = request.params;
     const device = await deps.devices.find(id);
     if (!device) return reply.render('error', { title: 'Page Not Found', message: 'That device account does not exist (it may have been removed).' }, 404);
     return reply.render('relay-device-edit', editPage(device));
   });
 
-  app.post(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const { id } = request.params as { id: string };
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    if (checkbox(body, 'cancel')) return reply.redirect(RELAY_SETTINGS_PATH, 303);
+  const editForm = formBody({ allowedSenders: text(LIST_MAX), cancel: button() });
+  app.post(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { params: idParams, body: editForm } }, async (request, reply) => {
+    const { id } = request.params;
+    if (request.body.cancel) return reply.redirect(RELAY_SETTINGS_PATH, 303);
     const device = await deps.devices.find(id);
     if (!device) {
       web.setFlash(request, { type: 'error', text: 'That device account was removed; nothing was changed.' });
       return reply.redirect(RELAY_SETTINGS_PATH, 303);
     }
-    const allowedSenders = text(body, 'allowedSenders');
+    const { allowedSenders } = request.body;
     const senders = readAllowedSenders(allowedSenders);
     if (senders.error) return reply.render('relay-device-edit', editPage(device, allowedSenders, { allowedSenders: senders.error }), 400);
     await deps.devices.setAllowedSenders(id, senders.entries);
@@ -156,8 +156,8 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
 
-  app.post(`${RELAY_SETTINGS_PATH}/devices/:id/remove`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const { id } = request.params as { id: string };
+  app.post(`${RELAY_SETTINGS_PATH}/devices/:id/remove`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { params: idParams, body: none } }, async (request, reply) => {
+    const { id } = request.params;
     const removed = await deps.devices.remove(id);
     if (removed) {
       await deps.audit.record(request.user!.username, 'relay-device.removed', removed.username);
@@ -168,10 +168,9 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
 
-  app.post(`${RELAY_SETTINGS_PATH}/certificate`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const cert = text(body, 'certificate');
-    const key = text(body, 'privateKey');
+  const certificateForm = formBody({ certificate: text(PEM_MAX), privateKey: text(PEM_MAX) });
+  app.post(`${RELAY_SETTINGS_PATH}/certificate`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: certificateForm } }, async (request, reply) => {
+    const { certificate: cert, privateKey: key } = request.body;
     try {
       const stored = await deps.relaySettings.uploadCertificate(cert, key);
       await deps.audit.record(request.user!.username, 'relay-certificate.uploaded', `${stored.subject} ${stored.fingerprint256}`);
@@ -183,10 +182,10 @@ export function registerRelaySettingsRoutes(app: FastifyInstance, web: WebContex
     }
   });
 
-  app.post(`${RELAY_SETTINGS_PATH}/certificate/generate`, { preHandler: [web.requireSendSettings, app.csrfProtection] }, async (request, reply) => {
+  app.post(`${RELAY_SETTINGS_PATH}/certificate/generate`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const stored = await deps.relaySettings.generateCertificate(deps.certificateNames());
     await deps.audit.record(request.user!.username, 'relay-certificate.generated', `${stored.subject} ${stored.fingerprint256}`);
     web.setFlash(request, { type: 'success', text: `Generated a new self-signed certificate for ${stored.names.join(', ')}.` });
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
-}
+};

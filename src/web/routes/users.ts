@@ -1,12 +1,12 @@
 /** User management (Administrator only) and changing one's own password (everyone). */
-import type { FastifyInstance } from 'fastify';
-import type { Role } from '../../store/schema.js';
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { ROLES, ROLE_LABELS, validateNewPassword, validateUsername } from '../../store/users.js';
-import { text, type WebContext } from '../app.js';
+import type { WebPluginOptions } from '../context.js';
+import { formBody, idParams, none, text } from '../form.js';
 
 const BASE = '/settings/users';
 
-export function registerUserRoutes(app: FastifyInstance, web: WebContext): void {
+export const userRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   const page = async (extra: Record<string, unknown> = {}) => ({
     title: 'User Management',
     users: await web.users.list(),
@@ -18,22 +18,24 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
     ...extra,
   });
 
-  app.get(BASE, { preHandler: web.requireUserManagement }, async (_request, reply) => reply.render('users', await page()));
+  app.get(BASE, { preValidation: web.requireUserManagement, schema: { querystring: none } }, async (_request, reply) => reply.render('users', await page()));
 
-  app.post(`${BASE}/add`, { preHandler: [web.requireUserManagement, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const username = text(body, 'username').trim();
-    const password = text(body, 'password');
-    const role = text(body, 'role') as Role;
+  // The role is a select: a value that is not a role gets the form's own message.
+  const addForm = formBody({ username: text(), password: text(), role: text() });
+
+  app.post(`${BASE}/add`, { preValidation: [web.requireUserManagement, app.csrfProtection], schema: { body: addForm } }, async (request, reply) => {
+    const username = request.body.username.trim();
+    const { password } = request.body;
+    const role = ROLES.find((r) => r === request.body.role);
     const errors: Record<string, string> = {};
     const nameError = validateUsername(username);
     if (nameError) errors.username = nameError;
     else if (await web.users.exists(username)) errors.username = `A user named ${username} already exists.`;
     const passwordError = validateNewPassword(password);
     if (passwordError) errors.password = passwordError;
-    if (!ROLES.includes(role)) errors.role = 'Choose a role.';
-    if (Object.keys(errors).length > 0) {
-      return reply.render('users', await page({ form: { username, role }, errors }), 400);
+    if (!role) errors.role = 'Choose a role.';
+    if (!role || Object.keys(errors).length > 0) {
+      return reply.render('users', await page({ form: { username, role: request.body.role }, errors }), 400);
     }
     await web.users.create(username, password, role);
     await web.audit.record(request.user!.username, 'user.added', `${username} (${ROLE_LABELS[role]})`);
@@ -41,8 +43,8 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
     return reply.redirect(BASE, 303);
   });
 
-  app.post(`${BASE}/:id/remove`, { preHandler: [web.requireUserManagement, app.csrfProtection] }, async (request, reply) => {
-    const { id } = request.params as { id: string };
+  app.post(`${BASE}/:id/remove`, { preValidation: [web.requireUserManagement, app.csrfProtection], schema: { params: idParams, body: none } }, async (request, reply) => {
+    const { id } = request.params;
     const user = await web.users.findById(id);
     if (!user) return reply.redirect(BASE, 303);
     if (user.id === request.user!.id) {
@@ -60,15 +62,13 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
     return reply.redirect(BASE, 303);
   });
 
-  app.get('/settings/password', { preHandler: web.requireLogin }, async (_request, reply) =>
+  app.get('/settings/password', { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) =>
     reply.render('password', { title: 'Change Password', errors: {} }),
   );
 
-  app.post('/settings/password', { preHandler: [web.requireLogin, app.csrfProtection] }, async (request, reply) => {
-    const body = (request.body ?? {}) as Record<string, unknown>;
-    const current = text(body, 'current');
-    const password = text(body, 'password');
-    const confirm = text(body, 'confirm');
+  const passwordForm = formBody({ current: text(), password: text(), confirm: text() });
+  app.post('/settings/password', { preValidation: [web.requireLogin, app.csrfProtection], schema: { body: passwordForm } }, async (request, reply) => {
+    const { current, password, confirm } = request.body;
     const errors: Record<string, string> = {};
     if (!(await web.users.authenticate(request.user!.username, current))) errors.current = 'The current password is incorrect.';
     const passwordError = validateNewPassword(password);
@@ -81,4 +81,4 @@ export function registerUserRoutes(app: FastifyInstance, web: WebContext): void 
     web.setFlash(request, { type: 'success', text: 'Your password was changed. You were logged out everywhere else.' });
     return reply.redirect('/', 303);
   });
-}
+};

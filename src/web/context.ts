@@ -1,0 +1,100 @@
+/**
+ * What the Remote UI's parts share: the dependencies main.ts wires in, the context every route plugin is
+ * given, and the request, reply and session fields the web app adds to Fastify's. Route plugins import
+ * from here, never from the web app itself, so the app can import them without an import circle.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from '../log.js';
+import type { LoginThrottle } from '../login-throttle.js';
+import type { OAuthAccounts } from '../oauth/accounts.js';
+import type { OAuthService } from '../oauth/service.js';
+import type { MessageQueue } from '../queue/queue.js';
+import type { AuditLog } from '../store/audit.js';
+import type { CaCertificates } from '../store/ca-certificates.js';
+import type { Store } from '../store/store.js';
+import type { User, Users } from '../store/users.js';
+
+declare module 'fastify' {
+  interface Session {
+    userId?: string;
+    flash?: Flash;
+    loginAt?: number;
+    /** The pending Google authorization URL shown on Register Information for Authorization. */
+    googleAuthorization?: { url: string; expiresAt: number };
+  }
+  interface FastifyRequest {
+    user?: User;
+  }
+  interface FastifyReply {
+    render(view: string, data?: Record<string, unknown>, status?: number): FastifyReply;
+  }
+}
+
+export interface Flash {
+  type: 'success' | 'error' | 'info';
+  text: string;
+}
+
+export interface MenuItem {
+  href: string;
+  label: string;
+}
+
+/**
+ * Adds routes to the Remote UI. It is called with the web app itself, once the Remote UI's own routes are
+ * registered; a part with its own routes registers them as an encapsulated plugin
+ * (`app.register(plugin, { prefix, ...options })`), which may set its own error handler and schema compilers
+ * (a JSON API does). Its routes still pass through the web app's hooks: sessions, the signed-in user, the
+ * security headers.
+ */
+export type WebPlugin = (app: FastifyInstance, web: WebContext) => PromiseLike<unknown> | void;
+
+/** What the web layer needs from the rest of Postern; main.ts wires it. */
+export interface WebDependencies {
+  store: Store;
+  users: Users;
+  audit: AuditLog;
+  caCertificates: CaCertificates;
+  oauth: OAuthService;
+  /** The OAuth accounts' rows (metrics). */
+  accounts: Pick<OAuthAccounts, 'list'>;
+  /** The queue's figures (metrics). */
+  queue: Pick<MessageQueue, 'counts' | 'oldestWaitingSince'>;
+  log: Logger;
+  /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
+  plugins?: WebPlugin[];
+  /** The Remote UI's sign-in throttle (src/login-throttle.ts); a fresh one when absent. */
+  loginThrottle?: LoginThrottle;
+  /** The Remote UI's bound port (for the Google loopback redirect URI). */
+  httpPort: () => number;
+  /**
+   * The HTTPS listener's bound port when the Remote UI is served over HTTPS (POSTERN_HTTPS_PORT). Absent:
+   * plain HTTP only. Present: the plain listener redirects to HTTPS, and the session cookie is Secure.
+   */
+  httpsPort?: (() => number) | undefined;
+  /** Idle session lifetime, ms. */
+  sessionTtlMs?: number;
+}
+
+/**
+ * The access checks run as `preValidation` hooks: before the request's schema is checked, so that a visitor
+ * who is not signed in (or not allowed) is sent to the login page (or refused) whatever the form held.
+ */
+export type AccessCheck = (request: FastifyRequest, reply: FastifyReply) => Promise<void>;
+
+export interface WebContext extends WebDependencies {
+  loginThrottle: LoginThrottle;
+  /** Pages under Settings/Registration > Send; modules add theirs. */
+  sendMenu: MenuItem[];
+  /** Pages under Settings/Registration > Management. */
+  managementMenu: MenuItem[];
+  requireLogin: AccessCheck;
+  requireSendSettings: AccessCheck;
+  requireUserManagement: AccessCheck;
+  setFlash: (request: FastifyRequest, flash: Flash) => void;
+}
+
+/** The options of a Remote UI route plugin. */
+export interface WebPluginOptions {
+  web: WebContext;
+}
