@@ -1,5 +1,6 @@
 /** CA Certificate Settings: register and remove PEM CA certificates that Verify Server Certificate trusts. */
 import type { FastifyInstance } from 'fastify';
+import { ErrorCodes, isPosternError } from '../../errors.js';
 import { text, type WebContext } from '../app.js';
 
 const BASE = '/settings/send/ca-certificates';
@@ -28,7 +29,7 @@ export function registerCaCertificateRoutes(app: FastifyInstance, web: WebContex
       }
       return reply.redirect(BASE, 303);
     } catch (error) {
-      if (!(error instanceof TypeError)) throw error;
+      if (!isPosternError(error, ErrorCodes.TLS_CERTIFICATE_INVALID)) throw error;
       return reply.render(
         'ca-certificates',
         { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem, error: error.message, base: BASE },
