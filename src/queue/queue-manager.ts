@@ -456,7 +456,8 @@ export class QueueManager {
       deliveredRecorded,
     });
     // `replyCode`, not `code`: the log redacts `code` fields (OAuth authorization codes).
-    const errorCode = result.status === 'delivered' ? undefined : result.errorCode;
+    // Recipients the upstream refused in a delivered outcome: the refusal is the upstream's (RCPT / DATA).
+    const errorCode = result.status !== 'delivered' ? result.errorCode : retry.length + allFailed.length > 0 ? ErrorCodes.SMTP_UPSTREAM_REJECTED : undefined;
     const fields = { queueId: message.id, state: outcome.state, replyCode: summary.code, reply: summary.reply, attempts: message.attempts, ...(errorCode ? { errorCode } : {}) };
     if (outcome.state === 'sent' && retry.length === 0 && allFailed.length === 0) this.#log.info(fields, 'message delivered');
     else if (outcome.state === 'deferred') this.#log.warn({ ...fields, nextAttemptAt: next, advice: summary.advice }, 'delivery deferred');

@@ -69,6 +69,7 @@ export class Spool {
   }
 
   path(id: string): string {
+    // An invariant, not input checking: ids come from Spool.newId() or from queue rows.
     if (!/^[0-9a-f-]{36}$/.test(id)) throw new TypeError(`not a queue id: ${id}`);
     return join(this.dir, bodyFileName(id));
   }
