@@ -3,19 +3,14 @@
  * (`POSTERN_<AREA>_<WHAT>`) so that callers branch on codes, tests assert codes, log lines name them
  * (`errorCode`), and the Remote UI can map a code to advice. `cause` keeps the underlying error for logs; it
  * is never shown verbatim to a device. What each code means to an administrator, and what to do about it,
- * is in docs/errors.md (test/errors-catalogue.test.ts keeps the two in step).
+ * is in docs/errors.md; test/errors-catalogue.test.ts keeps the two in step and fails on a code nothing uses.
  *
- * One entry per code, each with its doc comment, grouped by area; a new code is appended to its area.
+ * One entry per code, each with its doc comment. A new code is added with its section in docs/errors.md.
  */
 
 export const ErrorCodes = {
-  // ---- configuration ----
-
   /** An environment setting is missing or invalid. */
   CONFIG_INVALID: 'POSTERN_CONFIG_INVALID',
-
-  // ---- store ----
-
   /** The encryption key does not decrypt what the database holds. */
   STORE_KEY_MISMATCH: 'POSTERN_STORE_KEY_MISMATCH',
   /** The encryption key file or setting is malformed. */
@@ -26,19 +21,13 @@ export const ErrorCodes = {
   STORE_UNAVAILABLE: 'POSTERN_STORE_UNAVAILABLE',
   /** A ciphertext failed authentication (tampered or wrong key). */
   STORE_DECRYPT_FAILED: 'POSTERN_STORE_DECRYPT_FAILED',
-
-  // ---- TLS ----
-
   /** PEM text given by the administrator holds no certificate, one that does not parse, or not a CA where one is needed. */
   TLS_CERTIFICATE_INVALID: 'POSTERN_TLS_CERTIFICATE_INVALID',
-
-  // ---- OAuth ----
-
   /** The configured authorization server endpoint is not acceptable. */
   OAUTH_ENDPOINT_INVALID: 'POSTERN_OAUTH_ENDPOINT_INVALID',
   /** The authorization server could not be reached (TLS, DNS, timeout, refused), or answered 5xx/429. */
   OAUTH_CONNECTION_FAILED: 'POSTERN_OAUTH_CONNECTION_FAILED',
-  /** The authorization server answered with an OAuth error (`invalid_grant`, `authorization_pending`, …). */
+  /** The authorization server answered with an OAuth error. */
   OAUTH_PROVIDER_ERROR: 'POSTERN_OAUTH_PROVIDER_ERROR',
   /** The authorization server's answer did not conform to the protocol (not an OAuth server, a web page, a proxy). */
   OAUTH_INVALID_RESPONSE: 'POSTERN_OAUTH_INVALID_RESPONSE',
@@ -46,25 +35,16 @@ export const ErrorCodes = {
   OAUTH_TOKEN_UNAVAILABLE: 'POSTERN_OAUTH_TOKEN_UNAVAILABLE',
   /** A pasted authorization response was refused before any token request. */
   OAUTH_AUTHORIZATION_RESPONSE_REJECTED: 'POSTERN_OAUTH_AUTHORIZATION_RESPONSE_REJECTED',
-
-  // ---- outbound proxy ----
-
   /** The outbound HTTP proxy answered CONNECT with a status other than 200 (e.g. 407, 403). */
   PROXY_CONNECT_REFUSED: 'POSTERN_PROXY_CONNECT_REFUSED',
   /** The outbound HTTP proxy could not be reached (DNS, refused, timeout, TLS to the proxy). */
   PROXY_UNREACHABLE: 'POSTERN_PROXY_UNREACHABLE',
-
-  // ---- Remote UI ----
-
+  /** A request from the Remote UI failed validation. */
+  WEB_INVALID_INPUT: 'POSTERN_WEB_INVALID_INPUT',
   /** Remote UI: a response would have carried a header Node refuses to write (a control character from input). */
   WEB_INVALID_HEADER: 'POSTERN_WEB_INVALID_HEADER',
-
-  // ---- relay (smtp-in): what a device is told ----
-
   /** Relay: a session was closed with 421 because a limit was reached (sessions per address, commands, time). */
   SMTP_SESSION_LIMIT: 'POSTERN_SMTP_SESSION_LIMIT',
-  /** Relay: Postern is shutting down and takes no new sessions (421 4.3.2). */
-  SMTP_SHUTTING_DOWN: 'POSTERN_SMTP_SHUTTING_DOWN',
   /** Relay: a device sent MAIL without authenticating from a network that is not allowed (530 5.7.0). */
   SMTP_AUTH_REQUIRED: 'POSTERN_SMTP_AUTH_REQUIRED',
   /** Relay: a device's user name or password was wrong, or it asked to act as someone else (535 5.7.8). */
@@ -77,7 +57,7 @@ export const ErrorCodes = {
   SMTP_LOCAL_ERROR: 'POSTERN_SMTP_LOCAL_ERROR',
   /** Relay: the message is larger than the maximum message size (552 5.3.4). */
   SMTP_MESSAGE_TOO_BIG: 'POSTERN_SMTP_MESSAGE_TOO_BIG',
-  /** Relay / delivery: the message's header block is too large (over 256 KiB at the relay: 552 5.3.4; over 1 MiB for the sender policy: 554 5.6.0). */
+  /** Relay / delivery: the header block is too large (over 256 KiB at the relay: 552 5.3.4; over 1 MiB for the sender policy: 554 5.6.0). */
   SMTP_HEADER_TOO_BIG: 'POSTERN_SMTP_HEADER_TOO_BIG',
   /** Relay: the message holds NUL bytes (554 5.6.0). */
   SMTP_NUL_BYTES: 'POSTERN_SMTP_NUL_BYTES',
@@ -85,9 +65,6 @@ export const ErrorCodes = {
   SMTP_BARE_NEWLINE: 'POSTERN_SMTP_BARE_NEWLINE',
   /** Relay: the relay certificate or key given by the administrator is not usable. */
   SMTP_CERTIFICATE_INVALID: 'POSTERN_SMTP_CERTIFICATE_INVALID',
-
-  // ---- delivery (smtp-out): what the upstream said ----
-
   /** Delivery: the upstream server could not be reached or the session broke (network, TLS, timeout). */
   SMTP_UPSTREAM_CONNECTION: 'POSTERN_SMTP_UPSTREAM_CONNECTION',
   /** Delivery: the upstream server refused the XOAUTH2/OAUTHBEARER login, also after one forced token refresh. */
@@ -96,15 +73,14 @@ export const ErrorCodes = {
   SMTP_UPSTREAM_UNSUPPORTED: 'POSTERN_SMTP_UPSTREAM_UNSUPPORTED',
   /** Delivery: the upstream server refused the message (a 4xx or 5xx reply after MAIL, RCPT or DATA). */
   SMTP_UPSTREAM_REJECTED: 'POSTERN_SMTP_UPSTREAM_REJECTED',
-
-  // ---- queue ----
-
-  /** Queue: the spooled copy of a message is missing or unreadable. */
-  QUEUE_SPOOL_MISSING: 'POSTERN_QUEUE_SPOOL_MISSING',
-  /** Queue: an incoming message could not be put on stable storage (the device gets 451 and keeps it). */
-  QUEUE_COMMIT_FAILED: 'POSTERN_QUEUE_COMMIT_FAILED',
   /** Queue: a delivery's lease was taken over (by a later pass or another instance) before its outcome was recorded. */
   QUEUE_LEASE_LOST: 'POSTERN_QUEUE_LEASE_LOST',
+  /** Queue: the spooled copy of a message is missing or unreadable. */
+  QUEUE_SPOOL_MISSING: 'POSTERN_QUEUE_SPOOL_MISSING',
+  /** Queue: the message could not be committed to stable storage (the device gets 451 and keeps it). */
+  QUEUE_COMMIT_FAILED: 'POSTERN_QUEUE_COMMIT_FAILED',
+  /** Queue: the queue is shutting down and takes no new messages (421 4.3.2). */
+  QUEUE_STOPPING: 'POSTERN_QUEUE_STOPPING',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];

@@ -55,7 +55,7 @@ const MAY_IMPORT: Record<Part, readonly Part[]> = {
   queue: ['errors', 'log', 'config', 'store'],
   'smtp-in': ['errors', 'log', 'config', 'tls', 'store', 'throttle', 'queue'],
   'smtp-out': ['errors', 'log', 'config', 'tls', 'store', 'oauth', 'queue'],
-  notify: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'oauth', 'queue'],
+  notify: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'oauth', 'queue', 'smtp-out'],
   backup: ['errors', 'log', 'config', 'store', 'queue'],
   api: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify'],
   web: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify', 'backup', 'api'],

@@ -371,7 +371,7 @@ export class RelayServer {
   // ---- SMTP phases ----------------------------------------------------------------------------------
 
   onConnect(_session: SMTPServerSession, callback: (error?: Error | null) => void): void {
-    if (this.#stopping) return callback(smtpError(421, '4.3.2 Postern is shutting down; try again shortly', ErrorCodes.SMTP_SHUTTING_DOWN));
+    if (this.#stopping) return callback(smtpError(421, '4.3.2 Postern is shutting down; try again shortly', ErrorCodes.QUEUE_STOPPING));
     callback();
   }
 
