@@ -42,6 +42,14 @@ const OWN_CODE_STRINGS_ALLOWED = new Set(['src/store/backup.ts']);
  */
 const RAISED_BY_A_PART_NOT_HERE_YET: Record<string, string> = { POSTERN_WEB_INVALID_INPUT: 'src/api' };
 
+/**
+ * Codes of parts this checkout may not have yet, by prefix, with the part's folder: docs/errors.md may
+ * document them ahead of their catalogue entries only while the folder is missing.
+ */
+const DOCUMENTED_AHEAD: Record<string, string> = { POSTERN_BACKUP_: 'src/backup', POSTERN_API_: 'src/api' };
+const documentedAhead = (name: string) =>
+  Object.entries(DOCUMENTED_AHEAD).some(([prefix, folder]) => name.startsWith(prefix) && !existsSync(join(ROOT, folder)));
+
 /** A `POSTERN_…` name at the start of a string literal ('…', "…" or `…`). */
 const CODE_LITERAL = /['"`](POSTERN_[A-Z0-9_]*[A-Z0-9])(?![A-Z0-9_])/g;
 
@@ -59,12 +67,12 @@ describe('the error catalogue', () => {
     const sections = [...doc.matchAll(/^### (\S+)\s*$/gm)].map((m) => m[1]!);
     const missing = CODES.filter((code) => !sections.includes(code));
     expect(missing, 'codes in src/errors.ts without a section in docs/errors.md').toEqual([]);
-    const unknown = sections.filter((name) => !CATALOGUE.has(name));
+    const unknown = sections.filter((name) => !CATALOGUE.has(name) && !documentedAhead(name));
     expect(unknown, 'sections in docs/errors.md that are not codes in src/errors.ts').toEqual([]);
     const repeated = sections.filter((name, index) => sections.indexOf(name) !== index);
     expect(repeated, 'codes with more than one section in docs/errors.md').toEqual([]);
     // A code named anywhere in the text (advice pointing at another code) must exist too.
-    const named = [...doc.matchAll(/\bPOSTERN_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0]).filter((name) => !SETTINGS.has(name));
+    const named = [...doc.matchAll(/\bPOSTERN_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0]).filter((name) => !SETTINGS.has(name) && !documentedAhead(name));
     expect([...new Set(named.filter((name) => !CATALOGUE.has(name)))], 'names in docs/errors.md that are neither codes nor settings').toEqual([]);
   });
 
