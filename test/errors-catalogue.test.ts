@@ -7,8 +7,10 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import * as oauth from 'oauth4webapi';
 import { describe, expect, test } from 'vitest';
 import { ErrorCodes } from '../src/errors.js';
+import { toProviderError } from '../src/oauth/provider-errors.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
@@ -109,3 +111,21 @@ describe('the error catalogue', () => {
     for (const setting of SETTINGS) expect(CATALOGUE.has(setting), setting).toBe(false);
   });
 });
+
+describe('an authorization server failure is classified with its code', () => {
+  test('an answer that is no OAuth answer is POSTERN_OAUTH_INVALID_RESPONSE, not a provider error', () => {
+    const thrown = new oauth.OperationProcessingError('"response" content-type must be application/json', { cause: new Response('<html>', { status: 200 }) });
+    expect(toProviderError('microsoft', thrown, 'login.example.test')).toMatchObject({ code: ErrorCodes.OAUTH_INVALID_RESPONSE, kind: 'definitive' });
+  });
+
+  test('a server that is busy is POSTERN_OAUTH_CONNECTION_FAILED', () => {
+    const thrown = new oauth.OperationProcessingError('unexpected HTTP status', { cause: new Response('', { status: 503 }) });
+    expect(toProviderError('microsoft', thrown, 'login.example.test')).toMatchObject({ code: ErrorCodes.OAUTH_CONNECTION_FAILED, kind: 'transient' });
+  });
+
+  test('a server that cannot be reached is POSTERN_OAUTH_CONNECTION_FAILED', () => {
+    const thrown = new TypeError('fetch failed', { cause: Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }) });
+    expect(toProviderError('google', thrown, 'oauth2.example.test')).toMatchObject({ code: ErrorCodes.OAUTH_CONNECTION_FAILED });
+  });
+});
+
