@@ -18,7 +18,6 @@ import { readFileSync } from 'node:fs';
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ErrorCodes, PosternError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
@@ -186,7 +185,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     const bad = invalidHeaders(reply);
     if (bad.length > 0) {
       for (const name of bad) reply.removeHeader(name);
-      throw new PosternError(ErrorCodes.WEB_INVALID_HEADER, `the response had an invalid header: ${bad.join(', ')}`);
+      throw Object.assign(new Error(`the response had an invalid header: ${bad.join(', ')}`), { code: 'POSTERN_WEB_INVALID_HEADER' });
     }
     return payload;
   });
@@ -268,7 +267,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   app.setErrorHandler(async (error: Error & { code?: string; statusCode?: number }, request, reply) => {
     // The error page must be writable whatever the failed response had set.
     for (const name of invalidHeaders(reply)) reply.removeHeader(name);
-    if (error.code === ErrorCodes.WEB_INVALID_HEADER) reply.removeHeader('location');
+    if (error.code === 'POSTERN_WEB_INVALID_HEADER') reply.removeHeader('location');
     if (error.code === 'FST_CSRF_INVALID_TOKEN' || error.code === 'FST_CSRF_MISSING_SECRET') {
       return reply.render(
         'error',

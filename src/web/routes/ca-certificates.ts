@@ -1,6 +1,5 @@
 /** CA Certificate Settings: register and remove PEM CA certificates that Verify Server Certificate trusts. */
 import type { FastifyInstance } from 'fastify';
-import { ErrorCodes, isPosternError } from '../../errors.js';
 import { text, type WebContext } from '../app.js';
 
 const BASE = '/settings/send/ca-certificates';
@@ -29,10 +28,10 @@ export function registerCaCertificateRoutes(app: FastifyInstance, web: WebContex
       }
       return reply.redirect(BASE, 303);
     } catch (error) {
-      if (!isPosternError(error, ErrorCodes.TLS_CERTIFICATE_INVALID)) throw error;
+      if ((error as { code?: unknown } | undefined)?.code !== 'POSTERN_TLS_CERTIFICATE_INVALID') throw error;
       return reply.render(
         'ca-certificates',
-        { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem, error: error.message, base: BASE },
+        { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem, error: (error as Error).message, base: BASE },
         400,
       );
     }
