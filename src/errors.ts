@@ -1,7 +1,11 @@
 /**
  * Postern's error catalogue. Every error the product raises on purpose carries a stable `code`
- * (`POSTERN_<AREA>_<WHAT>`) so that callers branch on codes, tests assert codes, and the Remote UI can map
- * a code to advice. `cause` keeps the underlying error for logs; it is never shown verbatim to a device.
+ * (`POSTERN_<AREA>_<WHAT>`) so that callers branch on codes, tests assert codes, log lines name them
+ * (`errorCode`), and the Remote UI can map a code to advice. `cause` keeps the underlying error for logs; it
+ * is never shown verbatim to a device. What each code means to an administrator, and what to do about it,
+ * is in docs/errors.md; test/errors-catalogue.test.ts keeps the two in step and fails on a code nothing uses.
+ *
+ * One entry per code, each with its doc comment. A new code is added with its section in docs/errors.md.
  */
 
 export const ErrorCodes = {
@@ -17,13 +21,15 @@ export const ErrorCodes = {
   STORE_UNAVAILABLE: 'POSTERN_STORE_UNAVAILABLE',
   /** A ciphertext failed authentication (tampered or wrong key). */
   STORE_DECRYPT_FAILED: 'POSTERN_STORE_DECRYPT_FAILED',
+  /** PEM text given by the administrator holds no certificate, one that does not parse, or not a CA where one is needed. */
+  TLS_CERTIFICATE_INVALID: 'POSTERN_TLS_CERTIFICATE_INVALID',
   /** The configured authorization server endpoint is not acceptable. */
   OAUTH_ENDPOINT_INVALID: 'POSTERN_OAUTH_ENDPOINT_INVALID',
-  /** The authorization server could not be reached (TLS, DNS, timeout, refused). */
+  /** The authorization server could not be reached (TLS, DNS, timeout, refused), or answered 5xx/429. */
   OAUTH_CONNECTION_FAILED: 'POSTERN_OAUTH_CONNECTION_FAILED',
   /** The authorization server answered with an OAuth error. */
   OAUTH_PROVIDER_ERROR: 'POSTERN_OAUTH_PROVIDER_ERROR',
-  /** The authorization server's answer did not conform to the protocol. */
+  /** The authorization server's answer did not conform to the protocol (not an OAuth server, a web page, a proxy). */
   OAUTH_INVALID_RESPONSE: 'POSTERN_OAUTH_INVALID_RESPONSE',
   /** No usable token: the account is not registered, expired, or its provider is turned off. */
   OAUTH_TOKEN_UNAVAILABLE: 'POSTERN_OAUTH_TOKEN_UNAVAILABLE',
@@ -35,14 +41,26 @@ export const ErrorCodes = {
   PROXY_UNREACHABLE: 'POSTERN_PROXY_UNREACHABLE',
   /** A request from the Remote UI failed validation. */
   WEB_INVALID_INPUT: 'POSTERN_WEB_INVALID_INPUT',
+  /** Remote UI: a response would have carried a header Node refuses to write (a control character from input). */
+  WEB_INVALID_HEADER: 'POSTERN_WEB_INVALID_HEADER',
+  /** Relay: a session was closed with 421 because a limit was reached (sessions per address, commands, time). */
+  SMTP_SESSION_LIMIT: 'POSTERN_SMTP_SESSION_LIMIT',
   /** Relay: a device sent MAIL without authenticating from a network that is not allowed (530 5.7.0). */
   SMTP_AUTH_REQUIRED: 'POSTERN_SMTP_AUTH_REQUIRED',
-  /** Relay: a device's user name or password was wrong (535 5.7.8). */
+  /** Relay: a device's user name or password was wrong, or it asked to act as someone else (535 5.7.8). */
   SMTP_AUTH_FAILED: 'POSTERN_SMTP_AUTH_FAILED',
   /** Relay: too many failed device logins from an address (454 4.7.0). */
   SMTP_AUTH_THROTTLED: 'POSTERN_SMTP_AUTH_THROTTLED',
+  /** Relay: a device account's Allowed Sender Addresses do not include the MAIL FROM address (550 5.7.1). */
+  SMTP_SENDER_NOT_ALLOWED: 'POSTERN_SMTP_SENDER_NOT_ALLOWED',
+  /** Relay: the relay could not check a login or read a device's settings (database failure; 454 / 451). */
+  SMTP_LOCAL_ERROR: 'POSTERN_SMTP_LOCAL_ERROR',
   /** Relay: the message is larger than the maximum message size (552 5.3.4). */
   SMTP_MESSAGE_TOO_BIG: 'POSTERN_SMTP_MESSAGE_TOO_BIG',
+  /** Relay / delivery: the header block is too large (over 256 KiB at the relay: 552 5.3.4; over 1 MiB for the sender policy: 554 5.6.0). */
+  SMTP_HEADER_TOO_BIG: 'POSTERN_SMTP_HEADER_TOO_BIG',
+  /** Relay: the message holds NUL bytes (554 5.6.0). */
+  SMTP_NUL_BYTES: 'POSTERN_SMTP_NUL_BYTES',
   /** Relay: the message holds a bare CR or LF and the relay is set to reject those (554 5.6.0). */
   SMTP_BARE_NEWLINE: 'POSTERN_SMTP_BARE_NEWLINE',
   /** Relay: the relay certificate or key given by the administrator is not usable. */
@@ -51,10 +69,12 @@ export const ErrorCodes = {
   SMTP_UPSTREAM_CONNECTION: 'POSTERN_SMTP_UPSTREAM_CONNECTION',
   /** Delivery: the upstream server refused the XOAUTH2/OAUTHBEARER login, also after one forced token refresh. */
   SMTP_UPSTREAM_AUTH_FAILED: 'POSTERN_SMTP_UPSTREAM_AUTH_FAILED',
-  /** Delivery: the upstream server offers no OAuth SASL mechanism (or no STARTTLS where it is required). */
+  /** Delivery: the upstream lacks what Postern needs: an OAuth SASL mechanism, STARTTLS, or 8BITMIME/SMTPUTF8 for this message. */
   SMTP_UPSTREAM_UNSUPPORTED: 'POSTERN_SMTP_UPSTREAM_UNSUPPORTED',
   /** Delivery: the upstream server refused the message (a 4xx or 5xx reply after MAIL, RCPT or DATA). */
   SMTP_UPSTREAM_REJECTED: 'POSTERN_SMTP_UPSTREAM_REJECTED',
+  /** Queue: a delivery's lease was taken over (by a later pass or another instance) before its outcome was recorded. */
+  QUEUE_LEASE_LOST: 'POSTERN_QUEUE_LEASE_LOST',
   /** Queue: the spooled copy of a message is missing or unreadable. */
   QUEUE_SPOOL_MISSING: 'POSTERN_QUEUE_SPOOL_MISSING',
   /** Queue: the message could not be committed to stable storage (the device gets 451 and keeps it). */

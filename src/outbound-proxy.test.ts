@@ -73,6 +73,7 @@ describe('OutboundProxy.parse', () => {
     ['http://user:%E0%A4%A@proxy.corp.example:3128', /not correctly percent-encoded/],
   ])('%s is refused', (value, message) => {
     expect(() => OutboundProxy.parse(value, 'POSTERN_HTTPS_PROXY')).toThrow(message);
+    expect(() => OutboundProxy.parse(value, 'POSTERN_HTTPS_PROXY')).toThrow(expect.objectContaining({ code: 'POSTERN_CONFIG_INVALID' }));
   });
 
   test('an invalid URL is quoted without its credentials', () => {

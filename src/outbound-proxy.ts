@@ -50,7 +50,7 @@ export class OutboundProxy {
 
   /**
    * Parses a proxy URL, `http://[user:password@]host[:port]` (or `https://…`; the port defaults to the
-   * scheme's, 80 or 443). Throws a one-line message naming `setting` when the value is not usable.
+   * scheme's, 80 or 443). Throws POSTERN_CONFIG_INVALID, one line naming `setting`, when the value is not usable.
    */
   static parse(value: string, setting: ProxySetting, noProxy = '', noProxySetting: 'NO_PROXY' | 'no_proxy' = 'NO_PROXY'): OutboundProxy {
     const text = value.trim();
@@ -59,13 +59,13 @@ export class OutboundProxy {
     try {
       url = new URL(text);
     } catch {
-      throw new Error(`${expected}, got "${withoutCredentials(text)}"`);
+      throw new PosternError(ErrorCodes.CONFIG_INVALID, `${expected}, got "${withoutCredentials(text)}"`);
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') {
-      throw new Error(`${expected} (http:// or https://), got "${withoutCredentials(text)}"`);
+      throw new PosternError(ErrorCodes.CONFIG_INVALID, `${expected} (http:// or https://), got "${withoutCredentials(text)}"`);
     }
     if (url.hostname === '' || (url.pathname !== '/' && url.pathname !== '') || url.search !== '' || url.hash !== '') {
-      throw new Error(`${expected}, without a path or query, got "${withoutCredentials(text)}"`);
+      throw new PosternError(ErrorCodes.CONFIG_INVALID, `${expected}, without a path or query, got "${withoutCredentials(text)}"`);
     }
     let authorization: string | undefined;
     if (url.username !== '' || url.password !== '') {
@@ -75,7 +75,7 @@ export class OutboundProxy {
         user = decodeURIComponent(url.username);
         password = decodeURIComponent(url.password);
       } catch {
-        throw new Error(`${setting}: the user name or password is not correctly percent-encoded`);
+        throw new PosternError(ErrorCodes.CONFIG_INVALID, `${setting}: the user name or password is not correctly percent-encoded`);
       }
       authorization = `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
     }
@@ -119,7 +119,7 @@ function withoutCredentials(text: string): string {
 /**
  * Parses NO_PROXY as curl and undici read it: entries separated by commas (or white space); `*` for every
  * host; a host name matching itself and the names below it, with or without a leading `.` or `*.`; an IP
- * address or CIDR range; each with an optional `:port`. Throws a one-line message on an unreadable entry.
+ * address or CIDR range; each with an optional `:port`. Throws POSTERN_CONFIG_INVALID (one line) on an unreadable entry.
  */
 export function parseNoProxy(text: string, setting = 'NO_PROXY'): NoProxyRule[] {
   const rules: NoProxyRule[] = [];
@@ -128,7 +128,7 @@ export function parseNoProxy(text: string, setting = 'NO_PROXY'): NoProxyRule[] 
     if (entry === '') continue;
     const rule = parseNoProxyEntry(entry);
     if (!rule) {
-      throw new Error(
+      throw new PosternError(ErrorCodes.CONFIG_INVALID, 
         `${setting}: "${raw.trim()}" is not a host name, domain (.example.com), IP address, CIDR range or *, each with an optional :port`,
       );
     }

@@ -24,6 +24,10 @@ import { startSmtpSink, startUpstreamSmtp, type UpstreamSmtp } from './support/u
 let stack: SendingStack;
 let counter = 0;
 
+/** A log line about queue message `id` that names the error code (docs/errors.md). */
+const loggedFor = (id: string, errorCode: string) =>
+  stack.gw.logs().split('\n').some((line) => line.includes(`"queueId":"${id}"`) && line.includes(`"errorCode":"${errorCode}"`));
+
 /** Submits one message through the relay from an allowed network; returns its queue id. */
 async function submit(options: { subject?: string; from?: string; to?: string[]; headerFrom?: string } = {}): Promise<{ id: string; subject: string }> {
   const subject = options.subject ?? `message ${++counter}`;
@@ -101,6 +105,7 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(dsn.raw.toString()).toContain(`Subject: ${subject}`);
     const log = await stack.web.get(`/settings/log?id=${id}`);
     expect(log).toContain('Returned to Sender');
+    await eventually(() => loggedFor(id, 'POSTERN_SMTP_UPSTREAM_REJECTED'), 5_000, 'the failure logged with its code');
   });
 
   it('upstream 5xx for a null sender <>: no DSN', async () => {
@@ -143,6 +148,7 @@ describe('delivery through the Office 365 stand-in', () => {
     }, 10_000, 'a deferral');
     expect(deferred.reply).toBe(`535 ${reply}`);
     expect(deferred.advice).toMatch(/enable Authenticated SMTP for the mailbox/);
+    await eventually(() => loggedFor(id, 'POSTERN_SMTP_UPSTREAM_AUTH_FAILED'), 5_000, 'the deferral logged with its code');
     await waitState(id, 'sent');
   });
 

@@ -19,6 +19,8 @@ const message = (subject: string, from = 'scanner@printers.local', extra = '') =
 
 const queueRows = () => stack.gw.postern.store.db.selectFrom('queue_messages').select(['id', 'state']).execute();
 const spoolFiles = () => readdirSync(join(stack.gw.dataDir, 'spool')).filter((n) => n.endsWith('.eml'));
+/** Log lines so far that name the error code (docs/errors.md). */
+const logged = (errorCode: string) => stack.gw.logs().split('\n').filter((line) => line.includes(`"errorCode":"${errorCode}"`)).length;
 
 async function upstreamMessage(subject: string) {
   return eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === subject), 10_000, `"${subject}" upstream`);
@@ -137,9 +139,11 @@ describe('authenticated devices', () => {
 describe('never an open relay', () => {
   it('MAIL before AUTH from a network that is not allowed gets 530 5.7.0, and nothing is queued', async () => {
     const before = (await queueRows()).length;
+    const refusals = logged('POSTERN_SMTP_AUTH_REQUIRED');
     const smtp = await RawSmtp.open(stack.relayPort);
     expect(await smtp.command('EHLO attacker.test')).toMatch(/^250-/);
     expect(await smtp.command('MAIL FROM:<spoof@example.test>')).toBe('530 5.7.0 Authentication required');
+    expect(logged('POSTERN_SMTP_AUTH_REQUIRED')).toBe(refusals + 1);
     expect(await smtp.command('RCPT TO:<victim@example.test>')).toMatch(/^503 /);
     expect(await smtp.command('DATA')).toMatch(/^503 /);
     smtp.close();
@@ -165,6 +169,7 @@ describe('never an open relay', () => {
 
   it('a wrong device password gets 535; repeated failures are throttled with 454, even for the right password', async () => {
     await addDevice(stack.web, 'throttled-device', 'right-password-1');
+    const [failures, throttled] = [logged('POSTERN_SMTP_AUTH_FAILED'), logged('POSTERN_SMTP_AUTH_THROTTLED')];
     for (let i = 0; i < 5; i++) {
       const wrong = await pythonSend({ port: stack.relayPort, starttls: true, auth: { mechanism: 'PLAIN', user: 'throttled-device', password: `wrong-${i}` }, from: ALICE, to: ['bob@example.test'], message: message('never') });
       expect(wrong.error).toMatchObject({ type: 'SMTPAuthenticationError', code: 535, message: '5.7.8 Authentication credentials invalid' });
@@ -172,6 +177,8 @@ describe('never an open relay', () => {
     const blocked = await pythonSend({ port: stack.relayPort, starttls: true, auth: { mechanism: 'LOGIN', user: 'throttled-device', password: 'right-password-1' }, from: ALICE, to: ['bob@example.test'], message: message('never') });
     expect(blocked.error?.code).toBe(454);
     expect(blocked.error?.message).toMatch(/^4\.7\.0 Too many failed logins; try again in \d+ minutes? \(after \d\d:\d\d UTC\)$/);
+    expect(logged('POSTERN_SMTP_AUTH_FAILED')).toBe(failures + 5);
+    expect(logged('POSTERN_SMTP_AUTH_THROTTLED')).toBe(throttled + 1);
     expect(stack.upstream.messages.some((m) => m.parsed?.subject === 'never')).toBe(false);
     expect(stack.gw.logs()).not.toContain('right-password-1');
     expect(stack.gw.logs()).not.toContain('wrong-0');
@@ -232,8 +239,10 @@ describe('SMTP smuggling (docs/protocol.md §5.1)', () => {
   it('with Reject, any bare CR or LF gets 554 and nothing is relayed', async () => {
     await saveRelaySettings(stack.web, { allowedNetworks: '127.0.0.1', bareNewlines: 'reject' });
     const before = (await queueRows()).length;
+    const refusals = logged('POSTERN_SMTP_BARE_NEWLINE');
     const replies = await sendRaw(smuggle('\n.\n', 'rejected smuggling'));
     expect(replies[3]).toBe('554 5.6.0 Message contains a bare CR or LF; lines must end with CRLF');
+    expect(logged('POSTERN_SMTP_BARE_NEWLINE')).toBe(refusals + 1);
     expect((await queueRows()).length).toBe(before);
     await saveRelaySettings(stack.web, {});
   });
@@ -253,6 +262,7 @@ describe('message size (RFC 1870, docs/protocol.md §5.5)', () => {
     const line = 'x'.repeat(998) + '\r\n';
     smtp.write(`Subject: really too big\r\n\r\n${line.repeat(1600)}.\r\n`);
     expect(await smtp.reply()).toBe('552 5.3.4 Error: message exceeds fixed maximum message size 1048576');
+    expect(logged('POSTERN_SMTP_MESSAGE_TOO_BIG')).toBeGreaterThan(0);
     // The session goes on: a small message right after is accepted.
     expect(await smtp.command('MAIL FROM:<a@printers.local>')).toMatch(/^250 /);
     smtp.close();
@@ -304,6 +314,7 @@ describe('storage failures (nothing is lost)', () => {
       expect(refused.ok).toBe(false);
       expect(refused.error).toMatchObject({ code: 451 });
       expect(refused.error?.message).toMatch(/^4\.3\.0 /);
+      expect(logged('POSTERN_QUEUE_COMMIT_FAILED')).toBeGreaterThan(0);
       expect((await queueRows()).length).toBe(before);
     } finally {
       rmSync(spool);

@@ -29,7 +29,7 @@ export class ProviderError extends PosternError {
     options?: { cause?: unknown },
   ) {
     super(
-      kind === 'transient' && error === undefined ? ErrorCodes.OAUTH_CONNECTION_FAILED : ErrorCodes.OAUTH_PROVIDER_ERROR,
+      error !== undefined ? ErrorCodes.OAUTH_PROVIDER_ERROR : kind === 'transient' ? ErrorCodes.OAUTH_CONNECTION_FAILED : ErrorCodes.OAUTH_INVALID_RESPONSE,
       message,
       options,
     );

@@ -5,13 +5,15 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sql } from 'kysely';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { QueueTuning } from '../config.js';
+import { ErrorCodes, isPosternError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { openStore, type Store } from '../store/store.js';
 import { StorePacer } from './pacing.js';
 import { QueueManager, type DeliveryResult, type OutboundTransport, type RouteStatus } from './queue-manager.js';
-import { MessageQueue, type MessageEnvelope, type QueuedMessage } from './queue.js';
+import { LeaseLostError, MessageQueue, type MessageEnvelope, type QueuedMessage } from './queue.js';
 import { Spool } from './spool.js';
 
 const log = createLogger('silent');
@@ -313,5 +315,32 @@ describe('queue manager', () => {
     expect(await queue.get(id)).toBeUndefined();
     expect((await queue.logEntries({ queueId: id }))[0]).toMatchObject({ event: 'deleted' });
     expect(await queue.remove(id, 'admin')).toBeUndefined();
+  });
+});
+
+describe('queue errors carry their catalogue codes (docs/errors.md)', () => {
+  it('a message that cannot be recorded fails with POSTERN_QUEUE_COMMIT_FAILED and leaves no spool file', async () => {
+    const incoming = await queue.receive();
+    await new Promise<void>((resolve, reject) => incoming.body.end(Buffer.from('Subject: x\r\n\r\nx\r\n'), (e?: Error | null) => (e ? reject(e) : resolve())));
+    // The database refuses the write, as on a full or failing disk.
+    await sql`ALTER TABLE delivery_log RENAME TO delivery_log_away`.execute(store.db);
+    try {
+      const commit = incoming.commit({ reversePath: 'a@b.test', recipients: ['c@d.test'], body8bit: false, smtputf8: false, headerFrom: null, subject: null, messageId: null, client: 'test' });
+      await expect(commit).rejects.toMatchObject({ code: ErrorCodes.QUEUE_COMMIT_FAILED });
+    } finally {
+      await sql`ALTER TABLE delivery_log_away RENAME TO delivery_log`.execute(store.db);
+    }
+    expect(await queue.get(incoming.id)).toBeUndefined();
+    expect(existsSync(queue.spool.path(incoming.id))).toBe(false);
+  });
+
+  it('a body whose spool file is gone fails its stream with POSTERN_QUEUE_SPOOL_MISSING', async () => {
+    const error = await new Promise<unknown>((resolve) => queue.spool.read(Spool.newId()).on('error', resolve).resume());
+    expect(isPosternError(error, ErrorCodes.QUEUE_SPOOL_MISSING)).toBe(true);
+    expect((error as Error).message).toMatch(/^the spooled copy of queue message [0-9a-f-]{36} is missing$/);
+  });
+
+  it('a lost lease is POSTERN_QUEUE_LEASE_LOST', () => {
+    expect(new LeaseLostError('x')).toMatchObject({ code: ErrorCodes.QUEUE_LEASE_LOST, name: 'LeaseLostError' });
   });
 });

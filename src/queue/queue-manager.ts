@@ -22,6 +22,7 @@
 import type { Readable } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import type { QueueTuning } from '../config.js';
+import { isPosternError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { describeError, type Logger } from '../log.js';
 import { buildDsn, statusOf, type FailedRecipient } from './dsn.js';
 import type { Pacer, PacingGrant, PacingSlot } from './pacing.js';
@@ -44,11 +45,12 @@ export interface RouteStatus {
   remoteMta?: string | undefined;
 }
 
+/** `errorCode`: the catalogue's name for what went wrong (POSTERN_SMTP_UPSTREAM_*, …), for the log. */
 export type DeliveryResult =
   | { status: 'delivered'; code: number | null; reply: string; accepted: string[]; rejected: RecipientReply[] }
-  | { status: 'deferred'; code: number | null; reply: string; advice: string }
-  | { status: 'failed'; code: number | null; reply: string; advice: string }
-  | { status: 'held'; reason: string; advice?: string | undefined };
+  | { status: 'deferred'; code: number | null; reply: string; advice: string; errorCode?: ErrorCode | undefined }
+  | { status: 'failed'; code: number | null; reply: string; advice: string; errorCode?: ErrorCode | undefined }
+  | { status: 'held'; reason: string; advice?: string | undefined; errorCode?: ErrorCode | undefined };
 
 /** The queue's view of smtp-out (wired in app.ts). */
 export interface OutboundTransport {
@@ -349,7 +351,7 @@ export class QueueManager {
     try {
       result = await this.#transport.deliver(message, () => this.#queue.body(message), route);
     } catch (error) {
-      result = { status: 'deferred', code: null, reply: describeError(error).message, advice: 'Postern retries automatically.' };
+      result = { status: 'deferred', code: null, reply: describeError(error).message, advice: 'Postern retries automatically.', errorCode: isPosternError(error) ? error.code : undefined };
     } finally {
       this.#queue.forgetBody(message);
     }
@@ -364,7 +366,7 @@ export class QueueManager {
       await this.#record(message, route, result);
     } catch (error) {
       if (error instanceof LeaseLostError) {
-        this.#log.warn({ queueId: message.id }, 'lease lost while delivering; another pass took the message over');
+        this.#log.warn({ queueId: message.id, errorCode: ErrorCodes.QUEUE_LEASE_LOST }, 'lease lost while delivering; another pass took the message over');
       } else {
         this.#log.error({ err: describeError(error), queueId: message.id }, 'could not record a delivery outcome; the message will be tried again');
       }
@@ -378,7 +380,7 @@ export class QueueManager {
       this.#heldMayExist = true;
       this.#releaseNotBefore = this.#now() + 5 * this.#tickMs;
       await this.#queue.hold(message, this.owner, result.reason, result.advice);
-      this.#log.warn({ queueId: message.id, reason: result.reason }, 'message held: no usable token');
+      this.#log.warn({ queueId: message.id, reason: result.reason, errorCode: result.errorCode }, 'message held: no usable token');
       return;
     }
     let delivered: string[] = [];
@@ -454,7 +456,9 @@ export class QueueManager {
       deliveredRecorded,
     });
     // `replyCode`, not `code`: the log redacts `code` fields (OAuth authorization codes).
-    const fields = { queueId: message.id, state: outcome.state, replyCode: summary.code, reply: summary.reply, attempts: message.attempts };
+    // Recipients the upstream refused in a delivered outcome: the refusal is the upstream's (RCPT / DATA).
+    const errorCode = result.status !== 'delivered' ? result.errorCode : retry.length + allFailed.length > 0 ? ErrorCodes.SMTP_UPSTREAM_REJECTED : undefined;
+    const fields = { queueId: message.id, state: outcome.state, replyCode: summary.code, reply: summary.reply, attempts: message.attempts, ...(errorCode ? { errorCode } : {}) };
     if (outcome.state === 'sent' && retry.length === 0 && allFailed.length === 0) this.#log.info(fields, 'message delivered');
     else if (outcome.state === 'deferred') this.#log.warn({ ...fields, nextAttemptAt: next, advice: summary.advice }, 'delivery deferred');
     else this.#log.warn({ ...fields, failed: allFailed.map((r) => r.recipient), bounceId: outcome.bounceId, advice: summary.advice }, 'delivery failed for some recipients');

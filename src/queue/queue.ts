@@ -9,7 +9,8 @@
  *   stays for the Log page, the body is removed).
  * Inputs: bodies and envelopes from the relay; outcomes from the queue manager; Retry Now / Delete from
  *   the Remote UI. Outputs: rows for the queue manager and the Queue and Log pages.
- * Failure modes: a failed commit rejects and the relay answers 451 (the device keeps the message). Every
+ * Failure modes: a failed commit rejects with POSTERN_QUEUE_COMMIT_FAILED and the relay answers 451 (the
+ *   device keeps the message). Every
  *   transition of an active message checks the lease, so a delivery whose lease was taken over cannot
  *   overwrite the newer outcome.
  * Known limits: only the node whose spool holds a body delivers it (rows carry `node_id`).
@@ -17,6 +18,7 @@
 import type { Selectable } from 'kysely';
 import { Readable } from 'node:stream';
 import type { QueueTuning } from '../config.js';
+import { ErrorCodes, PosternError } from '../errors.js';
 import type { DeliveryEvent, QueueMessagesTable, QueueState } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import { Spool, type SpoolWriter } from './spool.js';
@@ -137,6 +139,10 @@ export function toMessage(row: QueueRow): QueuedMessage {
 }
 
 /** Reply text as stored and shown: one line, bounded. */
+function reasonOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 function oneLine(text: string | null | undefined, max = 1000): string | null {
   if (text === null || text === undefined) return null;
   return text.replace(/\s*[\r\n]+\s*/g, ' ').slice(0, max);
@@ -173,15 +179,25 @@ export class MessageQueue {
 
   async receive(): Promise<IncomingMessage> {
     const id = Spool.newId();
-    const body = await this.spool.create(id, this.#cachedBytes + KEEP_BODY_BYTES <= KEEP_BODIES_TOTAL ? KEEP_BODY_BYTES : 0);
+    let body: SpoolWriter;
+    try {
+      body = await this.spool.create(id, this.#cachedBytes + KEEP_BODY_BYTES <= KEEP_BODIES_TOTAL ? KEEP_BODY_BYTES : 0);
+    } catch (error) {
+      throw new PosternError(ErrorCodes.QUEUE_COMMIT_FAILED, `no spool file could be created for a new message: ${reasonOf(error)}`, { cause: error });
+    }
     let settled = false;
     return {
       id,
       body,
       commit: async (envelope) => {
-        if (settled) throw new Error('message already committed or aborted');
+        // A programmer error (the relay commits once), not a storage failure.
+        if (settled) throw new Error('invariant: message already committed or aborted');
         settled = true;
-        await body.commit();
+        try {
+          await body.commit();
+        } catch (error) {
+          throw new PosternError(ErrorCodes.QUEUE_COMMIT_FAILED, `the spool file of queue message ${id} could not be made durable: ${reasonOf(error)}`, { cause: error });
+        }
         const now = this.#now();
         const row = this.#newRow(id, envelope, body.bytesWritten, now, false);
         try {
@@ -194,7 +210,7 @@ export class MessageQueue {
           });
         } catch (error) {
           await this.spool.remove(id).catch(() => undefined);
-          throw error;
+          throw new PosternError(ErrorCodes.QUEUE_COMMIT_FAILED, `queue message ${id} could not be recorded in the database: ${reasonOf(error)}`, { cause: error });
         }
         const message = toMessage(row);
         const kept = body.kept();
@@ -751,9 +767,9 @@ export class MessageQueue {
   }
 }
 
-export class LeaseLostError extends Error {
+export class LeaseLostError extends PosternError {
   constructor(id: string) {
-    super(`the lease of queue message ${id} was lost`);
+    super(ErrorCodes.QUEUE_LEASE_LOST, `the lease of queue message ${id} was lost`);
     this.name = 'LeaseLostError';
   }
 }

@@ -20,6 +20,7 @@ import { close, createReadStream, existsSync, fsync, mkdirSync, open, readFileSy
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable, type Readable } from 'node:stream';
+import { ErrorCodes, PosternError } from '../errors.js';
 
 /** The file in the spool directory that keeps this node's id across restarts. */
 export const NODE_ID_FILE = 'node-id';
@@ -68,6 +69,7 @@ export class Spool {
   }
 
   path(id: string): string {
+    // An invariant, not input checking: ids come from Spool.newId() or from queue rows.
     if (!/^[0-9a-f-]{36}$/.test(id)) throw new TypeError(`not a queue id: ${id}`);
     return join(this.dir, bodyFileName(id));
   }
@@ -79,8 +81,16 @@ export class Spool {
     return new SpoolWriter(fd, path, () => this.syncDirectory(), keepBytes);
   }
 
+  /** The body's bytes. A missing or unreadable file fails the stream with POSTERN_QUEUE_SPOOL_MISSING. */
   read(id: string): Readable {
-    return createReadStream(this.path(id), { highWaterMark: 64 * 1024 });
+    const stream = createReadStream(this.path(id), { highWaterMark: 64 * 1024 });
+    // Every error of a file stream passes through _destroy (no extra stream in the path of each chunk).
+    const destroy = stream._destroy.bind(stream);
+    stream._destroy = (error, callback) =>
+      destroy(error, (failure) =>
+        callback(failure ? new PosternError(ErrorCodes.QUEUE_SPOOL_MISSING, `the spooled copy of queue message ${id} ${(failure as NodeJS.ErrnoException).code === 'ENOENT' ? 'is missing' : `cannot be read: ${failure.message}`}`, { cause: failure }) : failure),
+      );
+    return stream;
   }
 
   async remove(id: string): Promise<void> {

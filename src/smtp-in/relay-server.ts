@@ -54,6 +54,7 @@ import { pipeline } from 'node:stream/promises';
 import type { TLSSocket } from 'node:tls';
 import { SMTPServer, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
+import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
 import { describeError, type Logger } from '../log.js';
 import type { IncomingMessage, MessageEnvelope, QueuedMessage } from '../queue/queue.js';
 import { RELAY_LIMIT_DEFAULTS, type RelayLimits } from '../config.js';
@@ -101,9 +102,9 @@ interface SessionUser {
   deviceId: string;
 }
 
-/** smtp-server's handler error: the reply code travels on the error. */
-function smtpError(code: number, message: string): Error & { responseCode: number } {
-  return Object.assign(new Error(message), { responseCode: code });
+/** smtp-server's handler error: the reply code travels on the error, the catalogue code says which refusal it is. */
+function smtpError(code: number, message: string, errorCode: ErrorCode): PosternError & { responseCode: number } {
+  return Object.assign(new PosternError(errorCode, message), { responseCode: code });
 }
 
 /** A reply text that carries its own RFC 3463 code (`4.3.2 …`). */
@@ -318,7 +319,8 @@ export class RelayServer {
     this.#settings = await this.#options.settings.get();
     this.#networks = parseNetworks(this.#settings.allowedNetworks.join('\n')).ranges;
     this.#certificate = await this.#options.settings.certificate();
-    if (!this.#certificate) throw new Error('the relay certificate is missing (RelaySettings.ensureCertificate runs first)');
+    // An invariant of the wiring (app.ts), not a condition an administrator can meet: a programmer error.
+    if (!this.#certificate) throw new Error('invariant: the relay certificate is missing (RelaySettings.ensureCertificate runs first)');
     await this.#readUpstream();
     const server = new RelaySmtpServer({
       name: this.#options.hostname,
@@ -347,7 +349,7 @@ export class RelayServer {
       onData: (stream, session, callback) => void this.onData(stream, session, callback),
     });
     server.limits = this.#limits;
-    server.refused = (reason, address) => this.#log.info({ address, reason }, 'relay session closed (421)');
+    server.refused = (reason, address) => this.#log.info({ address, reason, errorCode: ErrorCodes.SMTP_SESSION_LIMIT }, 'relay session closed (421)');
     server.on('error', (error: Error & { code?: string }) => {
       // Socket errors of single sessions (resets, TLS alerts) land here; they end only that session.
       this.#log.debug({ code: error.code, message: error.message }, 'relay session error');
@@ -369,7 +371,7 @@ export class RelayServer {
   // ---- SMTP phases ----------------------------------------------------------------------------------
 
   onConnect(_session: SMTPServerSession, callback: (error?: Error | null) => void): void {
-    if (this.#stopping) return callback(smtpError(421, '4.3.2 Postern is shutting down; try again shortly'));
+    if (this.#stopping) return callback(smtpError(421, '4.3.2 Postern is shutting down; try again shortly', ErrorCodes.QUEUE_STOPPING));
     callback();
   }
 
@@ -388,26 +390,26 @@ export class RelayServer {
     const password = auth.password ?? '';
     // RFC 4616 §2: a device account may act only as itself; another authorization identity is refused.
     if (method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid !== auth.authcid) {
-      this.#log.warn({ username, address, method }, 'device AUTH refused: authorization identity differs from the user name');
+      this.#log.warn({ username, address, method, errorCode: ErrorCodes.SMTP_AUTH_FAILED }, 'device AUTH refused: authorization identity differs from the user name');
       return callback(null, { responseCode: 535, message: '5.7.8 Authorization identity must be empty or the same as the user name' });
     }
     try {
       const attempt = await this.#options.throttle.reserve(username, address);
       if (!attempt.allowed) {
-        this.#log.warn({ username, address, method }, 'device AUTH refused: too many failed attempts');
-        return callback(smtpError(454, `4.7.0 Too many failed logins; ${tryAgainIn(attempt.retryAfterSeconds)}`));
+        this.#log.warn({ username, address, method, errorCode: ErrorCodes.SMTP_AUTH_THROTTLED }, 'device AUTH refused: too many failed attempts');
+        return callback(smtpError(454, `4.7.0 Too many failed logins; ${tryAgainIn(attempt.retryAfterSeconds)}`, ErrorCodes.SMTP_AUTH_THROTTLED));
       }
       const device = username && password ? await this.#options.devices.authenticate(username, password) : undefined;
       if (!device) {
         // The reservation stays: it is the failure's count.
-        this.#log.warn({ username, address, method }, 'device AUTH failed: wrong user name or password');
+        this.#log.warn({ username, address, method, errorCode: ErrorCodes.SMTP_AUTH_FAILED }, 'device AUTH failed: wrong user name or password');
         return callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
       }
       await attempt.succeeded();
       callback(null, { user: { device: device.username, deviceId: device.id } });
     } catch (error) {
-      this.#log.error({ err: describeError(error) }, 'device AUTH could not be checked');
-      callback(smtpError(454, '4.7.0 Temporary authentication failure; try again'));
+      this.#log.error({ err: describeError(error), errorCode: ErrorCodes.SMTP_LOCAL_ERROR }, 'device AUTH could not be checked');
+      callback(smtpError(454, '4.7.0 Temporary authentication failure; try again', ErrorCodes.SMTP_LOCAL_ERROR));
     }
   }
 
@@ -420,8 +422,8 @@ export class RelayServer {
     const user = session.user as SessionUser | undefined;
     if (!user) {
       if (!isAllowed(session.remoteAddress, this.#networks)) {
-        this.#log.warn({ address: session.remoteAddress }, 'MAIL without AUTH from a network that is not allowed: refused (530)');
-        return callback(smtpError(530, '5.7.0 Authentication required'));
+        this.#log.warn({ address: session.remoteAddress, errorCode: ErrorCodes.SMTP_AUTH_REQUIRED }, 'MAIL without AUTH from a network that is not allowed: refused (530)');
+        return callback(smtpError(530, '5.7.0 Authentication required', ErrorCodes.SMTP_AUTH_REQUIRED));
       }
       return callback();
     }
@@ -430,16 +432,16 @@ export class RelayServer {
       // Remembered from AUTH for a few seconds (devices.ts): no query per message, edits count at once.
       allowed = await this.#options.devices.allowedSenders(user.deviceId);
     } catch (error) {
-      this.#log.error({ err: describeError(error), device: user.device }, 'Allowed Sender Addresses could not be read (451)');
-      return callback(smtpError(451, '4.3.0 Local error; try again later'));
+      this.#log.error({ err: describeError(error), device: user.device, errorCode: ErrorCodes.SMTP_LOCAL_ERROR }, 'Allowed Sender Addresses could not be read (451)');
+      return callback(smtpError(451, '4.3.0 Local error; try again later', ErrorCodes.SMTP_LOCAL_ERROR));
     }
     if (allowed === undefined) {
-      this.#log.info({ device: user.device, address: session.remoteAddress }, 'MAIL from a device account removed during the session: refused (530)');
-      return callback(smtpError(530, '5.7.0 Authentication required'));
+      this.#log.info({ device: user.device, address: session.remoteAddress, errorCode: ErrorCodes.SMTP_AUTH_REQUIRED }, 'MAIL from a device account removed during the session: refused (530)');
+      return callback(smtpError(530, '5.7.0 Authentication required', ErrorCodes.SMTP_AUTH_REQUIRED));
     }
     if (!isAllowedSender(address, allowed)) {
-      this.#log.info({ device: user.device, address: session.remoteAddress, mailFrom: address || '<>' }, 'MAIL FROM not allowed for this device: refused (550)');
-      return callback(smtpError(550, `5.7.1 Sender address <${address}> is not allowed for this device`));
+      this.#log.info({ device: user.device, address: session.remoteAddress, mailFrom: address || '<>', errorCode: ErrorCodes.SMTP_SENDER_NOT_ALLOWED }, 'MAIL FROM not allowed for this device: refused (550)');
+      return callback(smtpError(550, `5.7.1 Sender address <${address}> is not allowed for this device`, ErrorCodes.SMTP_SENDER_NOT_ALLOWED));
     }
     callback();
   }
@@ -451,9 +453,9 @@ export class RelayServer {
     try {
       incoming = await this.#options.intake.receive();
     } catch (error) {
-      this.#log.error({ err: describeError(error) }, 'could not open a spool file');
+      this.#log.error({ err: describeError(error), errorCode: ErrorCodes.QUEUE_COMMIT_FAILED }, 'could not open a spool file');
       stream.resume();
-      return callback(smtpError(451, '4.3.0 Local error, message not queued; try again later'));
+      return callback(smtpError(451, '4.3.0 Local error, message not queued; try again later', ErrorCodes.QUEUE_COMMIT_FAILED));
     }
     const guard = new SizeGuard(this.#settings.maxMessageSize);
     const normalizer = new MessageNormalizer({ hostname: this.#options.hostname });
@@ -461,23 +463,23 @@ export class RelayServer {
       await pipeline(stream, guard, normalizer, incoming.body);
       if (stream.sizeExceeded || guard.exceeded) {
         await incoming.abort();
-        this.#log.warn({ client, bytes: guard.bytes, limit: this.#settings.maxMessageSize }, 'message refused: larger than the maximum message size (552)');
-        return callback(smtpError(552, `5.3.4 Message exceeds fixed maximum message size ${this.#settings.maxMessageSize}`));
+        this.#log.warn({ client, bytes: guard.bytes, limit: this.#settings.maxMessageSize, errorCode: ErrorCodes.SMTP_MESSAGE_TOO_BIG }, 'message refused: larger than the maximum message size (552)');
+        return callback(smtpError(552, `5.3.4 Message exceeds fixed maximum message size ${this.#settings.maxMessageSize}`, ErrorCodes.SMTP_MESSAGE_TOO_BIG));
       }
       if (normalizer.facts.headerTooLarge) {
         await incoming.abort();
-        this.#log.warn({ client, limit: MAX_HEADER_BYTES }, 'message refused: header block too large (552)');
-        return callback(smtpError(552, `5.3.4 Message header block exceeds ${MAX_HEADER_BYTES} bytes`));
+        this.#log.warn({ client, limit: MAX_HEADER_BYTES, errorCode: ErrorCodes.SMTP_HEADER_TOO_BIG }, 'message refused: header block too large (552)');
+        return callback(smtpError(552, `5.3.4 Message header block exceeds ${MAX_HEADER_BYTES} bytes`, ErrorCodes.SMTP_HEADER_TOO_BIG));
       }
       if (normalizer.facts.nulBytes > 0) {
         await incoming.abort();
-        this.#log.warn({ client, nulBytes: normalizer.facts.nulBytes }, 'message refused: NUL bytes (554)');
-        return callback(smtpError(554, '5.6.0 Message contains NUL bytes'));
+        this.#log.warn({ client, nulBytes: normalizer.facts.nulBytes, errorCode: ErrorCodes.SMTP_NUL_BYTES }, 'message refused: NUL bytes (554)');
+        return callback(smtpError(554, '5.6.0 Message contains NUL bytes', ErrorCodes.SMTP_NUL_BYTES));
       }
       if (normalizer.bareNewlines > 0 && this.#settings.bareNewlines === 'reject') {
         await incoming.abort();
-        this.#log.warn({ client, bareLf: normalizer.facts.bareLf, bareCr: normalizer.facts.bareCr }, 'message refused: bare CR or LF (554)');
-        return callback(smtpError(554, '5.6.0 Message contains a bare CR or LF; lines must end with CRLF'));
+        this.#log.warn({ client, bareLf: normalizer.facts.bareLf, bareCr: normalizer.facts.bareCr, errorCode: ErrorCodes.SMTP_BARE_NEWLINE }, 'message refused: bare CR or LF (554)');
+        return callback(smtpError(554, '5.6.0 Message contains a bare CR or LF; lines must end with CRLF', ErrorCodes.SMTP_BARE_NEWLINE));
       }
       const envelope = session.envelope;
       const mailFrom = envelope.mailFrom ? envelope.mailFrom.address : '';
@@ -512,9 +514,9 @@ export class RelayServer {
       if (code === 'ECONNECTION' || code === 'ERR_STREAM_PREMATURE_CLOSE') {
         this.#log.info({ client }, 'device disconnected during DATA; nothing queued');
       } else {
-        this.#log.error({ err: describeError(error), client }, 'message could not be queued (451)');
+        this.#log.error({ err: describeError(error), client, errorCode: ErrorCodes.QUEUE_COMMIT_FAILED }, 'message could not be queued (451)');
       }
-      callback(smtpError(451, '4.3.0 Local error, message not queued; try again later'));
+      callback(smtpError(451, '4.3.0 Local error, message not queued; try again later', ErrorCodes.QUEUE_COMMIT_FAILED));
     }
   }
 

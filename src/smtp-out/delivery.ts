@@ -5,7 +5,9 @@
  *   for the next messages (a TLS handshake and a token check per message would cost the provider's
  *   connection budget and our throughput).
  * Inputs: the upstream target (host, port, TLS mode, the seed's TLS options), a token source, the
- *   envelope and a body stream. Outputs: the server's per-recipient answers, or a classified failure.
+ *   envelope and a body stream. Outputs: the server's per-recipient answers, or a classified failure
+ *   that carries its catalogue code (POSTERN_SMTP_UPSTREAM_*, or POSTERN_QUEUE_SPOOL_MISSING for a body
+ *   that could not be read; replies.ts).
  * Failure modes: port 465 speaks TLS at once; 587 requires STARTTLS and fails closed when the server does
  *   not offer it (AUTH is never sent before TLS: RFC 3207, docs/protocol.md §3.2). TLS options come from
  *   tls/trust.ts (`tlsClientOptions`, system + NODE_EXTRA_CA_CERTS + registered CAs). No usable token →
@@ -24,6 +26,7 @@ import { isIP } from 'node:net';
 import { Transform, type Readable } from 'node:stream';
 import { createSecureContext, type ConnectionOptions, type SecureContext } from 'node:tls';
 import SMTPConnection from 'nodemailer/lib/smtp-connection';
+import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { TokenUnavailableError, type AccessToken, type GetAccessTokenOptions } from '../oauth/token-service.js';
 import type { UpstreamTlsMode } from '../store/schema.js';
@@ -129,6 +132,7 @@ function step<T>(connection: SMTPConnection, run: (done: (error: Error | null | 
       else resolve(value as T);
     };
     const onError = (error: Error) => finish(error);
+    // Shaped as nodemailer's own connection errors, so that replies.ts classifies it with them.
     const onEnd = () => finish(Object.assign(new Error('the server closed the connection'), { code: 'ECONNECTION' }));
     connection.on('error', onError);
     connection.on('end', onEnd);
@@ -178,7 +182,13 @@ export class SmtpDelivery {
       if (refused) return refused;
       const counter = new ByteCounter();
       const stream = body();
-      stream.on('error', (error) => counter.destroy(error));
+      let bodyError: PosternError | undefined;
+      stream.on('error', (error) => {
+        if (!isPosternError(error)) return counter.destroy(error);
+        // nodemailer rewrites the code of the stream error it is handed (ESTREAM): it gets a copy.
+        bodyError = error;
+        counter.destroy(new Error(error.message, { cause: error }));
+      });
       stream.pipe(counter);
       try {
         const info = await step<SMTPConnection.SentMessageInfo>(session.connection, (done) =>
@@ -210,6 +220,8 @@ export class SmtpDelivery {
         if (e.code === 'EENVELOPE' && Array.isArray(e.rejectedErrors) && e.rejectedErrors.length === envelope.to.length) {
           return { kind: 'accepted', code: null, reply: replyText((error as { response?: string }).response), accepted: [], rejected: e.rejectedErrors.map((r) => this.#answer(r)) };
         }
+        // Our side failed (the spooled body could not be read): not the upstream's doing.
+        if (bodyError) return { kind: 'failed', failure: { class: 'transient', code: null, reply: bodyError.message, advice: 'Postern retries automatically.', errorCode: bodyError.code } };
         // A pooled session the server had dropped: nothing of the message went out, try a fresh one.
         if (reused && attempt === 1 && counter.bytes === 0 && (e.responseCode === undefined || e.responseCode === 421)) continue;
         return { kind: 'failed', failure: classifySmtpError(error, target.host) };
@@ -233,12 +245,14 @@ export class SmtpDelivery {
       refusal = refusalFor({ smtpUtf8: Boolean(envelope.smtpUtf8), addresses: [envelope.from, ...envelope.to] }, scan, offered, `${target.host}:${target.port}`);
     } catch (error) {
       this.#release(session);
-      return { kind: 'failed', failure: { class: 'transient', code: null, reply: `the message could not be read: ${error instanceof Error ? error.message : String(error)}`, advice: 'Postern retries automatically.' } };
+      const errorCode = isPosternError(error) ? error.code : ErrorCodes.QUEUE_SPOOL_MISSING;
+      return { kind: 'failed', failure: { class: 'transient', code: null, reply: `the message could not be read: ${error instanceof Error ? error.message : String(error)}`, advice: 'Postern retries automatically.', errorCode } };
     }
     if (!refusal) return undefined;
     this.#release(session);
-    this.#log.warn({ host: target.host, port: target.port, offered, reply: refusal.reply }, 'message not sent: the upstream lacks an extension it needs');
-    return { kind: 'failed', failure: { class: 'permanent', code: refusal.code, reply: refusal.reply, advice: refusal.advice } };
+    const errorCode = ErrorCodes.SMTP_UPSTREAM_UNSUPPORTED;
+    this.#log.warn({ host: target.host, port: target.port, offered, reply: refusal.reply, errorCode }, 'message not sent: the upstream lacks an extension it needs');
+    return { kind: 'failed', failure: { class: 'permanent', code: refusal.code, reply: refusal.reply, advice: refusal.advice, errorCode } };
   }
 
   #answer(error: unknown): RecipientAnswer {
@@ -257,6 +271,19 @@ export class SmtpDelivery {
           code: null,
           reply: error.message,
           advice: `${target.host}:${target.port} offers no OAuth 2.0 login (AUTH XOAUTH2 or OAUTHBEARER). Check SMTP Server and Port in E-Mail Settings.`,
+          errorCode: ErrorCodes.SMTP_UPSTREAM_UNSUPPORTED,
+        },
+      };
+    }
+    if (isPosternError(error, ErrorCodes.SMTP_UPSTREAM_UNSUPPORTED)) {
+      return {
+        kind: 'failed',
+        failure: {
+          class: 'connection',
+          code: null,
+          reply: error.message,
+          advice: 'Postern never signs in over an unencrypted connection. Check SMTP Server, Port and TLS Mode in E-Mail Settings (587 = STARTTLS, 465 = SSL/TLS).',
+          errorCode: error.code,
         },
       };
     }
@@ -330,7 +357,7 @@ export class SmtpDelivery {
       if (session.extensions && connection.secure) await this.#onExtensions?.(target, session.extensions);
       if (!connection.secure) {
         // Belt and braces: requireTLS/secure already guarantee this; a token is never sent in clear text.
-        throw Object.assign(new Error('the connection is not encrypted; Postern does not sign in without TLS'), { code: 'ETLS' });
+        throw new PosternError(ErrorCodes.SMTP_UPSTREAM_UNSUPPORTED, 'the connection is not encrypted; Postern does not sign in without TLS');
       }
       await step<boolean | undefined>(connection, (done) => connection.login({ method: BEARER_METHOD, user, pass: 'unused' }, (error, ok) => done(error, ok)));
     } catch (error) {

@@ -28,6 +28,17 @@ describe('upstream replies in plain words', () => {
     expect(refused.class).toBe('connection');
   });
 
+  it('names each failure with its catalogue code (docs/errors.md)', () => {
+    expect(classifySmtpError(error('EAUTH', 535, '535 5.7.3 Authentication unsuccessful'), 'h').errorCode).toBe('POSTERN_SMTP_UPSTREAM_AUTH_FAILED');
+    expect(classifySmtpError(error('EAUTH', 454, '454 4.7.0 Temporary authentication failure'), 'h').errorCode).toBe('POSTERN_SMTP_UPSTREAM_AUTH_FAILED');
+    expect(classifySmtpError(error('EENVELOPE', 550, '550 5.1.1 no such user'), 'h').errorCode).toBe('POSTERN_SMTP_UPSTREAM_REJECTED');
+    expect(classifySmtpError(error('EMESSAGE', 451, '451 4.3.0 later'), 'h').errorCode).toBe('POSTERN_SMTP_UPSTREAM_REJECTED');
+    const refused = classifySmtpError(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ESOCKET', originalCode: 'ECONNREFUSED' }), 'smtp.example');
+    expect(refused.errorCode).toBe('POSTERN_SMTP_UPSTREAM_CONNECTION');
+    const noStartTls = classifySmtpError(error('ETLS', 502, '502 5.5.1 Error: command not implemented', { command: 'STARTTLS' }), 'h');
+    expect(noStartTls.errorCode).toBe('POSTERN_SMTP_UPSTREAM_UNSUPPORTED');
+  });
+
   it('says STARTTLS was refused and never signs in without it', () => {
     const failure = classifySmtpError(error('ETLS', 502, '502 5.5.1 Error: command not implemented', { command: 'STARTTLS', message: 'Error upgrading connection with STARTTLS' }), 'h');
     expect(failure.class).toBe('connection');

@@ -5,8 +5,11 @@
  * Classes: `transient` (4xx, throttling: retry with backoff), `permanent` (5xx after MAIL/RCPT/DATA: return
  * to sender), `auth-failed` (the server refused our token, also after one forced refresh: retried, because
  * the administrator can fix the mailbox or tenant and no message should be lost meanwhile), `connection`
- * (network, TLS, timeout: retried).
+ * (network, TLS, timeout: retried). Each failure also carries its catalogue code (`errorCode`):
+ * POSTERN_SMTP_UPSTREAM_AUTH_FAILED for a refused login, _REJECTED for a refused message, _CONNECTION for
+ * the way there, _UNSUPPORTED for a server that lacks STARTTLS or an OAuth login.
  */
+import { ErrorCodes, type ErrorCode } from '../errors.js';
 import { classifyConnectionError } from '../tls/trust.js';
 
 export type ReplyClass = 'transient' | 'permanent' | 'auth-failed' | 'connection';
@@ -17,6 +20,8 @@ export interface ClassifiedFailure {
   /** The server's reply, or a description of what went wrong on the way there. */
   reply: string;
   advice: string;
+  /** What went wrong, by the catalogue (POSTERN_SMTP_UPSTREAM_*, POSTERN_QUEUE_SPOOL_MISSING, …). */
+  errorCode: ErrorCode;
 }
 
 interface AdviceRule {
@@ -97,15 +102,17 @@ export function classifySmtpError(error: unknown, host: string): ClassifiedFailu
   const response = replyText(e.response);
   if (e.code === 'EAUTH') {
     const reply = response || e.message || 'authentication failed';
-    if (code !== null && code >= 400 && code < 500) return { class: 'transient', code, reply, advice: adviceFor(code, reply) };
-    return { class: 'auth-failed', code, reply, advice: adviceFor(code ?? 535, reply) };
+    const errorCode = ErrorCodes.SMTP_UPSTREAM_AUTH_FAILED;
+    if (code !== null && code >= 400 && code < 500) return { class: 'transient', code, reply, advice: adviceFor(code, reply), errorCode };
+    return { class: 'auth-failed', code, reply, advice: adviceFor(code ?? 535, reply), errorCode };
   }
   if (code !== null && response) {
-    if (code === 421 || (code >= 400 && code < 500)) return { class: 'transient', code, reply: response, advice: adviceFor(code, response) };
+    const errorCode = ErrorCodes.SMTP_UPSTREAM_REJECTED;
+    if (code === 421 || (code >= 400 && code < 500)) return { class: 'transient', code, reply: response, advice: adviceFor(code, response), errorCode };
     if (code >= 500) {
       // A refused STARTTLS is the server's configuration, not this message's fault.
       if (e.code === 'ETLS' || e.command === 'STARTTLS') return startTlsRefused(code, response);
-      return { class: 'permanent', code, reply: response, advice: adviceFor(code, response) };
+      return { class: 'permanent', code, reply: response, advice: adviceFor(code, response), errorCode };
     }
   }
   if (e.code === 'ETLS' && /STARTTLS/i.test(String(e.message))) return startTlsRefused(code, response || String(e.message));
@@ -117,7 +124,7 @@ export function classifySmtpError(error: unknown, host: string): ClassifiedFailu
   if (failure.kind !== 'tls-handshake' && failure.kind !== 'certificate-untrusted' && failure.kind !== 'certificate-expired' && failure.kind !== 'name-mismatch') {
     advice += ' Postern retries automatically.';
   }
-  return { class: 'connection', code: null, reply: String(e.message ?? failure.code ?? 'connection failed').slice(0, 500), advice };
+  return { class: 'connection', code: null, reply: String(e.message ?? failure.code ?? 'connection failed').slice(0, 500), advice, errorCode: ErrorCodes.SMTP_UPSTREAM_CONNECTION };
 }
 
 function startTlsRefused(code: number | null, reply: string): ClassifiedFailure {
@@ -125,6 +132,7 @@ function startTlsRefused(code: number | null, reply: string): ClassifiedFailure 
     class: 'connection',
     code,
     reply,
+    errorCode: ErrorCodes.SMTP_UPSTREAM_UNSUPPORTED,
     advice:
       'The server did not accept STARTTLS, and Postern never signs in over an unencrypted connection. Check SMTP Server, Port and TLS Mode in E-Mail Settings (587 = STARTTLS, 465 = SSL/TLS).',
   };

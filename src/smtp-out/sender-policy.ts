@@ -16,6 +16,7 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import addressparser from 'nodemailer/lib/addressparser';
 import { encodeWords, quoteString } from 'nodemailer/lib/mime-funcs';
+import { ErrorCodes, PosternError } from '../errors.js';
 
 export interface SenderPolicy {
   /** The envelope sender and the From that replaces a disallowed one. */
@@ -27,10 +28,10 @@ export interface SenderPolicy {
 export const MAX_HEADER_BYTES = 1024 * 1024;
 
 /** The header block is too large for the policy to judge: the message must not be sent. */
-export class HeaderTooLargeError extends Error {
-  readonly code = 'EHEADERTOOLARGE';
+export class HeaderTooLargeError extends PosternError {
   constructor() {
-    super(`the message's header block exceeds ${MAX_HEADER_BYTES} bytes; it is not sent without the sender policy`);
+    super(ErrorCodes.SMTP_HEADER_TOO_BIG, `the message's header block exceeds ${MAX_HEADER_BYTES} bytes; it is not sent without the sender policy`);
+    this.name = 'HeaderTooLargeError';
   }
 }
 

@@ -4,6 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { ErrorCodes } from '../errors.js';
 import { PROVIDER_LABELS } from '../oauth/profiles.js';
 import { TokenUnavailableError, type AccessToken } from '../oauth/token-service.js';
 import type { DeliveryResult, OutboundTransport, RouteStatus } from '../queue/queue-manager.js';
@@ -95,15 +96,15 @@ export class UpstreamTransport implements OutboundTransport {
     );
     if (headerTooLarge && outcome.kind === 'failed') {
       // Never sent without the sender policy, and never will be: a permanent failure, not a retry.
-      return { status: 'failed', code: 554, reply: `554 5.6.0 ${new HeaderTooLargeError().message}`, advice: 'Send the message again with a smaller header.' };
+      return { status: 'failed', code: 554, reply: `554 5.6.0 ${new HeaderTooLargeError().message}`, advice: 'Send the message again with a smaller header.', errorCode: ErrorCodes.SMTP_HEADER_TOO_BIG };
     }
     if (outcome.kind === 'held') {
       const label = PROVIDER_LABELS[settings.accountId];
-      return { status: 'held', reason: `${label}: ${outcome.error.message}`, advice: holdAdvice(outcome.error, label) };
+      return { status: 'held', reason: `${label}: ${outcome.error.message}`, advice: holdAdvice(outcome.error, label), errorCode: outcome.error.code };
     }
     if (outcome.kind === 'failed') {
       const f = outcome.failure;
-      return f.class === 'permanent' ? { status: 'failed', code: f.code, reply: f.reply, advice: f.advice } : { status: 'deferred', code: f.code, reply: f.reply, advice: f.advice };
+      return { status: f.class === 'permanent' ? 'failed' : 'deferred', code: f.code, reply: f.reply, advice: f.advice, errorCode: f.errorCode };
     }
     return {
       status: 'delivered',

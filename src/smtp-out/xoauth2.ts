@@ -71,7 +71,11 @@ export interface BearerLoginOptions {
   advertised?(): string[] | undefined;
 }
 
-/** Thrown out of the handler when the server offers no bearer mechanism (nodemailer marks it EAUTH). */
+/**
+ * Thrown out of the handler when the server offers no bearer mechanism (nodemailer marks it EAUTH). This and
+ * RefreshFailedError stay plain errors: nodemailer overwrites the `code` of what a handler throws, so
+ * delivery.ts gives them their catalogue codes (POSTERN_SMTP_UPSTREAM_UNSUPPORTED, the token's own).
+ */
 export class NoBearerMechanismError extends Error {
   constructor(advertised: string[]) {
     super(`the server offers no OAuth 2.0 login (AUTH XOAUTH2 or OAUTHBEARER); it advertises: ${advertised.join(' ') || 'no AUTH at all'}`);

@@ -3,6 +3,7 @@
  * on, connections trust the system roots, NODE_EXTRA_CA_CERTS and these.
  */
 import { randomUUID } from 'node:crypto';
+import { ErrorCodes, PosternError } from '../errors.js';
 import { parsePemCertificates } from '../tls/certificates.js';
 import type { CaCertificatesTable } from './schema.js';
 import type { Store } from './store.js';
@@ -26,7 +27,7 @@ export class CaCertificates {
 
   /**
    * Registers every certificate in the PEM text. Returns what was added and what was already there.
-   * Throws a TypeError with a message for the administrator when the text is not usable.
+   * Throws POSTERN_TLS_CERTIFICATE_INVALID with a message for the administrator when the text is not usable.
    */
   async add(pemText: string): Promise<{ added: CaCertificate[]; duplicates: number }> {
     const parsed = parsePemCertificates(pemText);
@@ -34,7 +35,8 @@ export class CaCertificates {
     let duplicates = 0;
     for (const { pem, summary } of parsed) {
       if (!summary.isCertificateAuthority) {
-        throw new TypeError(
+        throw new PosternError(
+          ErrorCodes.TLS_CERTIFICATE_INVALID,
           `"${summary.subject}" is not a CA certificate (basicConstraints CA:TRUE is missing); register the CA that issued it instead.`,
         );
       }

@@ -8,6 +8,7 @@
  */
 import { X509Certificate, webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
+import { ErrorCodes, PosternError } from '../errors.js';
 
 type X509 = typeof import('@peculiar/x509');
 let x509Module: Promise<X509> | undefined;
@@ -156,18 +157,18 @@ export interface CertificateSummary {
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 /**
- * Splits PEM text into its certificates and parses each. Throws a TypeError naming the problem when the
+ * Splits PEM text into its certificates and parses each. Throws POSTERN_TLS_CERTIFICATE_INVALID naming the problem when the
  * text holds no certificate or a block that does not parse.
  */
 export function parsePemCertificates(pem: string): { pem: string; summary: CertificateSummary }[] {
   const blocks = pem.match(PEM_BLOCK) ?? [];
-  if (blocks.length === 0) throw new TypeError('No PEM certificate found (expected "-----BEGIN CERTIFICATE-----").');
+  if (blocks.length === 0) throw new PosternError(ErrorCodes.TLS_CERTIFICATE_INVALID, 'No PEM certificate found (expected "-----BEGIN CERTIFICATE-----").');
   return blocks.map((block, index) => {
     let cert: X509Certificate;
     try {
       cert = new X509Certificate(block);
     } catch {
-      throw new TypeError(`Certificate ${index + 1} is not a valid X.509 certificate.`);
+      throw new PosternError(ErrorCodes.TLS_CERTIFICATE_INVALID, `Certificate ${index + 1} is not a valid X.509 certificate.`);
     }
     return {
       pem: block + '\n',

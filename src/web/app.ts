@@ -130,7 +130,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     const bad = invalidHeaders(reply);
     if (bad.length > 0) {
       for (const name of bad) reply.removeHeader(name);
-      throw Object.assign(new Error(`the response had an invalid header: ${bad.join(', ')}`), { code: 'POSTERN_INVALID_HEADER' });
+      throw Object.assign(new Error(`the response had an invalid header: ${bad.join(', ')}`), { code: 'POSTERN_WEB_INVALID_HEADER' });
     }
     return payload;
   });
@@ -214,7 +214,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
     // The error page must be writable whatever the failed response had set.
     for (const name of invalidHeaders(reply)) reply.removeHeader(name);
-    if (error.code === 'POSTERN_INVALID_HEADER') reply.removeHeader('location');
+    if (error.code === 'POSTERN_WEB_INVALID_HEADER') reply.removeHeader('location');
     if (error.code === 'FST_CSRF_INVALID_TOKEN' || error.code === 'FST_CSRF_MISSING_SECRET') {
       return reply.render(
         'error',

@@ -29,10 +29,10 @@ export const caCertificateRoutes: FastifyPluginAsyncZod<WebPluginOptions> = asyn
       }
       return reply.redirect(BASE, 303);
     } catch (error) {
-      if (!(error instanceof TypeError)) throw error;
+      if ((error as { code?: unknown } | undefined)?.code !== 'POSTERN_TLS_CERTIFICATE_INVALID') throw error;
       return reply.render(
         'ca-certificates',
-        { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem, error: error.message, base: BASE },
+        { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem, error: (error as Error).message, base: BASE },
         400,
       );
     }
