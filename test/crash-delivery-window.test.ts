@@ -90,7 +90,7 @@ it('regression: kill -9 during delivery of 200 messages loses none and repeats o
   postern = await spawnPostern(env());
   const web = new WebClient(`http://127.0.0.1:${postern.httpPort}`);
   await web.login('admin', PASSWORD);
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, postern.log);
   await saveEmailSettings(web, { smtpPort: String(upstream.port) });
   expect(web.lastStatus).toBe(303);
   await saveRelaySettings(web, { allowedNetworks: '127.0.0.1' });

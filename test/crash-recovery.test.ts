@@ -137,7 +137,7 @@ it('kill -9 with 200 messages in flight: every message that got 250 is delivered
   postern = await spawnPostern(env());
   const web = new WebClient(`http://127.0.0.1:${postern.httpPort}`);
   await web.login('admin', 'crash-test-admin-password');
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, postern.log);
   await saveEmailSettings(web, { smtpPort: String(proxy.port) });
   expect(web.lastStatus).toBe(303);
   await saveRelaySettings(web, { allowedNetworks: '127.0.0.1' });

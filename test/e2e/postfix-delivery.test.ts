@@ -48,7 +48,7 @@ beforeAll(async () => {
   ]);
   web = new WebClient(gw.url);
   await web.login();
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, gw.log);
   await saveEmailSettings(web, { smtpPort: String(mta.port) });
   await addDevice(web, DEVICE.user, DEVICE.password);
 });
