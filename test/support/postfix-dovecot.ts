@@ -68,6 +68,8 @@ export interface PostfixWithDovecot {
   readonly sink: {
     readonly messages: RecordedMessage[];
     waitForMessages(n: number, timeoutMs?: number): Promise<RecordedMessage[]>;
+    /** The first received message (already here or still to come) that `predicate` accepts. */
+    waitForMessage(predicate: (message: RecordedMessage) => boolean, what?: string, timeoutMs?: number): Promise<RecordedMessage>;
   };
   /** Startup durations in milliseconds, for the record. */
   readonly timings: { dovecotMs: number; postfixMs: number; totalMs: number };
@@ -427,7 +429,11 @@ export async function startPostfixWithDovecot(options: PostfixDovecotOptions): P
       port: submission,
       authPort: auth,
       dir,
-      sink: { messages: sink.messages, waitForMessages: (n, timeoutMs) => sink.waitForMessages(n, timeoutMs) },
+      sink: {
+        messages: sink.messages,
+        waitForMessages: (n, timeoutMs) => sink.waitForMessages(n, timeoutMs),
+        waitForMessage: (predicate, what, timeoutMs) => sink.waitForMessage(predicate, what, timeoutMs),
+      },
       timings: { dovecotMs, postfixMs, totalMs: Date.now() - started },
       logs,
       close: closeAll,
