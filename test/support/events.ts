@@ -190,3 +190,25 @@ export const LOG = {
   /** Lines about one queued message (accepted, delivered, deferred, failed, held): they carry its id. */
   queueLine: (line: LogLine) => typeof line.queueId === 'string',
 } as const;
+
+/**
+ * Waits until `check` returns a value (not undefined/false), polling every 50 ms; fails after timeoutMs.
+ *
+ * The one place that polls, and the last resort: for a state nothing signals, such as a port another
+ * program (Postfix, Dovecot) opens. Where the code under test can tell, wait for its event instead
+ * (`until` with a support server's signal, a log line, the queue manager's events in queue.ts).
+ */
+export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value as T;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -161,24 +161,5 @@ export function field(html: string, name: string): string | undefined {
   return match?.[1]?.replace(/\s+/g, ' ').trim().replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&amp;/g, '&');
 }
 
-/**
- * Waits until `check` returns a value (not undefined/false), polling every 50 ms; fails after timeoutMs.
- *
- * Polling is the last resort, for a state nothing signals (another process's database, a socket another
- * program opens): where the code under test can tell, wait for its event instead (events.ts `until`, the
- * support servers' waits, the queue manager's events in queue.ts).
- */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value as T;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+/** The one polling helper (events.ts): only for a state nothing signals. */
+export { eventually } from './events.js';
