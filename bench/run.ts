@@ -347,7 +347,7 @@ async function main(): Promise<void> {
   children.add(postern.child);
   const web = new WebClient(`http://${HOST}:${postern.httpPort}`);
   await web.login('admin', 'bench-admin-password');
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, postern.log);
   await saveEmailSettings(web, { smtpPort: String(upstream.port), messagesPerMinute: RELAY_ONLY ? '1' : '0' });
   await saveRelaySettings(web, { allowedNetworks: HOST });
 

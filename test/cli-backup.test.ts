@@ -122,13 +122,16 @@ describe('postern backup (SQLite)', () => {
     let writing = true;
     let n = 0;
     const pending: QueuedMessage[] = [];
+    let twentyWritten!: () => void;
+    const busy = new Promise<void>((resolve) => (twentyWritten = resolve));
     const writer = (async () => {
       while (writing) {
         pending.push(await queued(queue, n++));
+        if (n === 20) twentyWritten();
         if (n % 3 === 0) await deliver(queue, pending.shift()!);
       }
     })();
-    while (n < 20) await new Promise((resolve) => setTimeout(resolve, 5));
+    await Promise.race([busy, writer]); // the writer has committed twenty messages (or failed)
     startedAt = Date.now();
     const before = (await store.db.selectFrom('queue_messages').select('id').execute()).map((row) => row.id);
     backupRun = await runCli(['backup', backupDir], env);

@@ -18,7 +18,8 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { DATABASE_FILE } from '../src/store/store.js';
 import { OUTLOOK_SMTP_SCOPE, startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
 import { spawnPostern, type PosternProcess } from './support/postern-process.js';
-import { eventually, WebClient } from './support/postern.js';
+import { LOG, Signal, until } from './support/events.js';
+import { WebClient } from './support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { startUpstreamSmtp, type UpstreamSmtp } from './support/upstream-smtp.js';
@@ -38,6 +39,7 @@ let postern: PosternProcess | undefined;
 /** While true, the upstream answers only the first ANSWERED messages; the rest wait here. */
 let withholding = true;
 const withheld: string[] = [];
+const withheldChanged = new Signal();
 
 /** Message-IDs compare without their angle brackets (mailparser and the queue row may differ). */
 const bare = (id: string | null | undefined) => (id ?? '').trim().replace(/^<|>$/g, '');
@@ -53,6 +55,7 @@ beforeAll(async () => {
     beforeDataReply: (message) => {
       if (!withholding || upstream.messages.indexOf(message) < ANSWERED) return;
       withheld.push(bare(message.parsed?.messageId));
+      withheldChanged.raise();
       return new Promise<void>(() => undefined); // never answered: the client dies waiting
     },
   });
@@ -90,7 +93,7 @@ it('regression: kill -9 during delivery of 200 messages loses none and repeats o
   postern = await spawnPostern(env());
   const web = new WebClient(`http://127.0.0.1:${postern.httpPort}`);
   await web.login('admin', PASSWORD);
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, postern.log);
   await saveEmailSettings(web, { smtpPort: String(upstream.port) });
   expect(web.lastStatus).toBe(303);
   await saveRelaySettings(web, { allowedNetworks: '127.0.0.1' });
@@ -110,7 +113,7 @@ it('regression: kill -9 during delivery of 200 messages loses none and repeats o
   }
 
   // Every delivery slot holds a message the upstream has and has not answered.
-  await eventually(() => withheld.length === CONCURRENCY, 30_000, `${CONCURRENCY} deliveries in flight`);
+  await until(withheldChanged.subscribe, () => withheld.length === CONCURRENCY, `${CONCURRENCY} deliveries in flight`);
   expect(upstream.messages.length).toBe(ANSWERED + CONCURRENCY);
   const first = postern;
   postern = undefined;
@@ -128,10 +131,11 @@ it('regression: kill -9 during delivery of 200 messages loses none and repeats o
   const deliveredBefore = upstream.messages.length;
   postern = await spawnPostern(env());
   expect(postern.lines.some((l) => l.msg === 'messages that were being delivered when Postern stopped are due again')).toBe(true);
-  await eventually(() => ids.every((id) => upstream.messages.some((m) => bare(m.parsed?.messageId) === id)), 60_000, 'every message upstream');
+  await until(upstream.onMessage, () => ids.every((id) => upstream.messages.some((m) => bare(m.parsed?.messageId) === id)), 'every message upstream', 60_000);
+  // The Queue page is read again after each line about a message, until it is empty.
   const web2 = new WebClient(`http://127.0.0.1:${postern.httpPort}`);
   await web2.login('admin', PASSWORD);
-  await eventually(async () => /data-field="queue-empty"/.test(await web2.get('/settings/queue')), 30_000, 'an empty queue');
+  await postern.log.until(async () => /data-field="queue-empty"/.test(await web2.get('/settings/queue')), 'an empty queue', { when: LOG.queueLine });
 
   const after = upstream.messages.slice(deliveredBefore).map((m) => bare(m.parsed?.messageId));
   const copies = new Map<string, number>();

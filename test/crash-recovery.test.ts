@@ -3,7 +3,8 @@
  * and none twice.
  *
  * Postern runs as a child process. The upstream (Office 365 stand-in, checking XOAUTH2 tokens) sits behind
- * a TCP proxy the test can freeze: frozen, nothing more reaches the upstream, so at the moment of the kill
+ * a TCP proxy the test can freeze (and the upstream stops taking messages at that moment): frozen, nothing
+ * more reaches the upstream, so at the moment of the kill
  * deliveries are stuck mid-session (active, leased), over a hundred messages are queued, device sessions
  * are in progress, and every message the upstream recorded has been committed as sent by Postern. That
  * last condition rules out the one duplicate SMTP cannot prevent (RFC 1047: the upstream took the message
@@ -13,11 +14,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { OUTLOOK_SMTP_SCOPE, startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
 import { spawnPostern, type PosternProcess } from './support/postern-process.js';
-import { eventually, WebClient } from './support/postern.js';
+import { LOG, Signal, until } from './support/events.js';
+import { WebClient } from './support/postern.js';
 import { authorizeMicrosoft, RawSmtp, saveEmailSettings, saveRelaySettings } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { startUpstreamSmtp, type UpstreamSmtp } from './support/upstream-smtp.js';
@@ -26,17 +27,13 @@ import { startUpstreamSmtp, type UpstreamSmtp } from './support/upstream-smtp.js
 const TOTAL = 3000;
 const IN_FLIGHT = 200;
 const SESSIONS = 10;
-/** Silence on the upstream side after which nothing it received before the freeze is still being processed. */
-const QUIET_MS = 500;
 
 /**
  * A TCP proxy whose client→server direction can be frozen; `reset()` drops every proxied connection.
- * The sessions behind it are TLS (STARTTLS), so it cannot read SMTP; it only knows when the server last
- * said anything (`lastServerDataAt`).
+ * The sessions behind it are TLS (STARTTLS), so it cannot read SMTP.
  */
 class FreezableProxy {
   frozen = false;
-  lastServerDataAt = 0;
   readonly #pairs = new Set<[Socket, Socket]>();
   #server!: Server;
   port = 0;
@@ -51,10 +48,7 @@ class FreezableProxy {
       client.on('data', (data: Buffer) => {
         if (!this.frozen) upstream.write(data); // frozen: dropped for good, reset() ends the connection
       });
-      upstream.on('data', (data: Buffer) => {
-        this.lastServerDataAt = performance.now();
-        client.write(data);
-      });
+      upstream.on('data', (data: Buffer) => client.write(data));
       const close = () => {
         this.#pairs.delete(pair);
         client.destroy();
@@ -137,12 +131,13 @@ it('kill -9 with 200 messages in flight: every message that got 250 is delivered
   postern = await spawnPostern(env());
   const web = new WebClient(`http://127.0.0.1:${postern.httpPort}`);
   await web.login('admin', 'crash-test-admin-password');
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, postern.log);
   await saveEmailSettings(web, { smtpPort: String(proxy.port) });
   expect(web.lastStatus).toBe(303);
   await saveRelaySettings(web, { allowedNetworks: '127.0.0.1' });
 
   const acked = new Map<string, string>(); // subject → queue id
+  const ackedChanged = new Signal();
   const unacked: string[] = [];
   let next = 0;
   let stopSending = false;
@@ -151,30 +146,25 @@ it('kill -9 with 200 messages in flight: every message that got 250 is delivered
     while (!stopSending && next < TOTAL) {
       const subject = `crash test ${String(next++).padStart(3, '0')}`;
       const id = await sendOne(first.smtpPort, subject);
-      if (id) acked.set(subject, id);
-      else unacked.push(subject);
+      if (id) {
+        acked.set(subject, id);
+        ackedChanged.raise();
+      } else unacked.push(subject);
     }
   };
   const senders = Array.from({ length: SESSIONS }, () => sender());
 
   // Let some deliveries through, then freeze the upstream side: deliveries get stuck mid-session.
-  await eventually(() => upstream.messages.length >= 20, 20_000, 'the first deliveries');
+  await upstream.waitForMessages(20, 20_000); // the first deliveries
   proxy.frozen = true;
+  upstream.freeze();
   // Keep devices sending until 200 messages are acknowledged, with sessions still in progress.
-  await eventually(() => acked.size >= IN_FLIGHT, 20_000, `${IN_FLIGHT} acknowledged messages`);
+  await until(ackedChanged.subscribe, () => acked.size >= IN_FLIGHT, `${IN_FLIGHT} acknowledged messages`);
   // Everything the upstream took must be committed as sent before the kill (no RFC 1047 window). Frozen, the
-  // upstream can only still answer what reached it before; the harness records a message (after parsing it)
-  // just before its 250. It offers no event for "nothing in progress", so: the upstream has said nothing for
-  // QUIET_MS, and Postern has logged (after committing) as many deliveries as the upstream recorded.
-  const frozenAt = performance.now();
-  await eventually(
-    () => {
-      const now = performance.now();
-      return now - Math.max(frozenAt, proxy.lastServerDataAt) > QUIET_MS && first.count('message delivered') >= upstream.messages.length;
-    },
-    10_000,
-    'the upstream side to settle',
-  );
+  // upstream records nothing more (a message whose last bytes still arrive is left unanswered), and it still
+  // answers what it recorded before: so wait until Postern has logged (after committing) as many deliveries
+  // as the upstream recorded.
+  await first.log.until(() => first.count('message delivered') >= upstream.messages.length, 'the upstream side to settle', { when: 'message delivered' });
   const deliveredBeforeKill = upstream.messages.length;
   expect(first.count('message delivered')).toBe(deliveredBeforeKill);
   await first.kill9();
@@ -187,14 +177,15 @@ it('kill -9 with 200 messages in flight: every message that got 250 is delivered
   // Restart on the same data directory; the dead process's upstream sessions are gone.
   proxy.reset();
   proxy.frozen = false;
+  upstream.thaw();
   postern = await spawnPostern(env());
   expect(postern.lines.some((l) => l.msg === 'messages that were being delivered when Postern stopped are due again')).toBe(true);
 
-  await eventually(() => [...acked.keys()].every((subject) => upstream.messages.some((m) => m.parsed?.subject === subject)), 30_000, 'every acknowledged message upstream');
-  // Let the queue run dry, then count.
+  await until(upstream.onMessage, () => [...acked.keys()].every((subject) => upstream.messages.some((m) => m.parsed?.subject === subject)), 'every acknowledged message upstream');
+  // Let the queue run dry, then count: the Queue page is read again after each line about a message.
   const web2 = new WebClient(`http://127.0.0.1:${postern.httpPort}`);
   await web2.login('admin', 'crash-test-admin-password');
-  await eventually(async () => /data-field="queue-empty"/.test(await web2.get('/settings/queue')), 30_000, 'an empty queue');
+  await postern.log.until(async () => /data-field="queue-empty"/.test(await web2.get('/settings/queue')), 'an empty queue', { when: LOG.queueLine });
 
   const copies = new Map<string, number>();
   for (const m of upstream.messages) copies.set(m.parsed!.subject!, (copies.get(m.parsed!.subject!) ?? 0) + 1);

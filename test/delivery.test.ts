@@ -8,7 +8,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GMAIL_SCOPE, startGoogleStandin, type GoogleStandin } from './support/oauth-standins.js';
-import { eventually, field } from './support/postern.js';
+import { field } from './support/postern.js';
+import { untilQueue, waitForState } from './support/queue.js';
 import {
   ALICE,
   authorizeGoogle,
@@ -25,8 +26,11 @@ let stack: SendingStack;
 let counter = 0;
 
 /** A log line about queue message `id` that names the error code (docs/errors.md). */
-const loggedFor = (id: string, errorCode: string) =>
-  stack.gw.logs().split('\n').some((line) => line.includes(`"queueId":"${id}"`) && line.includes(`"errorCode":"${errorCode}"`));
+/** Waits for a log line about message `id` that carries `errorCode` (from the start of the run). */
+const loggedFor = (id: string, errorCode: string, what: string) =>
+  stack.gw.log.waitFor((line) => line.queueId === id && line.errorCode === errorCode, { from: 0 }).catch((error: unknown) => {
+    throw new Error(`${what}: ${String(error)}`);
+  });
 
 /** Submits one message through the relay from an allowed network; returns its queue id. */
 async function submit(options: { subject?: string; from?: string; to?: string[]; headerFrom?: string } = {}): Promise<{ id: string; subject: string }> {
@@ -45,8 +49,9 @@ async function submit(options: { subject?: string; from?: string; to?: string[];
 }
 
 const row = (id: string) => stack.gw.postern.queue.get(id);
-const waitState = (id: string, state: string, timeoutMs = 10_000) =>
-  eventually(async () => ((await row(id))?.state === state ? row(id) : undefined), timeoutMs, `${id} to be ${state}`);
+const waitState = (id: string, state: string, timeoutMs?: number) => waitForState(stack.gw.postern.queueManager, stack.gw.postern.queue, id, state, timeoutMs);
+/** `check`'s first value, checked now and after each pass and each recorded delivery of the queue manager. */
+const untilQueued = <T>(check: () => Promise<T | undefined | false>, what: string) => untilQueue(stack.gw.postern.queueManager, check, what);
 const copies = (upstream: UpstreamSmtp, subject: string) => upstream.messages.filter((m) => m.parsed?.subject === subject);
 const refreshes = () => stack.microsoft.tokenRequests.filter((r) => r.grantType === 'refresh_token').length;
 /** Saving E-Mail Settings closes pooled upstream sessions, so the next delivery signs in afresh. */
@@ -95,7 +100,7 @@ describe('delivery through the Office 365 stand-in', () => {
     const { id, subject } = await submit({ from: 'scanner@printers.local', to: ['nobody@example.test'] });
     const bounced = await waitState(id, 'bounced');
     expect(bounced!.lastAdvice).toMatch(/recipient address does not exist/);
-    const dsn = await eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === `Undelivered Mail Returned to Sender: ${subject}`), 10_000, 'the DSN upstream');
+    const dsn = await stack.upstream.waitForMessage((m) => m.parsed?.subject === `Undelivered Mail Returned to Sender: ${subject}`, 'the DSN upstream');
     await stack.gw.postern.queueManager.whenIdle();
     expect(stack.upstream.messages.filter((m) => m.parsed?.subject?.startsWith('Undelivered Mail Returned to Sender: ' + subject))).toHaveLength(1);
     expect(dsn.envelope).toEqual({ mailFrom: ALICE, rcptTo: ['scanner@printers.local'] });
@@ -105,7 +110,7 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(dsn.raw.toString()).toContain(`Subject: ${subject}`);
     const log = await stack.web.get(`/settings/log?id=${id}`);
     expect(log).toContain('Returned to Sender');
-    await eventually(() => loggedFor(id, 'POSTERN_SMTP_UPSTREAM_REJECTED'), 5_000, 'the failure logged with its code');
+    await loggedFor(id, 'POSTERN_SMTP_UPSTREAM_REJECTED', 'the failure logged with its code');
   });
 
   it('upstream 5xx for a null sender <>: no DSN', async () => {
@@ -142,13 +147,13 @@ describe('delivery through the Office 365 stand-in', () => {
     const reply = '5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.';
     stack.upstream.failNext({ phase: 'auth', code: 535, message: reply }, 2);
     const { id } = await submit();
-    const deferred = await eventually(async () => {
+    const deferred = await untilQueued(async () => {
       const entries = await stack.gw.postern.queue.logEntries({ queueId: id });
       return entries.find((e) => e.event === 'deferred');
-    }, 10_000, 'a deferral');
+    }, 'a deferral');
     expect(deferred.reply).toBe(`535 ${reply}`);
     expect(deferred.advice).toMatch(/enable Authenticated SMTP for the mailbox/);
-    await eventually(() => loggedFor(id, 'POSTERN_SMTP_UPSTREAM_AUTH_FAILED'), 5_000, 'the deferral logged with its code');
+    await loggedFor(id, 'POSTERN_SMTP_UPSTREAM_AUTH_FAILED', 'the deferral logged with its code');
     await waitState(id, 'sent');
   });
 
@@ -194,7 +199,7 @@ describe('delivery through the Office 365 stand-in', () => {
     const settings = await stack.web.get('/settings/send/email');
     expect(field(settings, 'token-status')).toBe('Expired');
 
-    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki);
+    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki, stack.gw.log);
     await waitState(a.id, 'sent', 15_000);
     await waitState(b.id, 'sent', 15_000);
     expect(copies(stack.upstream, a.subject)).toHaveLength(1);
@@ -236,7 +241,7 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(page).toContain(subject);
     await stack.web.post(`/settings/queue/${id}/retry`);
     expect(stack.web.lastStatus).toBe(303);
-    await eventually(async () => ((await row(id))!.attempts >= 2 ? true : undefined), 10_000, 'a second attempt');
+    await untilQueued(async () => ((await row(id))!.attempts >= 2 ? true : undefined), 'a second attempt');
     await stack.gw.postern.queueManager.whenIdle();
     await waitState(id, 'deferred');
     page = await stack.web.get('/settings/queue');
@@ -244,7 +249,7 @@ describe('delivery through the Office 365 stand-in', () => {
     await stack.web.post('/settings/queue/retry-all');
     expect(stack.web.lastStatus).toBe(303);
     expect(await stack.web.page('/settings/queue')).toContain('1 message is being tried again now.');
-    await eventually(async () => ((await row(id))!.attempts >= 3 ? true : undefined), 10_000, 'a third attempt');
+    await untilQueued(async () => ((await row(id))!.attempts >= 3 ? true : undefined), 'a third attempt');
     await stack.gw.postern.queueManager.whenIdle();
     page = await stack.web.get('/settings/queue');
     await stack.web.post(`/settings/queue/${id}/delete`);

@@ -9,7 +9,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { NOTIFICATION_EVENTS, type NotificationEvent } from '../src/notify/events.js';
-import { eventually, field, WebClient } from './support/postern.js';
+import { field, WebClient } from './support/postern.js';
+import { waitForState } from './support/queue.js';
 import { ALICE, authorizeMicrosoft, RawSmtp, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 import { createTestPki } from './support/test-ca.js';
 import { startWebhookReceiver, type ReceivedWebhook, type WebhookReceiver } from './support/webhook-receiver.js';
@@ -59,8 +60,7 @@ async function submit(to = 'bob@example.test'): Promise<string> {
   return id;
 }
 
-const waitState = (id: string, state: string) =>
-  eventually(async () => (await stack.gw.postern.queue.get(id))?.state === state, 15_000, `${id} to be ${state}`);
+const waitState = (id: string, state: string) => waitForState(stack.gw.postern.queueManager, stack.gw.postern.queue, id, state);
 
 beforeAll(async () => {
   stack = await startSendingStack();
@@ -243,7 +243,7 @@ describe('notifications from the sending path', () => {
     const html = await stack.web.get(PAGE);
     expect(field(html, 'last-notification')).toMatch(/^OAuth 2\.0 \(Microsoft\): Token Status is Expired at .* UTC — delivered, HTTP 200$/);
 
-    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki);
+    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki, stack.gw.log);
     await tick();
     await tick(MINUTE);
     expect(since(mark).map((r) => `${r.body.event}:${r.body.phase}`)).toEqual(['token-expired:problem', 'token-expired:resolved']);
@@ -269,7 +269,7 @@ describe('notifications from the sending path', () => {
     expect(held.advice).toMatch(/sign in again/);
     expect(held.link).toBe(`${stack.gw.url}/settings/queue`);
 
-    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki);
+    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki, stack.gw.log);
     await waitState(id, 'sent');
     await tick();
     expect(since(mark).map((r) => r.body.title)).toEqual(['1 message has been held for more than 15 minutes', 'Held messages are flowing again']);
@@ -296,7 +296,7 @@ describe('notifications from the sending path', () => {
     html = await stack.web.get(PAGE);
     expect(field(html, 'last-notification')).toMatch(/Token Status is Expired at .* — delivered, HTTP 200$/);
 
-    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki);
+    await authorizeMicrosoft(stack.web, stack.microsoft, stack.pki, stack.gw.log);
     await at(61 * MINUTE);
     expect(since(mark).map((r) => r.body.phase)).toEqual(['problem', 'problem', 'problem', 'resolved']);
   });

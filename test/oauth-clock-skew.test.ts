@@ -7,7 +7,8 @@
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from './support/cli.js';
 import { startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
-import { eventually, field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { LOG } from './support/events.js';
+import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { approveDeviceCode } from './support/user-agent.js';
 
@@ -94,9 +95,13 @@ describe('clock-skew warning', () => {
 
   test('token responses are read too, and `postern status` prints the warning', async () => {
     // Authorize with the clocks in agreement.
-    const userCode = await eventually(async () => field(await statusHtml(), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0], 10_000, 'a user code');
+    // The last OK (pressOk waits for its background work) requested the user code shown.
+    const userCode = field(await statusHtml(), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0];
+    if (!userCode) throw new Error('no user code on the status page');
+    const mark = gw.log.mark();
     await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', ca: pki.ca.cert });
-    await eventually(async () => field(await statusHtml(), 'token-status') === 'Active', 15_000, 'Token Status Active');
+    await gw.log.waitFor(LOG.authorized, { from: mark });
+    expect(field(await statusHtml(), 'token-status')).toBe('Active');
 
     ms.setClockOffset(9 * MINUTE);
     await gw.postern.tokens.refresh('microsoft');

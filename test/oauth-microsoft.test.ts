@@ -8,7 +8,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
-import { eventually, field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { LOG, until } from './support/events.js';
+import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { approveDeviceCode } from './support/user-agent.js';
 
@@ -37,8 +38,19 @@ async function statusHtml(): Promise<string> {
   return web.get(`${BASE}/status`);
 }
 
+/** The user code shown; the request for it has finished (the tests await oauth.whenIdle after asking). */
 async function pendingUserCode(): Promise<string> {
-  return eventually(async () => field(await statusHtml(), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0], 10_000, 'a user code');
+  const userCode = field(await statusHtml(), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0];
+  if (!userCode) throw new Error('no user code on the status page');
+  return userCode;
+}
+
+/** Signs in at the verification page and waits until Postern's poll has completed the grant. */
+async function signInAndWaitForActive(userCode: string): Promise<void> {
+  const mark = gw.log.mark();
+  await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', ca: pki.ca.cert });
+  await gw.log.waitFor(LOG.authorized, { from: mark });
+  expect(field(await statusHtml(), 'token-status')).toBe('Active');
 }
 
 beforeAll(async () => {
@@ -106,8 +118,7 @@ describe('device authorization grant', () => {
     expect(request.clientId).toBe(ms.publicClientId);
     expect(request.scope).toBe('https://outlook.office.com/SMTP.Send offline_access openid email profile');
 
-    await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', ca: pki.ca.cert });
-    await eventually(async () => field(await statusHtml(), 'token-status') === 'Active', 15_000, 'Token Status Active');
+    await signInAndWaitForActive(userCode);
     const active = await statusHtml();
     expect(field(active, 'account')).toContain('alice@example.test');
     expect(field(active, 'user-code')).toBe('None');
@@ -196,8 +207,7 @@ describe('device authorization grant', () => {
     await web.post(`${BASE}/user-code`);
     await gw.postern.oauth.whenIdle('microsoft');
     const userCode = await pendingUserCode();
-    await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', ca: pki.ca.cert });
-    await eventually(async () => field(await statusHtml(), 'token-status') === 'Active', 15_000, 'Token Status Active');
+    await signInAndWaitForActive(userCode);
   });
 
   test('Get New User Code refused while Active: the status and its time stay, the advice says why', async () => {
@@ -221,24 +231,27 @@ describe('device authorization grant', () => {
     await gw.postern.oauth.whenIdle('microsoft');
     const userCode = await pendingUserCode();
     await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', decline: true, ca: pki.ca.cert });
-    const html = await eventually(async () => {
+    // The poll that hears access_denied marks the grant Declined, then sets Token Status (told to listeners).
+    const html = await until((listener) => gw.postern.accounts.onTokenChange(() => listener()), async () => {
       const h = await statusHtml();
       return /declined/.test(field(h, 'message') ?? '') ? h : undefined;
-    }, 15_000, 'the declined message');
+    }, 'the declined message');
     expect(field(html, 'token-status')).toBe('Not Registered');
     const grant = await gw.postern.accounts.deviceAuthorization('microsoft');
     expect(grant?.status).toBe('Declined');
+    // No further poll: the poller's next step for this account, whenever it would come, sends nothing.
     const count = ms.tokenRequests.length;
-    await new Promise((resolve) => setTimeout(resolve, 1500)); // one interval: no further poll
+    await gw.postern.poller.pollOnce('microsoft');
     expect(ms.tokenRequests.length).toBe(count);
   });
 
   test('an app registration without public client flows gets the "Allow public client flows" advice', async () => {
+    const mark = gw.log.mark();
     await saveSettings({ clientId: ms.confidentialClientId });
-    const html = await eventually(async () => {
-      const h = await statusHtml();
-      return /AADSTS7000218/.test(h) ? h : undefined;
-    }, 15_000, 'AADSTS7000218');
+    // The first poll is refused (invalid_client); the poller logs it once the grant is marked Failed.
+    await gw.log.waitFor(LOG.deviceAuthorizationFailed, { from: mark });
+    const html = await statusHtml();
+    expect(html).toMatch(/AADSTS7000218/);
     expect(html).toContain('Allow public client flows');
     expect((await gw.postern.accounts.deviceAuthorization('microsoft'))?.status).toBe('Failed');
   });
@@ -268,8 +281,7 @@ describe('secrets at rest and in logs', () => {
     const userCode = await pendingUserCode();
     const grant = (await gw.postern.accounts.deviceAuthorization('microsoft'))!;
     const deviceCode = gw.postern.accounts.deviceCode(grant);
-    await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', ca: pki.ca.cert });
-    await eventually(async () => field(await statusHtml(), 'token-status') === 'Active', 15_000, 'Active');
+    await signInAndWaitForActive(userCode);
     const row = (await gw.postern.accounts.get('microsoft'))!;
     const secrets = [gw.postern.accounts.accessToken(row)!, gw.postern.accounts.refreshToken(row)!, deviceCode];
     const logs = gw.logs();

@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { startTestProxy, unusedAddress, type TestProxy } from './support/http-proxy.js';
 import { startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
-import { eventually, field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { LOG } from './support/events.js';
+import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { approveDeviceCode } from './support/user-agent.js';
 
@@ -79,10 +80,14 @@ describe('through an open proxy', () => {
     expect(status).toBe('Successfully Connected');
     expect(proxy.connects.map((c) => c.target)).toContain(hostOf(ms));
 
-    const userCode = await eventually(async () => field(await gateway.web.get(`${BASE}/status`), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0], 10_000, 'a user code');
+    // saveMicrosoftSettings waited for the background work that requested the user code.
+    const userCode = field(await gateway.web.get(`${BASE}/status`), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0];
+    if (!userCode) throw new Error('no user code on the status page');
     expect(field(html, 'token-status')).toBe('Waiting for Authorization');
+    const mark = gateway.gw.log.mark();
     await approveDeviceCode({ verificationUri: ms.verificationUri, userCode, email: 'alice@example.test', password: 'correct horse', ca: pki.ca.cert });
-    await eventually(async () => field(await gateway.web.get(`${BASE}/status`), 'token-status') === 'Active', 15_000, 'Token Status Active');
+    await gateway.gw.log.waitFor(LOG.authorized, { from: mark });
+    expect(field(await gateway.web.get(`${BASE}/status`), 'token-status')).toBe('Active');
     expect((await gateway.gw.postern.tokens.getAccessToken('microsoft')).mailbox).toBe('alice@example.test');
 
     // Every CONNECT went to the stand-in, and nothing reached it directly from Postern: a refresh also tunnels.

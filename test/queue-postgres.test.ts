@@ -14,7 +14,7 @@ import { QueueManager, type DeliveryResult, type OutboundTransport } from '../sr
 import { MessageQueue, type QueuedMessage } from '../src/queue/queue.js';
 import { Spool } from '../src/queue/spool.js';
 import { openStore, type Store } from '../src/store/store.js';
-import { eventually } from './support/postern.js';
+import { untilQueue } from './support/queue.js';
 import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 
 let database: TestDatabase;
@@ -62,7 +62,7 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('queue on PostgreSQL (POSTERN_TEST_DATABASE
 
   test('accepted messages are leased in batches, delivered once and recorded', async () => {
     const messages = await Promise.all(Array.from({ length: 10 }, () => enqueue()));
-    await eventually(async () => (await queue.counts()).sent === 10, 10_000, 'ten sent');
+    await untilQueue(manager, async () => (await queue.counts()).sent === 10, 'ten sent');
     expect([...new Set(delivered)].sort()).toEqual(messages.map((m) => m.id).sort());
     expect(delivered).toHaveLength(10);
   });
@@ -70,11 +70,11 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('queue on PostgreSQL (POSTERN_TEST_DATABASE
   test('a 4xx is retried, a 5xx returned with one DSN', async () => {
     script.push(() => ({ status: 'deferred', code: 451, reply: '451 later', advice: 'later' }));
     const retried = await enqueue();
-    await eventually(async () => (await queue.get(retried.id))?.state === 'sent', 10_000, 'sent after a retry');
+    await untilQueue(manager, async () => (await queue.get(retried.id))?.state === 'sent', 'sent after a retry');
     script.push(() => ({ status: 'failed', code: 550, reply: '550 5.1.1 unknown', advice: 'check' }));
     const failed = await enqueue();
-    await eventually(async () => (await queue.get(failed.id))?.state === 'bounced', 10_000, 'bounced');
-    await eventually(async () => (await store.db.selectFrom('queue_messages').select('state').where('is_bounce', '=', 1).execute()).some((r) => r.state === 'sent'), 10_000, 'the DSN sent');
+    await untilQueue(manager, async () => (await queue.get(failed.id))?.state === 'bounced', 'bounced');
+    await untilQueue(manager, async () => (await store.db.selectFrom('queue_messages').select('state').where('is_bounce', '=', 1).execute()).some((r) => r.state === 'sent'), 'the DSN sent');
     expect(await store.db.selectFrom('queue_messages').select('id').where('is_bounce', '=', 1).execute()).toHaveLength(1);
   });
 
@@ -88,6 +88,6 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('queue on PostgreSQL (POSTERN_TEST_DATABASE
     expect(await queue.leaseMany([stuck], 'dead-process', 60_000)).toHaveLength(1);
     manager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log: createLogger('silent'), tuning, reportingMta: 'pg.test', tickMs: 50, routeCacheMs: 0 });
     await manager.start();
-    await eventually(async () => (await queue.get(stuck.id))?.state === 'sent', 10_000, 'the stuck message sent');
+    await untilQueue(manager, async () => (await queue.get(stuck.id))?.state === 'sent', 'the stuck message sent');
   });
 });

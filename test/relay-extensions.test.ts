@@ -6,7 +6,7 @@
  * Real sockets: Python's smtplib and a raw socket against the relay, smtp-server stand-ins as upstreams.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from './support/postern.js';
+import { untilQueue } from './support/queue.js';
 import { addDevice, ALICE, pythonSend, RawSmtp, saveEmailSettings, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 import { startUpstreamSmtp, type UpstreamSmtp } from './support/upstream-smtp.js';
 import { OUTLOOK_SMTP_SCOPE } from './support/oauth-standins.js';
@@ -103,7 +103,7 @@ describe('what the relay advertises follows the upstream', () => {
       mailOptions: ['BODY=8BITMIME', 'SMTPUTF8'],
     });
     expect(result.error).toBeUndefined();
-    const delivered = await eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === 'Grüße aus dem Scanner'), 10_000, 'the UTF-8 message upstream');
+    const delivered = await stack.upstream.waitForMessage((m) => m.parsed?.subject === 'Grüße aus dem Scanner', 'the UTF-8 message upstream');
     expect(delivered.params).toEqual({ body: '8bitmime', smtpUtf8: true });
     expect(delivered.raw.toString('utf8')).toContain('Grüße\r\n');
   });
@@ -128,22 +128,22 @@ describe('what the relay advertises follows the upstream', () => {
     const sevenBit = await submit('MAIL FROM:<scanner@printers.local> BODY=8BITMIME', 'RCPT TO:<bob@example.test>', Buffer.from('From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: seven bit marked 8bitmime\r\n\r\nplain ASCII body\r\n'));
     const utf8 = await submit('MAIL FROM:<scanner@printers.local> SMTPUTF8', 'RCPT TO:<jörg@example.test>', Buffer.from('From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: utf8 address\r\n\r\nplain body\r\n'));
     const queue = stack.gw.postern.store.db.selectFrom('queue_messages').select(['id', 'attempts']);
-    await eventually(async () => (await queue.where('id', 'in', [eightBit, sevenBit, utf8]).execute()).every((r) => r.attempts >= 1) || undefined, 10_000, 'all three deferred');
+    await untilQueue(stack.gw.postern.queueManager, async () => (await queue.where('id', 'in', [eightBit, sevenBit, utf8]).execute()).every((r) => r.attempts >= 1) || undefined, 'all three deferred');
 
     await useUpstream(plain);
 
-    const delivered = await eventually(() => plain.messages.find((m) => m.parsed?.subject === 'seven bit marked 8bitmime'), 10_000, 'the 7-bit message at the plain upstream');
+    const delivered = await plain.waitForMessage((m) => m.parsed?.subject === 'seven bit marked 8bitmime', 'the 7-bit message at the plain upstream');
     // smtp-server records '7bit' when MAIL FROM carries no BODY=: the parameter was not sent.
     expect(delivered.params).toEqual({ body: '7bit', smtpUtf8: false });
 
-    const dsn = await eventually(() => plain.messages.find((m) => m.envelope.rcptTo[0] === 'scanner@printers.local' && /eight bit/.test(m.parsed?.subject ?? '')), 10_000, 'the DSN for the 8-bit message');
+    const dsn = await plain.waitForMessage((m) => m.envelope.rcptTo[0] === 'scanner@printers.local' && /eight bit/.test(m.parsed?.subject ?? ''), 'the DSN for the 8-bit message');
     expect(dsn.raw.toString('latin1')).toMatch(/Status: 5\.6\.3/);
     expect(dsn.raw.toString('latin1')).toMatch(/multipart\/report/);
-    const eightLog = await eventually(async () => (await logOf(eightBit)).find((e) => e.code === 554), 10_000, 'the 8-bit message failed');
+    const eightLog = await untilQueue(stack.gw.postern.queueManager, async () => (await logOf(eightBit)).find((e) => e.code === 554), 'the 8-bit message failed');
     expect(eightLog.reply).toMatch(/5\.6\.3/);
     expect(eightLog.advice).toMatch(/^The upstream does not accept 8-bit messages;/);
 
-    const utf8Log = await eventually(async () => (await logOf(utf8)).find((e) => e.code === 554), 10_000, 'the SMTPUTF8 message failed');
+    const utf8Log = await untilQueue(stack.gw.postern.queueManager, async () => (await logOf(utf8)).find((e) => e.code === 554), 'the SMTPUTF8 message failed');
     expect(utf8Log.reply).toMatch(/5\.6\.7/);
     expect(utf8Log.advice).toMatch(/^The upstream does not accept internationalized \(SMTPUTF8\) messages;/);
 

@@ -6,8 +6,8 @@
  * loopback address.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { eventually, startTestPostern, type TestPostern } from './support/postern.js';
-import { enqueueMessage } from './support/queue.js';
+import { startTestPostern, type TestPostern } from './support/postern.js';
+import { enqueueMessage, waitForState } from './support/queue.js';
 import { addDevice, ALICE, pythonSend, RawSmtp, run, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 
 let stack: SendingStack;
@@ -20,14 +20,23 @@ const message = (subject: string, from = 'scanner@printers.local', extraHeaders 
   `From: "Scanner" <${from}>\r\nTo: bob@example.test\r\nSubject: ${subject}\r\n${extraHeaders}\r\n${body}`;
 const queueCount = async () => (await stack.gw.postern.store.db.selectFrom('queue_messages').select('id').execute()).length;
 
-/** A session from `localAddress` once one is free there (closed sessions may not be gone yet). */
-function greeted(localAddress: string): Promise<RawSmtp> {
-  return eventually(async () => {
-    const smtp = await RawSmtp.connect(stack.relayPort, { localAddress });
-    if ((await smtp.reply()).startsWith('220 ')) return smtp;
-    smtp.close();
-    return undefined;
-  }, 10_000, `a session from ${localAddress}`);
+/** A session from `localAddress`, greeted (the caller waits for closed sessions there to be gone: relayClosed). */
+async function greeted(localAddress: string): Promise<RawSmtp> {
+  const smtp = await RawSmtp.connect(stack.relayPort, { localAddress });
+  expect(await smtp.reply()).toMatch(/^220 /);
+  return smtp;
+}
+
+/** Resolves once the relay has seen `n` sessions from `address` end (subscribe before closing them). */
+function relayClosed(address: string, n: number): Promise<void> {
+  return new Promise((resolve) => {
+    let closed = 0;
+    const off = stack.gw.postern.relay.onSessionClosed((from) => {
+      if (from !== address || ++closed < n) return;
+      off();
+      resolve();
+    });
+  });
 }
 
 /** A session from `localAddress`, after EHLO, STARTTLS and EHLO again. */
@@ -61,6 +70,7 @@ describe('device AUTH throttle', () => {
     } finally {
       checks.mockRestore();
     }
+    const gone = relayClosed('127.0.0.2', sessions.length);
     for (const smtp of sessions) smtp.close();
     const invalid = replies.filter((r) => r === '535 5.7.8 Authentication credentials invalid');
     const throttled = replies.filter((r) => /^454 4\.7\.0 Too many failed logins; try again in \d+ minutes? \(after \d\d:\d\d UTC\)$/.test(r));
@@ -68,6 +78,7 @@ describe('device AUTH throttle', () => {
     expect(throttled.length).toBe(95);
 
     // 127.0.0.2 is locked out, even with the right password; the device on 127.0.0.3 is not.
+    await gone;
     const locked = await tlsSession('127.0.0.2');
     expect(await locked.command(`AUTH PLAIN ${plain('', DEVICE.user, DEVICE.password)}`)).toMatch(/^454 4\.7\.0 Too many failed logins; try again in /);
     locked.close();
@@ -82,7 +93,7 @@ describe('device AUTH throttle', () => {
     });
     expect(device.error).toBeUndefined();
     expect(device.replies).toContain('235 2.7.0 Authentication successful');
-    await eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === 'from the other address'), 10_000, 'the message upstream');
+    await stack.upstream.waitForMessage((m) => m.parsed?.subject === 'from the other address', 'the message upstream');
     expect(stack.gw.logs()).not.toContain('wrong-7');
   });
 });
@@ -102,9 +113,10 @@ describe('one client cannot take every SMTP session', () => {
       message: message('served while another address is busy'),
     });
     expect(device.error).toBeUndefined();
-    await eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === 'served while another address is busy'), 10_000, 'the message upstream');
+    await stack.upstream.waitForMessage((m) => m.parsed?.subject === 'served while another address is busy', 'the message upstream');
 
     // One more from the busy address is refused at once and closed.
+    const gone = relayClosed('127.0.0.4', PER_ADDRESS + 1);
     const extra = await RawSmtp.connect(stack.relayPort, { localAddress: '127.0.0.4' });
     expect(await extra.reply()).toBe('421 4.7.0 Too many connections from your address');
     await extra.closed;
@@ -114,14 +126,10 @@ describe('one client cannot take every SMTP session', () => {
       if (i % 2 === 0) expect(await smtp.command('QUIT')).toMatch(/^221/);
       else smtp.close();
     }
-    const again = await eventually(async () => {
-      const sessions = await Promise.all(Array.from({ length: PER_ADDRESS }, () => RawSmtp.connect(stack.relayPort, { localAddress: '127.0.0.4' })));
-      const greetings = await Promise.all(sessions.map((s) => s.reply()));
-      if (greetings.every((g) => g.startsWith('220 '))) return sessions;
-      for (const s of sessions) s.close();
-      await Promise.all(sessions.map((s) => s.closed));
-      return undefined;
-    }, 10_000, `${PER_ADDRESS} sessions from 127.0.0.4 again`);
+    await gone; // the relay has seen every one of them end
+    const again = await Promise.all(Array.from({ length: PER_ADDRESS }, () => RawSmtp.connect(stack.relayPort, { localAddress: '127.0.0.4' })));
+    const greetings = await Promise.all(again.map((s) => s.reply()));
+    expect(greetings.filter((g) => !g.startsWith('220 ')), `${PER_ADDRESS} sessions from 127.0.0.4 again`).toEqual([]);
     for (const smtp of again) smtp.close();
   });
 
@@ -227,7 +235,7 @@ describe('the sender policy cannot be bypassed by size or bytes', () => {
     // Under the limit the policy applies whatever the size: From becomes the mailbox, Sender goes.
     const { result } = await send('large but allowed header', message('large but allowed header', spoof, `Sender: <${spoof}>\r\n${`X-Filler: ${'d'.repeat(990)}\r\n`.repeat(200)}`));
     expect(result.error).toBeUndefined();
-    const delivered = await eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === 'large but allowed header'), 10_000, 'the message upstream');
+    const delivered = await stack.upstream.waitForMessage((m) => m.parsed?.subject === 'large but allowed header', 'the message upstream');
     expect(delivered.parsed?.from?.value).toEqual([{ address: ALICE, name: 'Scanner' }]);
     expect(delivered.parsed?.headers.has('sender')).toBe(false);
     for (const { subject } of attempts) expect(stack.upstream.messages.some((m) => m.parsed?.subject === subject)).toBe(false);
@@ -240,11 +248,8 @@ describe('the sender policy cannot be bypassed by size or bytes', () => {
     const body = `From: <${spoof}>\r\nSubject: spooled huge header\r\n${`X-Filler: ${'a'.repeat(990)}\r\n`.repeat(1250)}\r\nbody\r\n`;
     const queued = await enqueueMessage(stack.gw.postern.queue, body, { reversePath: ALICE, headerFrom: spoof, subject: 'spooled huge header' });
     stack.gw.postern.queueManager.offer(queued);
-    const row = await eventually(async () => {
-      const found = await stack.gw.postern.store.db.selectFrom('queue_messages').select(['state', 'last_reply']).where('id', '=', queued.id).executeTakeFirst();
-      return found?.state === 'bounced' ? found : undefined;
-    }, 15_000, 'the message returned');
-    expect(row.last_reply).toMatch(/^554 5\.6\.0 the message's header block exceeds 1048576 bytes/);
+    const row = await waitForState(stack.gw.postern.queueManager, stack.gw.postern.queue, queued.id, 'bounced');
+    expect(row.lastReply).toMatch(/^554 5\.6\.0 the message's header block exceeds 1048576 bytes/);
     expect(stack.upstream.messages.some((m) => m.parsed?.subject === 'spooled huge header')).toBe(false);
     expect(stack.upstream.messages.some((m) => m.parsed?.from?.value.some((a) => a.address === spoof))).toBe(false);
   });
@@ -271,19 +276,26 @@ describe('session lifetime', () => {
   });
 
   it('regression: a NOOP stream cannot defeat the idle timeout (a session without a message is closed)', async () => {
-    const smtp = await RawSmtp.open(gw.postern.smtpPort, { localAddress: '127.0.0.10' });
-    expect(await smtp.command('EHLO slow-loris.test')).toMatch(/^250/);
-    let closed = false;
-    void smtp.closed.then(() => (closed = true));
-    // Every NOOP restarts smtp-server's idle timeout (eventually sends one every 50 ms); the session limit
-    // counts from the connect regardless.
-    const last = await eventually(async () => {
-      const reply = await smtp.command('NOOP');
-      return reply.startsWith('421') ? reply : undefined;
-    }, 20_000, 'the session to be closed');
-    expect(last).toBe('421 4.4.2 No message sent in too long; closing the session');
-    await smtp.closed;
-    expect(closed).toBe(true);
+    // The session limit is the relay's timer: the test drives that clock, a NOOP answered at each step.
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
+    try {
+      const smtp = await RawSmtp.open(gw.postern.smtpPort, { localAddress: '127.0.0.10' });
+      expect(await smtp.command('EHLO slow-loris.test')).toMatch(/^250/);
+      let closed = false;
+      void smtp.closed.then(() => (closed = true));
+      // Every NOOP restarts smtp-server's idle timeout (one every 100 ms of the session's time here); the
+      // session limit (1.5 s) counts from the connect regardless.
+      let last = '';
+      for (let step = 0; step < 100 && !last.startsWith('421'); step++) {
+        last = await smtp.command('NOOP');
+        vi.advanceTimersByTime(100);
+      }
+      expect(last).toBe('421 4.4.2 No message sent in too long; closing the session');
+      await smtp.closed;
+      expect(closed).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });
 

@@ -5,7 +5,7 @@
  * stand-in upstream; the list is set and edited through the Relay Settings page as an administrator does.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually, WebClient } from './support/postern.js';
+import { WebClient } from './support/postern.js';
 import { addDevice, ALICE, editDeviceSenders, pythonSend, RawSmtp, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 
 let stack: SendingStack;
@@ -29,7 +29,7 @@ function send(device: { user: string; password: string }, from: string, subject:
 }
 
 async function upstreamMessage(subject: string) {
-  return eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === subject), 10_000, `"${subject}" upstream`);
+  return stack.upstream.waitForMessage((m) => m.parsed?.subject === subject, `"${subject}" upstream`);
 }
 
 /** Nothing with `subject` reached the upstream, once the queue has nothing left to do. */

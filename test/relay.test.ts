@@ -8,7 +8,7 @@ import { mkdtempSync, readdirSync, renameSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { eventually } from './support/postern.js';
+import { directoryChanges, LOG, until } from './support/events.js';
 import { addDevice, ALICE, pythonSend, RawSmtp, run, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 
 let stack: SendingStack;
@@ -23,7 +23,7 @@ const spoolFiles = () => readdirSync(join(stack.gw.dataDir, 'spool')).filter((n)
 const logged = (errorCode: string) => stack.gw.logs().split('\n').filter((line) => line.includes(`"errorCode":"${errorCode}"`)).length;
 
 async function upstreamMessage(subject: string) {
-  return eventually(() => stack.upstream.messages.find((m) => m.parsed?.subject === subject), 10_000, `"${subject}" upstream`);
+  return stack.upstream.waitForMessage((m) => m.parsed?.subject === subject, `"${subject}" upstream`);
 }
 
 beforeAll(async () => {
@@ -281,13 +281,17 @@ describe('message size (RFC 1870, docs/protocol.md §5.5)', () => {
     await smtp.command('MAIL FROM:<a@printers.local>');
     await smtp.command('RCPT TO:<bob@example.test>');
     await smtp.command('DATA');
+    const mark = stack.gw.log.mark();
     smtp.write('Subject: cut off\r\n\r\n' + 'y'.repeat(100_000));
     smtp.close();
-    // Every body left in the spool belongs to a queued message: the partial one is gone.
-    await eventually(async () => {
+    // The relay says when it has given the partial message up (its spool file removed first).
+    await stack.gw.log.waitFor((line) => line.msg === LOG.disconnectedDuringData || line.msg === 'message could not be queued (451)', { from: mark });
+    // Every body left in the spool belongs to a queued message: the partial one is gone (bodies of messages
+    // sent just before go once their outcome is on disk: checked again at each change of the spool).
+    await until(directoryChanges(join(stack.gw.dataDir, 'spool')), async () => {
       const waiting = new Set((await queueRows()).filter((r) => r.state !== 'sent' && r.state !== 'bounced').map((r) => `${r.id}.eml`));
       return spoolFiles().every((file) => waiting.has(file));
-    }, 5_000, 'the partial file to go');
+    }, 'the partial file to go');
     expect((await queueRows()).length).toBe(before);
     await saveRelaySettings(stack.web, {});
   });

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './support/cli.js';
 import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 import { spawnPostern, type PosternProcess } from './support/postern-process.js';
-import { startTestPostern, WebClient, eventually, type TestPostern } from './support/postern.js';
+import { startTestPostern, WebClient, type TestPostern } from './support/postern.js';
 import { buildWebApp } from '../src/web/app.js';
 import { DatabaseSessionStore } from '../src/web/session-store.js';
 import { createLogger, type Logger } from '../src/log.js';
@@ -354,7 +354,13 @@ describe('errors after the handler', () => {
     const onRejection = (reason: unknown) => rejections.push(reason);
     process.on('unhandledRejection', onRejection);
     const logged: unknown[] = [];
-    const log = { error: (...args: unknown[]) => logged.push(args) } as unknown as Logger;
+    let threeLogged!: () => void;
+    const allLogged = new Promise<void>((resolve) => (threeLogged = resolve));
+    const log = {
+      error: (...args: unknown[]) => {
+        if (logged.push(args) === 3) threeLogged();
+      },
+    } as unknown as Logger;
     const store = new DatabaseSessionStore(gw.postern.store, log);
     try {
       store.set('s1', { cookie: {} }, () => {
@@ -366,7 +372,7 @@ describe('errors after the handler', () => {
       store.destroy('s1', () => {
         throw new Error('thrown by what runs after the destroy');
       });
-      await eventually(() => logged.length === 3, 10_000, 'the three throws logged');
+      await allLogged; // the three throws logged
       // One more turn for any rejection to be reported.
       await new Promise((resolve) => setImmediate(resolve));
       expect(rejections).toEqual([]);

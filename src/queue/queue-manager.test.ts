@@ -15,6 +15,8 @@ import { StorePacer } from './pacing.js';
 import { QueueManager, type DeliveryResult, type OutboundTransport, type RouteStatus } from './queue-manager.js';
 import { LeaseLostError, MessageQueue, type MessageEnvelope, type QueuedMessage } from './queue.js';
 import { Spool } from './spool.js';
+import { directoryChanges, Signal, until } from '../../test/support/events.js';
+import { nextPass, untilQueue } from '../../test/support/queue.js';
 
 const log = createLogger('silent');
 const TUNING: QueueTuning = { retryBaseMs: 20, retryMaxMs: 40, lifetimeMs: 60_000, concurrency: 4 };
@@ -28,24 +30,34 @@ class ScriptedTransport implements OutboundTransport {
   calls: Array<{ message: QueuedMessage; body: string }> = [];
   inFlight = 0;
   maxInFlight = 0;
-  delayMs = 0;
+  /** While set, deliveries wait for it after reading the body (so that several are in flight at once). */
+  gate: Promise<void> | undefined;
+  /** Raised when a delivery starts or ends. */
+  readonly changed = new Signal();
+  /** How often the route was asked for: once at the start of every pass (routeCacheMs 0). */
+  routeCalls = 0;
 
   constructor() {
-    this.route = async () => ({ accountId: 'microsoft', ready: this.ready, reason: this.ready ? undefined : 'Token Status is Expired', messagesPerMinute: this.limit, postmaster: 'alice@example.test', remoteMta: 'smtp.test' });
+    this.route = async () => {
+      this.routeCalls++;
+      return { accountId: 'microsoft', ready: this.ready, reason: this.ready ? undefined : 'Token Status is Expired', messagesPerMinute: this.limit, postmaster: 'alice@example.test', remoteMta: 'smtp.test' };
+    };
   }
 
   async deliver(message: QueuedMessage, body: () => NodeJS.ReadableStream): Promise<DeliveryResult> {
     this.inFlight++;
     this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    this.changed.raise();
     try {
       const chunks: Buffer[] = [];
       for await (const chunk of body() as AsyncIterable<Buffer>) chunks.push(chunk);
-      if (this.delayMs) await new Promise((resolve) => setTimeout(resolve, this.delayMs));
+      await this.gate;
       this.calls.push({ message: { ...message, recipients: [...message.recipients] }, body: Buffer.concat(chunks).toString() });
       const step = this.script.shift() ?? this.fallback;
       return step(message);
     } finally {
       this.inFlight--;
+      this.changed.raise();
     }
   }
 
@@ -66,15 +78,12 @@ async function enqueue(envelope: Partial<MessageEnvelope> = {}, body = 'From: de
   return incoming.id;
 }
 
-async function waitFor<T>(check: () => Promise<T | undefined | false>, what: string, timeoutMs = 5_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
+/** `check`'s first value, checked now and after every pass and every recorded delivery of the manager. */
+const waitFor = <T>(check: () => Promise<T | undefined | false>, what: string): Promise<T> => untilQueue(manager, check, what);
+
+/** Resolves once no message body is left in the spool, checked at each change of the spool directory. */
+const spoolEmpty = (what: string): Promise<true> =>
+  until(directoryChanges(join(dir, 'spool')), () => readdirSync(join(dir, 'spool')).filter((n) => n.endsWith('.eml')).length === 0 || undefined, what);
 
 const stateOf = async (id: string) => (await queue.get(id))?.state;
 const events = async (id: string) => (await queue.logEntries({ queueId: id })).map((e) => e.event).reverse();
@@ -107,7 +116,7 @@ describe('queue manager', () => {
     expect(transport.calls[0]!.body).toContain('hello');
     expect(await events(id)).toEqual(['accepted', 'sent']);
     // The body goes once the outcome is on disk (at most relaxedSyncMs later).
-    await waitFor(async () => readdirSync(join(dir, 'spool')).filter((n) => n.endsWith('.eml')).length === 0, 'the body to be removed');
+    await spoolEmpty('the body to be removed');
   });
 
   it('retries a 4xx with backoff, then sends', async () => {
@@ -217,7 +226,8 @@ describe('queue manager', () => {
     const ids = await Promise.all([1, 2, 3, 4, 5].map(() => enqueue()));
     await waitFor(async () => transport.calls.length === 2, 'two deliveries');
     await manager.whenIdle();
-    await new Promise((resolve) => setTimeout(resolve, 150));
+    // One more pass with the pace full: it starts nothing.
+    await nextPass(manager);
     expect(transport.calls).toHaveLength(2);
     now += 61_000;
     manager.kick();
@@ -242,8 +252,23 @@ describe('queue manager', () => {
   });
 
   it('never runs more deliveries at once than its concurrency', async () => {
-    transport.delayMs = 20;
+    let open!: () => void;
+    transport.gate = new Promise<void>((resolve) => (open = resolve));
     const ids = await Promise.all(Array.from({ length: 12 }, () => enqueue()));
+    await until(transport.changed.subscribe, () => transport.inFlight === TUNING.concurrency, 'every delivery slot taken');
+    // A pass that starts while every slot is taken (each pass asks for the route first) starts no delivery.
+    const passesBefore = transport.routeCalls;
+    const passed = new Promise<void>((resolve) => {
+      const off = manager.onEvent((event) => {
+        if (event.type !== 'pass' || transport.routeCalls === passesBefore) return;
+        off();
+        resolve();
+      });
+    });
+    manager.kick();
+    await passed;
+    expect(transport.inFlight).toBe(TUNING.concurrency);
+    open();
     await waitFor(async () => (await Promise.all(ids.map(stateOf))).every((s) => s === 'sent'), 'all sent');
     expect(transport.maxInFlight).toBeLessThanOrEqual(TUNING.concurrency);
     expect(transport.calls).toHaveLength(12);
@@ -268,7 +293,7 @@ describe('queue manager', () => {
     await waitFor(async () => (await stateOf(a)) === 'sent' && (await stateOf(b)) === 'sent', 'both sent');
     expect(transport.calls.map((c) => c.message.id).sort()).toEqual([a, b].sort());
     expect(await events(a)).toEqual(['accepted', 'requeued', 'sent']);
-    await waitFor(async () => readdirSync(join(dir, 'spool')).filter((n) => n.endsWith('.eml')).length === 0, 'the bodies to be removed');
+    await spoolEmpty('the bodies to be removed');
     expect(existsSync(join(dir, 'spool', 'tmp'))).toBe(false);
   });
 

@@ -7,7 +7,7 @@
  *   failures and returning permanent ones to their sender with one DSN.
  * Inputs: due rows of this node's queue; the transport's route status (is there a usable token? which
  *   account, what pace?); the pacer, whose window every instance on the database shares (pacing.ts).
- * Outputs: outcomes and DSNs recorded through MessageQueue; log lines.
+ * Outputs: outcomes and DSNs recorded through MessageQueue; log lines; events for observers (onEvent).
  * Failure modes: no usable token → messages are held (not failed) and released when the token is usable
  *   again; 4xx, network errors and timeouts → deferred with exponential backoff and jitter until
  *   `lifetimeMs`, then bounced; 5xx → bounced at once. A crash leaves active rows behind: `start()`
@@ -59,6 +59,9 @@ export interface OutboundTransport {
   /** Ends in-flight sessions at once (shutdown after the grace period). */
   abort(): Promise<void>;
 }
+
+/** What observers of the queue manager are told (onEvent): a pass ended, or a delivery's outcome is recorded. */
+export type QueueManagerEvent = { type: 'pass' } | { type: 'delivery'; queueId: string };
 
 export interface QueueManagerOptions {
   queue: MessageQueue;
@@ -124,6 +127,7 @@ export class QueueManager {
   #idleWaiters: Array<() => void> = [];
   /** Give-backs still writing (stop() waits for them before the store may close). */
   readonly #givingBack = new Set<Promise<void>>();
+  readonly #observers = new Set<(event: QueueManagerEvent) => void>();
 
   constructor(options: QueueManagerOptions) {
     this.#queue = options.queue;
@@ -200,6 +204,19 @@ export class QueueManager {
     this.kick();
   }
 
+  /**
+   * Tells `observer` after every pass and after every delivery whose outcome is recorded (or whose message
+   * was given back), so that tests wait for what the queue did instead of polling it. Returns the removal.
+   */
+  onEvent(observer: (event: QueueManagerEvent) => void): () => void {
+    this.#observers.add(observer);
+    return () => this.#observers.delete(observer);
+  }
+
+  #emit(event: QueueManagerEvent): void {
+    for (const observer of this.#observers) observer(event);
+  }
+
   #runPass(): void {
     if (this.#passing || !this.#running || this.#stopping) return;
     this.#passing = this.#pass()
@@ -211,6 +228,7 @@ export class QueueManager {
           this.#poke();
         }
         this.#notifyIdle();
+        this.#emit({ type: 'pass' });
       });
   }
 
@@ -309,6 +327,7 @@ export class QueueManager {
           this.#active.delete(message.id);
           this.#poke();
           this.#notifyIdle();
+          this.#emit({ type: 'delivery', queueId: message.id });
         });
         this.#active.set(message.id, run);
       }

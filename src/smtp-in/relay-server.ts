@@ -209,13 +209,16 @@ class RelayConnection extends SMTPConnection {
 
   override _onClose(): void {
     clearTimeout(this.progressTimer);
-    super._onClose();
+    const first = !this._closed;
+    super._onClose(); // no longer among the server's connections
+    if (first) this.relay.closed(this.remoteAddress);
   }
 }
 
 class RelaySmtpServer extends SMTPServer {
   limits: RelayLimits = RELAY_LIMIT_DEFAULTS;
   refused: (reason: string, address: string) => void = () => undefined;
+  closed: (address: string) => void = () => undefined;
 
   override connect(socket: Socket | TLSSocket, socketOptions?: SMTPConnectionOptions | null): void {
     // As SMTPServer.connect, with RelayConnection.
@@ -253,6 +256,7 @@ export class RelayServer {
   #upstream: UpstreamCapabilities = { eightBitMime: true, smtpUtf8: true };
   #stopping = false;
   readonly #limits: RelayLimits;
+  readonly #closedListeners = new Set<(address: string) => void>();
   port = 0;
 
   constructor(options: RelayServerOptions) {
@@ -314,6 +318,15 @@ export class RelayServer {
       : { key: certificate.key, cert: certificate.cert, minVersion: 'TLSv1.2', ciphers: 'DEFAULT' };
   }
 
+  /**
+   * Told with the client's address when a session has ended and no longer counts against the per-address
+   * limit, so that tests wait for the relay to see a close instead of retrying. Returns the removal.
+   */
+  onSessionClosed(listener: (address: string) => void): () => void {
+    this.#closedListeners.add(listener);
+    return () => this.#closedListeners.delete(listener);
+  }
+
   async start(): Promise<number> {
     this.#stopping = false;
     this.#settings = await this.#options.settings.get();
@@ -350,6 +363,9 @@ export class RelayServer {
     });
     server.limits = this.#limits;
     server.refused = (reason, address) => this.#log.info({ address, reason, errorCode: ErrorCodes.SMTP_SESSION_LIMIT }, 'relay session closed (421)');
+    server.closed = (address) => {
+      for (const listener of this.#closedListeners) listener(address);
+    };
     server.on('error', (error: Error & { code?: string }) => {
       // Socket errors of single sessions (resets, TLS alerts) land here; they end only that session.
       this.#log.debug({ code: error.code, message: error.message }, 'relay session error');

@@ -8,7 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OUTLOOK_SMTP_SCOPE, startMicrosoftStandin, type MicrosoftStandin } from '../support/oauth-standins.js';
 import { isPostfixAvailable, startPostfixWithDovecot, type PostfixWithDovecot } from '../support/postfix-dovecot.js';
-import { eventually, startTestPostern, WebClient, type TestPostern } from '../support/postern.js';
+import { startTestPostern, WebClient, type TestPostern } from '../support/postern.js';
+import { untilQueue } from '../support/queue.js';
 import { addDevice, ALICE, authorizeMicrosoft, FAST_QUEUE, pythonSend, saveEmailSettings } from '../support/sending.js';
 import { createTestPki, type TestPki } from '../support/test-ca.js';
 
@@ -48,7 +49,7 @@ beforeAll(async () => {
   ]);
   web = new WebClient(gw.url);
   await web.login();
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, gw.log);
   await saveEmailSettings(web, { smtpPort: String(mta.port) });
   await addDevice(web, DEVICE.user, DEVICE.password);
 });
@@ -74,7 +75,7 @@ describe('Postern → Postfix with Dovecot oauth2 SASL', () => {
   it('a Sender E-Mail Address the mailbox may send as is used as envelope sender and kept as From', async () => {
     await saveEmailSettings(web, { smtpPort: String(mta.port), senderAddress: SHARED });
     await send('as the shared mailbox', SHARED);
-    const message = await eventually(() => mta.sink.messages.find((m) => m.parsed?.subject === 'as the shared mailbox'), 20_000, 'the shared message');
+    const message = await mta.sink.waitForMessage((m) => m.parsed?.subject === 'as the shared mailbox', 'the shared message');
     expect(message.envelope.mailFrom).toBe(SHARED);
     expect(message.authUser).toBe(ALICE);
     expect(message.parsed?.from?.value[0]?.address).toBe(SHARED);
@@ -84,10 +85,10 @@ describe('Postern → Postfix with Dovecot oauth2 SASL', () => {
   it("a sender the mailbox may not use: Postfix's 553 is a permanent failure with plain advice", async () => {
     await saveEmailSettings(web, { smtpPort: String(mta.port), senderAddress: 'bob@example.test' });
     await send('not allowed');
-    const row = await eventually(async () => {
+    const row = await untilQueue(gw.postern.queueManager, async () => {
       const rows = await gw.postern.queue.list(['bounced']);
       return rows.find((r) => r.subject === 'not allowed');
-    }, 20_000, 'the message to be returned');
+    }, 'the message to be returned');
     expect(row.lastReply).toMatch(/^553 5\.7\.1 <bob@example\.test>: Sender address rejected: not owned by user alice@example\.test/);
     expect(row.lastAdvice).toMatch(/set Sender E-Mail Address in E-Mail Settings to the authorized mailbox/);
     expect(mta.sink.messages.some((m) => m.parsed?.subject === 'not allowed')).toBe(false);

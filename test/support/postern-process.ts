@@ -7,6 +7,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { LogLines, type LogLine } from './events.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -15,7 +16,9 @@ export interface PosternProcess {
   readonly httpPort: number;
   readonly smtpPort: number;
   /** Parsed JSON log lines so far. */
-  readonly lines: Array<Record<string, unknown>>;
+  readonly lines: LogLine[];
+  /** The same lines, with waits for a line to be written (events.ts). */
+  readonly log: LogLines;
   count(msg: string): number;
   /** SIGKILL, and wait for the exit. */
   kill9(): Promise<void>;
@@ -35,26 +38,16 @@ export async function spawnPostern(env: Record<string, string>, options: { timeo
     env: { ...process.env, POSTERN_HOST: '127.0.0.1', POSTERN_HTTP_PORT: '0', POSTERN_SMTP_PORT: '0', POSTERN_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const lines: Array<Record<string, unknown>> = [];
   const counts = new Map<string, number>();
+  const log = new LogLines((line) => {
+    const msg = String(line.msg);
+    counts.set(msg, (counts.get(msg) ?? 0) + 1);
+  });
+  const lines = log.lines;
   let stderr = '';
-  let rest = '';
   let onLine: (() => void) | undefined;
   child.stdout!.on('data', (data: Buffer) => {
-    rest += data.toString();
-    const parts = rest.split('\n');
-    rest = parts.pop() ?? '';
-    for (const part of parts) {
-      if (!part.startsWith('{')) continue;
-      try {
-        const line = JSON.parse(part) as Record<string, unknown>;
-        lines.push(line);
-        const msg = String(line.msg);
-        counts.set(msg, (counts.get(msg) ?? 0) + 1);
-      } catch {
-        // not a log line
-      }
-    }
+    log.write(data.toString());
     onLine?.();
   });
   child.stderr!.on('data', (data: Buffer) => (stderr += data.toString()));
@@ -83,6 +76,7 @@ export async function spawnPostern(env: Record<string, string>, options: { timeo
     httpPort: portOf('Remote UI listening')!,
     smtpPort: portOf('SMTP relay listening')!,
     lines,
+    log,
     count: (msg) => counts.get(msg) ?? 0,
     async kill9() {
       child.kill('SIGKILL');

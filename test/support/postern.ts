@@ -11,6 +11,7 @@ import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import { createPostern, type Postern } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
+import { LogLines } from './events.js';
 
 export const ADMIN_PASSWORD = 'admin-password-for-tests';
 
@@ -22,6 +23,8 @@ export interface TestPostern {
   dataDir: string;
   /** Everything logged so far (JSON lines). */
   logs(): string;
+  /** The same lines parsed, with waits for a line to be written (events.ts). */
+  log: LogLines;
   close(): Promise<void>;
 }
 
@@ -36,9 +39,11 @@ export interface TestPosternOptions {
 export async function startTestPostern(options: TestPosternOptions = {}): Promise<TestPostern> {
   const dataDir = options.config?.dataDir ?? mkdtempSync(join(tmpdir(), 'postern-test-'));
   const lines: string[] = [];
+  const log = new LogLines();
   const sink = new Writable({
     write(chunk, _encoding, callback) {
       lines.push(chunk.toString());
+      log.write(chunk.toString());
       callback();
     },
   });
@@ -63,6 +68,7 @@ export async function startTestPostern(options: TestPosternOptions = {}): Promis
     httpsUrl: postern.httpsPort === undefined ? undefined : `https://127.0.0.1:${postern.httpsPort}`,
     dataDir,
     logs: () => lines.join(''),
+    log,
     async close() {
       await postern.stop();
       if (!options.keepDataDir && !options.config?.dataDir) rmSync(dataDir, { recursive: true, force: true });
@@ -155,18 +161,5 @@ export function field(html: string, name: string): string | undefined {
   return match?.[1]?.replace(/\s+/g, ' ').trim().replace(/&#39;/g, "'").replace(/&quot;/g, '"').replace(/&amp;/g, '&');
 }
 
-/** Waits until `check` returns a value (not undefined/false), polling every 50 ms; fails after timeoutMs. */
-export async function eventually<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 20_000, what = 'condition'): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value as T;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
-}
+/** The one polling helper (events.ts): only for a state nothing signals. */
+export { eventually } from './events.js';

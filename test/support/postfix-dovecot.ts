@@ -23,6 +23,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { createServer, connect, type AddressInfo } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { eventually } from './events.js';
 import type { TestPki } from './test-ca.js';
 import { startSmtpSink, withDefaultCa, type IntrospectionConfig, type RecordedMessage } from './upstream-smtp.js';
 
@@ -68,6 +69,8 @@ export interface PostfixWithDovecot {
   readonly sink: {
     readonly messages: RecordedMessage[];
     waitForMessages(n: number, timeoutMs?: number): Promise<RecordedMessage[]>;
+    /** The first received message (already here or still to come) that `predicate` accepts. */
+    waitForMessage(predicate: (message: RecordedMessage) => boolean, what?: string, timeoutMs?: number): Promise<RecordedMessage>;
   };
   /** Startup durations in milliseconds, for the record. */
   readonly timings: { dovecotMs: number; postfixMs: number; totalMs: number };
@@ -88,27 +91,30 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
   return port;
 }
 
-/** Resolves once `host:port` accepts a TCP connection; rejects if `exited` settles first or on timeout. */
+/** Whether `host:port` accepts a TCP connection now. */
+function accepts(host: string, port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const socket = connect({ host, port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+/**
+ * Resolves once `host:port` accepts a TCP connection; rejects if `exited` settles first or on timeout. The
+ * daemons say nothing when they listen, so this polls (the shared helper in events.ts).
+ */
 async function waitForPort(host: string, port: number, exited: Promise<unknown>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
   let stopped = false;
   const exit = exited.then(() => {
     stopped = true;
+    throw new Error(`${what} exited during startup`);
   });
-  for (let delay = 10; ; delay = Math.min(delay * 2, 100)) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const socket = connect({ host, port });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (stopped) throw new Error(`${what} exited during startup`);
-    if (Date.now() > deadline) throw new Error(`${what} did not listen on ${host}:${port} within ${timeoutMs} ms`);
-    await Promise.race([new Promise((resolve) => setTimeout(resolve, delay)), exit]);
-  }
+  const listening = eventually(() => !stopped && accepts(host, port), timeoutMs, `${what} to listen on ${host}:${port}`);
+  await Promise.race([listening, exit]);
 }
 
 function tail(file: string, lines = 40): string {
@@ -427,7 +433,11 @@ export async function startPostfixWithDovecot(options: PostfixDovecotOptions): P
       port: submission,
       authPort: auth,
       dir,
-      sink: { messages: sink.messages, waitForMessages: (n, timeoutMs) => sink.waitForMessages(n, timeoutMs) },
+      sink: {
+        messages: sink.messages,
+        waitForMessages: (n, timeoutMs) => sink.waitForMessages(n, timeoutMs),
+        waitForMessage: (predicate, what, timeoutMs) => sink.waitForMessage(predicate, what, timeoutMs),
+      },
       timings: { dovecotMs, postfixMs, totalMs: Date.now() - started },
       logs,
       close: closeAll,

@@ -13,7 +13,8 @@ import { connect as tlsConnect } from 'node:tls';
 import { expect } from 'vitest';
 import type { Config } from '../../src/config.js';
 import { GMAIL_SCOPE, OUTLOOK_SMTP_SCOPE, startGoogleStandin, startMicrosoftStandin, type GoogleStandin, type MicrosoftStandin } from './oauth-standins.js';
-import { eventually, field, startTestPostern, WebClient, type TestPostern } from './postern.js';
+import { LOG, type LogLines } from './events.js';
+import { field, startTestPostern, WebClient, type TestPostern } from './postern.js';
 import { createTestPki, type TestPki } from './test-ca.js';
 import { startUpstreamSmtp, type UpstreamSmtp } from './upstream-smtp.js';
 import { approveDeviceCode, authorizeInBrowserlessAgent } from './user-agent.js';
@@ -37,10 +38,15 @@ export interface SendingStack {
   close(): Promise<void>;
 }
 
-/** Authorizes OAuth 2.0 (Microsoft) for `email` through the Remote UI (Edit Basic Settings, user code, sign-in). */
-export async function authorizeMicrosoft(web: WebClient, microsoft: MicrosoftStandin, pki: TestPki, email = ALICE): Promise<void> {
+/**
+ * Authorizes OAuth 2.0 (Microsoft) for `email` through the Remote UI (Edit Basic Settings, user code, sign-in).
+ * `log` is the gateway's log (in-process or a child process): its lines say when the user code was issued
+ * and when the grant completed.
+ */
+export async function authorizeMicrosoft(web: WebClient, microsoft: MicrosoftStandin, pki: TestPki, log: LogLines, email = ALICE): Promise<void> {
   const base = '/settings/send/oauth-microsoft';
   await web.get(`${base}/edit`);
+  const saved = log.mark();
   await web.post(`${base}/edit`, {
     enabled: 'on',
     verifyServerCertificate: 'on',
@@ -48,9 +54,13 @@ export async function authorizeMicrosoft(web: WebClient, microsoft: MicrosoftSta
     endpoint: microsoft.endpoint('organizations'),
     clientId: microsoft.publicClientId,
   });
-  const userCode = await eventually(async () => field(await web.get(`${base}/status`), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0], 10_000, 'a user code');
+  await log.waitFor(LOG.userCodeIssued, { from: saved });
+  const userCode = field(await web.get(`${base}/status`), 'user-code')?.match(/^[A-Z0-9-]{6,}$/)?.[0];
+  if (!userCode) throw new Error('a user code was issued, but the status page shows none');
+  const signingIn = log.mark();
   await approveDeviceCode({ verificationUri: microsoft.verificationUri, userCode, email, password: PASSWORD, ca: pki.ca.cert });
-  await eventually(async () => field(await web.get(`${base}/status`), 'token-status') === 'Active', 15_000, 'Token Status Active');
+  await log.waitFor(LOG.authorized, { from: signingIn });
+  expect(field(await web.get(`${base}/status`), 'token-status')).toBe('Active');
 }
 
 /**
@@ -89,8 +99,9 @@ export async function authorizeGoogle(web: WebClient, google: GoogleStandin, pki
   await saveGoogleSettings(web, google);
   const url = authorizationUrlOf(await web.get(`${base}/register`));
   const redirect = await authorizeInBrowserlessAgent({ authorizationUrl: url, email, password: PASSWORD, ca: pki.ca.cert });
+  // The code is exchanged before the answer to this POST: the tokens are saved by then.
   await web.post(`${base}/register`, { code: redirect.href });
-  await eventually(async () => field(await web.get(`${base}/status`), 'token-status') === 'Active', 15_000, 'Google Token Status Active');
+  expect(field(await web.get(`${base}/status`), 'token-status')).toBe('Active');
 }
 
 /** Saves E-Mail Settings through the Remote UI form. */
@@ -159,7 +170,7 @@ export async function startSendingStack(options: { config?: Partial<Config>; enf
   const gw = await startTestPostern({ caPems: [pki.ca.cert], config: { queue: FAST_QUEUE, logLevel: 'debug', ...options.config }, keepDataDir: options.keepDataDir ?? false });
   const web = new WebClient(gw.url);
   await web.login();
-  await authorizeMicrosoft(web, microsoft, pki);
+  await authorizeMicrosoft(web, microsoft, pki, gw.log);
   await saveEmailSettings(web, { smtpPort: String(upstream.port) });
   expect(web.lastStatus).toBe(303);
   const certificate = await gw.postern.relaySettings.certificate();

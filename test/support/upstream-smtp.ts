@@ -27,6 +27,7 @@ import { simpleParser, type ParsedMail } from 'mailparser';
 import { SMTPServer, type SMTPServerDataStream, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { Agent, request } from 'undici';
+import { EVENT_DEADLINE_MS, until, type Subscribe } from './events.js';
 import type { TestPki } from './test-ca.js';
 
 /** Where and how a resource server introspects tokens (RFC 7662 §2.1, client_secret_basic). */
@@ -128,6 +129,17 @@ export interface UpstreamSmtp {
   readonly introspectionCount: number;
   /** Resolves with the messages once at least `n` have been accepted; rejects after `timeoutMs`. */
   waitForMessages(n: number, timeoutMs?: number): Promise<UpstreamMessage[]>;
+  /** The first accepted message (already here or still to come) that `predicate` accepts. */
+  waitForMessage(predicate: (message: UpstreamMessage) => boolean, what?: string, timeoutMs?: number): Promise<UpstreamMessage>;
+  /** Signals each accepted message (for conditions over several messages, with events.ts `until`). */
+  onMessage: Subscribe;
+  /**
+   * From now on a message whose DATA completes is neither recorded nor answered: the session hangs until it
+   * is closed, as if the network froze before the final dot arrived. What `messages` holds is then final.
+   */
+  freeze(): void;
+  /** Records and answers messages again (sessions that hung stay unanswered). */
+  thaw(): void;
   /** Give `reply` instead of the normal reply the next `times` times its phase is reached. */
   failNext(reply: ScriptedReply, times?: number): void;
   /** Close the next accepted TCP connection at once, without a greeting. */
@@ -205,6 +217,16 @@ export class MessageRecorder<M extends RecordedMessage> {
   add(message: M): void {
     this.messages.push(message);
     this.#events.emit('message');
+  }
+
+  readonly onMessage: Subscribe = (listener) => {
+    this.#events.on('message', listener);
+    return () => this.#events.off('message', listener);
+  };
+
+  /** The first message, recorded already or still to come, that `predicate` accepts. */
+  waitForMessage(predicate: (message: M) => boolean, what = 'a matching message', timeoutMs = EVENT_DEADLINE_MS): Promise<M> {
+    return until(this.onMessage, () => this.messages.find(predicate), `${what} (${this.messages.length} message(s) so far)`, timeoutMs);
   }
 
   waitForMessages(n: number, timeoutMs = 5_000): Promise<M[]> {
@@ -495,6 +517,7 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
   const scripted: Array<{ reply: ScriptedReply; times: number }> = [];
   const introspector = createIntrospector(withDefaultCa(options.introspection, options.pki));
   let introspectionCount = 0;
+  let frozen = false;
 
   const state: UpstreamState = {
     profile,
@@ -585,6 +608,7 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
             const parsed = await simpleParser(raw);
             const params = { ...(session.envelope.bodyType ? { body: session.envelope.bodyType } : {}), smtpUtf8: Boolean(session.envelope.smtpUtf8) };
             const message: UpstreamMessage = { envelope, params, authUser, raw, parsed };
+            if (frozen) return; // never answered: the client waits until the session is closed
             recorder.add(message);
             await options.beforeDataReply?.(message);
             callback(null, profile.dataOk());
@@ -607,6 +631,14 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
       return introspectionCount;
     },
     waitForMessages: (n, timeoutMs) => recorder.waitForMessages(n, timeoutMs),
+    waitForMessage: (predicate, what, timeoutMs) => recorder.waitForMessage(predicate, what, timeoutMs),
+    onMessage: recorder.onMessage,
+    freeze() {
+      frozen = true;
+    },
+    thaw() {
+      frozen = false;
+    },
     failNext(reply, times = 1) {
       scripted.push({ reply, times });
     },
@@ -639,6 +671,8 @@ export interface SmtpSink {
   readonly port: number;
   readonly messages: RecordedMessage[];
   waitForMessages(n: number, timeoutMs?: number): Promise<RecordedMessage[]>;
+  /** The first received message (already here or still to come) that `predicate` accepts. */
+  waitForMessage(predicate: (message: RecordedMessage) => boolean, what?: string, timeoutMs?: number): Promise<RecordedMessage>;
   close(): Promise<void>;
 }
 
@@ -676,6 +710,7 @@ export async function startSmtpSink(options: { host?: string } = {}): Promise<Sm
     port,
     messages: recorder.messages,
     waitForMessages: (n, timeoutMs) => recorder.waitForMessages(n, timeoutMs),
+    waitForMessage: (predicate, what, timeoutMs) => recorder.waitForMessage(predicate, what, timeoutMs),
     close: () => closeServer(server),
   };
 }
