@@ -4,7 +4,7 @@
  * every code is raised or logged somewhere in the product, and no `POSTERN_…` code string is made up outside
  * the catalogue.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as oauth from 'oauth4webapi';
@@ -32,26 +32,6 @@ const isTest = (path: string) => path.endsWith('.test.ts');
 /** The environment settings, as the README's Configuration table lists them: names, not error codes. */
 const SETTINGS = new Set([...read('README.md').matchAll(/^\| `(POSTERN_[A-Z0-9_]+)`/gm)].map((m) => m[1]!));
 
-/**
- * Files allowed their own `POSTERN_…` code strings for now, each with the reason. src/store/backup.ts keeps
- * its POSTERN_BACKUP_* codes until backup moves to src/backup/ and takes its codes into the catalogue.
- */
-const OWN_CODE_STRINGS_ALLOWED = new Set(['src/store/backup.ts']);
-
-/**
- * Codes raised only by a part this checkout may not have yet, with that part's folder: excused only while the
- * folder is missing. The JSON API (src/api/) answers a body that fails its schema with POSTERN_WEB_INVALID_INPUT.
- */
-const RAISED_BY_A_PART_NOT_HERE_YET: Record<string, string> = { POSTERN_WEB_INVALID_INPUT: 'src/api' };
-
-/**
- * Codes of parts this checkout may not have yet, by prefix, with the part's folder: docs/errors.md may
- * document them ahead of their catalogue entries only while the folder is missing.
- */
-const DOCUMENTED_AHEAD: Record<string, string> = { POSTERN_BACKUP_: 'src/backup', POSTERN_API_: 'src/api' };
-const documentedAhead = (name: string) =>
-  Object.entries(DOCUMENTED_AHEAD).some(([prefix, folder]) => name.startsWith(prefix) && !existsSync(join(ROOT, folder)));
-
 /** A `POSTERN_…` name at the start of a string literal ('…', "…" or `…`). */
 const CODE_LITERAL = /['"`](POSTERN_[A-Z0-9_]*[A-Z0-9])(?![A-Z0-9_])/g;
 
@@ -69,12 +49,12 @@ describe('the error catalogue', () => {
     const sections = [...doc.matchAll(/^### (\S+)\s*$/gm)].map((m) => m[1]!);
     const missing = CODES.filter((code) => !sections.includes(code));
     expect(missing, 'codes in src/errors.ts without a section in docs/errors.md').toEqual([]);
-    const unknown = sections.filter((name) => !CATALOGUE.has(name) && !documentedAhead(name));
+    const unknown = sections.filter((name) => !CATALOGUE.has(name));
     expect(unknown, 'sections in docs/errors.md that are not codes in src/errors.ts').toEqual([]);
     const repeated = sections.filter((name, index) => sections.indexOf(name) !== index);
     expect(repeated, 'codes with more than one section in docs/errors.md').toEqual([]);
     // A code named anywhere in the text (advice pointing at another code) must exist too.
-    const named = [...doc.matchAll(/\bPOSTERN_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0]).filter((name) => !SETTINGS.has(name) && !documentedAhead(name));
+    const named = [...doc.matchAll(/\bPOSTERN_[A-Z0-9_]*[A-Z0-9]\b/g)].map((m) => m[0]).filter((name) => !SETTINGS.has(name));
     expect([...new Set(named.filter((name) => !CATALOGUE.has(name)))], 'names in docs/errors.md that are neither codes nor settings').toEqual([]);
   });
 
@@ -85,8 +65,7 @@ describe('the error catalogue', () => {
       .join('\n');
     const unused = Object.entries(ErrorCodes)
       .filter(([key, code]) => !new RegExp(`\\bErrorCodes\\.${key}\\b`).test(product) && !product.includes(`'${code}'`))
-      .map(([, code]) => code)
-      .filter((code) => !(code in RAISED_BY_A_PART_NOT_HERE_YET && !existsSync(join(ROOT, RAISED_BY_A_PART_NOT_HERE_YET[code]!))));
+      .map(([, code]) => code);
     expect(unused, 'codes that nothing raises or logs: use them where their situation arises, or remove them').toEqual([]);
   });
 
@@ -94,7 +73,7 @@ describe('the error catalogue', () => {
     const strays: string[] = [];
     for (const path of sourceFiles('src')) {
       const where = relative(ROOT, join(ROOT, path)).split('\\').join('/');
-      if (where === 'src/errors.ts' || OWN_CODE_STRINGS_ALLOWED.has(where)) continue;
+      if (where === 'src/errors.ts') continue;
       for (const match of read(path).matchAll(CODE_LITERAL)) {
         const name = match[1]!;
         if (CATALOGUE.has(name) || SETTINGS.has(name) || name.startsWith('POSTERN_TEST_')) continue;
