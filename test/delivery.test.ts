@@ -250,7 +250,19 @@ describe('delivery through the Office 365 stand-in', () => {
     expect(stack.web.lastStatus).toBe(303);
     expect(await stack.web.page('/settings/queue')).toContain('1 message is being tried again now.');
     await untilQueued(async () => ((await row(id))!.attempts >= 3 ? true : undefined), 'a third attempt');
-    await stack.gw.postern.queueManager.whenIdle();
+    // The test's retry schedule makes the message due again within 100 ms: park it (next attempt in an hour)
+    // so that Delete meets a waiting message, not one being sent.
+    await untilQueued(async () => {
+      await stack.gw.postern.queueManager.whenIdle();
+      const parked = await stack.gw.postern.store.db
+        .updateTable('queue_messages')
+        .set({ next_attempt_at: Date.now() + 3_600_000 })
+        .where('id', '=', id)
+        .where('state', '=', 'deferred')
+        .where('lease_owner', 'is', null)
+        .executeTakeFirst();
+      return parked.numUpdatedRows === 1n ? true : undefined;
+    }, 'the message parked while deferred');
     page = await stack.web.get('/settings/queue');
     await stack.web.post(`/settings/queue/${id}/delete`);
     expect(await row(id)).toBeUndefined();
