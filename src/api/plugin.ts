@@ -47,7 +47,9 @@ declare module 'fastify' {
 function validationMessage(error: { validation?: Array<{ instancePath?: string; message?: string }>; validationContext?: string }): string {
   const issues = (error.validation ?? []).slice(0, 5).map((issue) => {
     const where = `${error.validationContext ?? 'request'}${(issue.instancePath ?? '').replace(/\//g, '.')}`;
-    return `${where}: ${issue.message ?? 'invalid'}`;
+    // zod says "Invalid input: expected string, received undefined" for a missing field; say it plainly.
+    const message = /received undefined$/.test(issue.message ?? '') ? 'is required' : (issue.message ?? 'invalid');
+    return `${where}: ${message}`;
   });
   return `The request is not valid: ${issues.join('; ') || 'it does not match the schema'}.`;
 }
