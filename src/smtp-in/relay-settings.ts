@@ -225,3 +225,14 @@ function describe(cert: string, key: string, source: 'generated' | 'uploaded'): 
     names,
   };
 }
+
+/** The form's fields for saved settings (what the Relay Settings page shows, what the API patches onto). */
+export function relaySettingsInputOf(settings: RelaySettingsView): RelaySettingsInput {
+  return {
+    allowedNetworks: settings.allowedNetworks.join('\n'),
+    maxMessageSizeMb: String(Math.round((settings.maxMessageSize / 1024 / 1024) * 100) / 100),
+    allowInsecureAuth: settings.allowInsecureAuth,
+    allowLegacyTls: settings.allowLegacyTls,
+    bareNewlines: settings.bareNewlines,
+  };
+}

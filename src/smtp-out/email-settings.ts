@@ -232,3 +232,18 @@ export class EmailSettings {
     if (forget) await Promise.all(this.#extensionListeners.map(async (listener) => listener()));
   }
 }
+
+/** The form's fields for saved settings (what the E-Mail Settings page shows, what the API patches onto). */
+export function emailSettingsInputOf(settings: EmailSettingsView): EmailSettingsInput {
+  return {
+    accountId: settings.accountId,
+    smtpHost: settings.smtpHost,
+    smtpPort: String(settings.smtpPort),
+    tlsMode: settings.tlsMode,
+    verifyServerCertificate: settings.tls.verifyServerCertificate,
+    addCnToVerificationItems: settings.tls.addCnToVerificationItems,
+    senderAddress: settings.senderAddress ?? '',
+    allowedFromAddresses: settings.allowedFromAddresses.join('\n'),
+    messagesPerMinute: String(settings.messagesPerMinute),
+  };
+}

@@ -6,34 +6,12 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ErrorCodes } from '../../errors.js';
 import { PROVIDER_LABELS } from '../../oauth/profiles.js';
-import type { RelaySettingsInput, RelaySettingsView } from '../../smtp-in/relay-settings.js';
-import { TLS_MODE_LABELS, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
+import { relaySettingsInputOf, type RelaySettingsInput } from '../../smtp-in/relay-settings.js';
+import { emailSettingsInputOf, TLS_MODE_LABELS, type EmailSettingsInput } from '../../smtp-out/email-settings.js';
 import { ApiError, AUTH_ERRORS, auditChange, BODY_LIMIT, INPUT_ERRORS, type ApiDependencies } from '../common.js';
 import { EmailSettingsShape, emailSettingsShape, RelaySettingsShape, relaySettingsShape, SettingsBody } from '../shapes.js';
 
-function emailFormOf(settings: EmailSettingsView): EmailSettingsInput {
-  return {
-    accountId: settings.accountId,
-    smtpHost: settings.smtpHost,
-    smtpPort: String(settings.smtpPort),
-    tlsMode: settings.tlsMode,
-    verifyServerCertificate: settings.tls.verifyServerCertificate,
-    addCnToVerificationItems: settings.tls.addCnToVerificationItems,
-    senderAddress: settings.senderAddress ?? '',
-    allowedFromAddresses: settings.allowedFromAddresses.join('\n'),
-    messagesPerMinute: String(settings.messagesPerMinute),
-  };
-}
 
-function relayFormOf(settings: RelaySettingsView): RelaySettingsInput {
-  return {
-    allowedNetworks: settings.allowedNetworks.join('\n'),
-    maxMessageSizeMb: String(Math.round((settings.maxMessageSize / 1024 / 1024) * 100) / 100),
-    allowInsecureAuth: settings.allowInsecureAuth,
-    allowLegacyTls: settings.allowLegacyTls,
-    bareNewlines: settings.bareNewlines,
-  };
-}
 
 /** Field errors of the owners' validate(), as one message and per field. */
 function invalidSettings(errors: Partial<Record<string, string>>): ApiError {
@@ -78,7 +56,7 @@ export const settingsRoutes: FastifyPluginAsyncZod<ApiDependencies> = async (app
     },
     async (request) => {
       const body = request.body;
-      const form = emailFormOf(await deps.emailSettings.get());
+      const form = emailSettingsInputOf(await deps.emailSettings.get());
       const input: EmailSettingsInput = {
         accountId: body.accountId ?? form.accountId,
         smtpHost: body.smtpHost ?? form.smtpHost,
@@ -124,7 +102,7 @@ export const settingsRoutes: FastifyPluginAsyncZod<ApiDependencies> = async (app
     },
     async (request) => {
       const body = request.body;
-      const form = relayFormOf(await deps.relaySettings.get());
+      const form = relaySettingsInputOf(await deps.relaySettings.get());
       const input: RelaySettingsInput = {
         allowedNetworks: body.allowedNetworks === undefined ? form.allowedNetworks : body.allowedNetworks.join('\n'),
         maxMessageSizeMb: body.maxMessageSizeMb === undefined ? form.maxMessageSizeMb : String(body.maxMessageSizeMb),

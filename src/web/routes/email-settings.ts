@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import type { OAuthService } from '../../oauth/service.js';
 import type { AuditLog } from '../../store/audit.js';
-import { isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
+import { emailSettingsInputOf, isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
 import type { TestEmailResult } from '../../smtp-out/upstream-transport.js';
 import { isProviderHost, relayExtensions, targetKey } from '../../smtp-out/extensions.js';
 import { PROVIDER_LABELS } from '../../oauth/profiles.js';
@@ -21,19 +21,6 @@ export interface EmailSettingsPageDependencies {
   sendTestEmail(to: string, actor: string): Promise<TestEmailResult>;
 }
 
-function formOf(settings: EmailSettingsView): EmailSettingsInput {
-  return {
-    accountId: settings.accountId,
-    smtpHost: settings.smtpHost,
-    smtpPort: String(settings.smtpPort),
-    tlsMode: settings.tlsMode,
-    verifyServerCertificate: settings.tls.verifyServerCertificate,
-    addCnToVerificationItems: settings.tls.addCnToVerificationItems,
-    senderAddress: settings.senderAddress ?? '',
-    allowedFromAddresses: settings.allowedFromAddresses.join('\n'),
-    messagesPerMinute: String(settings.messagesPerMinute),
-  };
-}
 
 /** "Upstream supports" on the page: what a session last saw, or what the relay assumes until one has. */
 function upstreamSupportOf(settings: EmailSettingsView): { supports: string; seenAt?: string; note: string } {
@@ -60,7 +47,7 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     return {
       title: 'E-Mail Settings',
       base: EMAIL_SETTINGS_PATH,
-      form: extra.form ?? formOf(settings),
+      form: extra.form ?? emailSettingsInputOf(settings),
       errors: extra.errors ?? {},
       test: extra.test ?? { to: '' },
       account,

@@ -9,7 +9,7 @@ import { isPosternError } from '../../errors.js';
 import type { AuditLog } from '../../store/audit.js';
 import { parseAllowedSenders } from '../../smtp-in/allowed-senders.js';
 import { validateDevicePassword, validateDeviceUsername, type DeviceAccount, type DeviceAccounts } from '../../smtp-in/devices.js';
-import type { RelayCertificate, RelaySettings, RelaySettingsErrors, RelaySettingsInput, RelaySettingsView } from '../../smtp-in/relay-settings.js';
+import { relaySettingsInputOf, type RelayCertificate, type RelaySettings, type RelaySettingsErrors, type RelaySettingsInput, type RelaySettingsView } from '../../smtp-in/relay-settings.js';
 import type { WebPluginOptions } from '../context.js';
 import { button, checkbox, formBody, idParams, LIST_MAX, none, PEM_MAX, text } from '../form.js';
 
@@ -40,15 +40,6 @@ export interface RelaySettingsPageDependencies {
   certificateNames(): string[];
 }
 
-function formOf(settings: RelaySettingsView): RelaySettingsInput {
-  return {
-    allowedNetworks: settings.allowedNetworks.join('\n'),
-    maxMessageSizeMb: String(Math.round((settings.maxMessageSize / 1024 / 1024) * 100) / 100),
-    allowInsecureAuth: settings.allowInsecureAuth,
-    allowLegacyTls: settings.allowLegacyTls,
-    bareNewlines: settings.bareNewlines,
-  };
-}
 
 export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: RelaySettingsPageDependencies }> = async (app, { web, deps }) => {
   const page = async (
@@ -65,7 +56,7 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
       title: 'Relay Settings',
       base: RELAY_SETTINGS_PATH,
       listener: deps.listener(),
-      form: extra.form ?? formOf(settings),
+      form: extra.form ?? relaySettingsInputOf(settings),
       errors: extra.errors ?? {},
       devices: await deps.devices.list(),
       device: extra.device ?? { username: '', allowedSenders: '', errors: {} },
