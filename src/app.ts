@@ -215,6 +215,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
           relaySettings,
           audit,
           log,
+          requestsPerMinute: config.apiRequestsPerMinute,
         });
       },
     ],

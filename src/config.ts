@@ -38,6 +38,8 @@ export interface Config {
   https?: HttpsConfig | undefined;
   /** The relay's session limits; defaults (RELAY_LIMIT_DEFAULTS) for what is absent. */
   relayLimits?: Partial<RelayLimits>;
+  /** Requests each API token may make per minute (POSTERN_API_REQUESTS_PER_MINUTE); default 600. */
+  apiRequestsPerMinute?: number | undefined;
 }
 
 /**
@@ -235,6 +237,7 @@ const schema = z.object({
   POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: wholeNumber('POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS', 1, RELAY_LIMIT_DEFAULTS.maxConnections),
   POSTERN_SMTP_SESSION_TIMEOUT_SECONDS: wholeNumber('POSTERN_SMTP_SESSION_TIMEOUT_SECONDS', 30, 86_400, 'seconds').transform((n) => (n === undefined ? undefined : n * 1000)),
   // Unset: the token service's own default, 5 minutes.
+  POSTERN_API_REQUESTS_PER_MINUTE: wholeNumber('POSTERN_API_REQUESTS_PER_MINUTE', 1, 1_000_000),
   POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: wholeNumber('POSTERN_TOKEN_REFRESH_AHEAD_SECONDS', 60, 3000, 'seconds').transform((n) => (n ?? 300) * 1000),
 });
 
@@ -383,6 +386,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ...(value.POSTERN_QUEUE_CONCURRENCY !== undefined ? { concurrency: value.POSTERN_QUEUE_CONCURRENCY } : {}),
     },
     tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
+    apiRequestsPerMinute: value.POSTERN_API_REQUESTS_PER_MINUTE,
     https,
     relayLimits: {
       ...(value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS !== undefined ? { maxConnectionsPerAddress: value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS } : {}),

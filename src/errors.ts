@@ -101,7 +101,7 @@ export const ErrorCodes = {
   API_TOKEN_REVOKED: 'POSTERN_API_TOKEN_REVOKED',
   /** API: the token's scope does not allow this request (403). */
   API_SCOPE_INSUFFICIENT: 'POSTERN_API_SCOPE_INSUFFICIENT',
-  /** API: too many failed authentications from this address (429). */
+  /** API: too many failed authentications from this address, or too many requests from this token (429). */
   API_RATE_LIMITED: 'POSTERN_API_RATE_LIMITED',
   /** API: no such endpoint, message or device account (404). */
   API_NOT_FOUND: 'POSTERN_API_NOT_FOUND',

@@ -51,3 +51,35 @@ describe('API authentication throttle', () => {
     checks.mockRestore();
   });
 });
+
+describe('API request limit per token', () => {
+  let limited: TestPostern;
+  let token: string;
+
+  beforeAll(async () => {
+    limited = await startTestPostern({ config: { apiRequestsPerMinute: 5 } });
+    const admin = new WebClient(limited.url);
+    await admin.login();
+    await admin.get('/settings/api-tokens');
+    const html = await admin.post('/settings/api-tokens', { name: 'runaway-script', scope: 'read', expiresInDays: '7' });
+    token = /data-field="token">(pst_[A-Za-z0-9_-]+)</.exec(html)![1]!;
+  });
+
+  afterAll(async () => {
+    await limited?.close();
+  });
+
+  test('12 parallel requests with a token allowed 5 a minute: exactly 5 answered, 7 refused with 429 and Retry-After', async () => {
+    const responses = await Promise.all(
+      Array.from({ length: 12 }, () => fetch(`${limited.url}/api/v1/status`, { headers: { authorization: `Bearer ${token}` } })),
+    );
+    const answers = await Promise.all(responses.map(async (r) => [r.status, (await r.json()) as { error?: { code: string; message: string } }] as const));
+    expect(answers.filter(([s]) => s === 200)).toHaveLength(5);
+    const refused = answers.filter(([s]) => s === 429);
+    expect(refused).toHaveLength(7);
+    expect(refused[0]![1].error).toMatchObject({ code: 'POSTERN_API_RATE_LIMITED', message: expect.stringMatching(/runaway-script sent more than 5 requests in a minute/) });
+    expect(responses.find((r) => r.status === 429)!.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
+    // The limit is the token's, not the address's: the OpenAPI document (no token) is still served.
+    expect((await fetch(`${limited.url}/api/v1/openapi.json`)).status).toBe(200);
+  });
+});

@@ -27,6 +27,11 @@ export interface ApiDependencies {
   log: Logger;
   /** Failed authentications per address; a fresh one when absent. */
   throttle?: ApiAuthThrottle;
+  /**
+   * Requests each token may make per minute (default 600); past it, 429 with Retry-After. It keeps one
+   * runaway script from starving the Remote UI and the relay, which share the process.
+   */
+  requestsPerMinute?: number | undefined;
 }
 
 /** Bodies the API reads are small; more is refused with 413 before it is parsed. */

@@ -17,6 +17,7 @@
 import fastifySwagger from '@fastify/swagger';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import { ErrorCodes, type ErrorCode } from '../errors.js';
 import { describeError, scrubSecrets } from '../log.js';
 import type { ApiScope } from '../store/schema.js';
@@ -43,6 +44,8 @@ declare module 'fastify' {
   }
 }
 
+const DEFAULT_REQUESTS_PER_MINUTE = 600;
+
 /** A request validation failure in words: where and what, for the first few issues. */
 function validationMessage(error: { validation?: Array<{ instancePath?: string; message?: string }>; validationContext?: string }): string {
   const issues = (error.validation ?? []).slice(0, 5).map((issue) => {
@@ -56,6 +59,8 @@ function validationMessage(error: { validation?: Array<{ instancePath?: string; 
 
 export const apiPlugin: FastifyPluginAsyncZod<ApiDependencies> = async (app, deps) => {
   const throttle = deps.throttle ?? new ApiAuthThrottle();
+  // Per token, one atomic consume per request (a check-then-act count could be outrun by a parallel burst).
+  const perToken = new RateLimiterMemory({ points: deps.requestsPerMinute ?? DEFAULT_REQUESTS_PER_MINUTE, duration: 60 });
   const log = deps.log.child({ component: 'api' });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -131,6 +136,20 @@ export const apiPlugin: FastifyPluginAsyncZod<ApiDependencies> = async (app, dep
     await authenticate(request, reply);
     if (reply.sent) return reply;
     if (!request.apiToken) throw new Error('API request neither authenticated nor refused');
+    try {
+      await perToken.consume(request.apiToken.id);
+    } catch (refusal) {
+      if (!(refusal instanceof RateLimiterRes)) throw refusal;
+      const seconds = Math.max(1, Math.ceil(refusal.msBeforeNext / 1000));
+      log.warn({ tokenName: request.apiToken.name }, 'API request refused: the token sent too many requests');
+      reply.header('retry-after', String(seconds));
+      return reject(
+        reply,
+        429,
+        ErrorCodes.API_RATE_LIMITED,
+        `The API token ${request.apiToken.name} sent more than ${deps.requestsPerMinute ?? DEFAULT_REQUESTS_PER_MINUTE} requests in a minute. Try again in ${seconds} seconds.`,
+      );
+    }
     const needed = scope ?? 'administer';
     if (!scopeAllows(request.apiToken.scope, needed)) {
       return reject(
