@@ -10,10 +10,9 @@
  *   any other I/O error is thrown. A body whose length differs from its queue row is a warning (damage).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { open, readdir, rm, stat } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { WaitingMessage } from '../queue/queue.js';
 import { bodyFileName } from '../queue/spool.js';
@@ -91,15 +90,6 @@ export async function copyHashed(from: string, to: string): Promise<CopiedFile |
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw error;
   }
-  const hash = createHash('sha256');
-  let bytes = 0;
-  const hashing = new Transform({
-    transform(chunk: Buffer, _encoding, callback) {
-      hash.update(chunk);
-      bytes += chunk.length;
-      callback(null, chunk);
-    },
-  });
   let target;
   try {
     target = await open(to, 'wx', 0o600);
@@ -107,8 +97,14 @@ export async function copyHashed(from: string, to: string): Promise<CopiedFile |
     await source.close();
     throw error;
   }
+  const hash = createHash('sha256');
+  let bytes = 0;
   try {
-    await pipeline(createReadStream('', { fd: source }), hashing, createWriteStream('', { fd: target, autoClose: false }));
+    for await (const chunk of source.createReadStream() as AsyncIterable<Buffer>) {
+      hash.update(chunk);
+      bytes += chunk.length;
+      for (let at = 0; at < chunk.length; ) at += (await target.write(chunk, at, chunk.length - at)).bytesWritten;
+    }
     await target.chmod(0o600);
     await target.sync();
   } finally {
