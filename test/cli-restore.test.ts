@@ -5,14 +5,15 @@
  * written: a flipped byte in a body or in the database copy, a missing or an extra file, an older manifest
  * without checksums (unless --no-verify), a data directory in use by a running gateway, a data directory that
  * is not empty (unless --force, which moves the old contents aside). A pid file left by a killed gateway
- * does not block.
+ * does not block. With PostgreSQL (POSTERN_TEST_DATABASE_URL set): this node's files come back, the rows
+ * are pg_dump's.
  */
 import BetterSqlite3 from 'better-sqlite3';
 import { randomBytes } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
-import { beforeAll, describe, expect, test } from 'vitest';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import type { BackupManifest } from '../src/backup/backup.js';
 import type { QueueTuning } from '../src/config.js';
 import { MessageQueue, type QueuedMessage } from '../src/queue/queue.js';
@@ -21,6 +22,7 @@ import { RelaySettings } from '../src/smtp-in/relay-settings.js';
 import { openStore } from '../src/store/store.js';
 import { Users } from '../src/store/users.js';
 import { runCli } from './support/cli.js';
+import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 import { spawnPostern } from './support/postern-process.js';
 import { enqueueMessage } from './support/queue.js';
 
@@ -277,5 +279,48 @@ describe('postern restore (SQLite)', () => {
   test('the usage names the restore command', async () => {
     const result = await runCli(['--help'], {});
     expect(result.stdout).toMatch(/^ {2}restore <backup-directory> \[--force\] \[--no-verify\] +Verify a backup and restore it/m);
+  });
+});
+
+describe.skipIf(!POSTGRES_ADMIN_URL)('postern restore on PostgreSQL (POSTERN_TEST_DATABASE_URL)', () => {
+  let database: TestDatabase;
+  let dataDir: string;
+  let backupDir: string;
+  let queued: QueuedMessage;
+
+  beforeAll(async () => {
+    database = await createTestDatabase('postern_restore');
+    dataDir = scratch('pg');
+    const store = await openStore({ dataDir, databaseUrl: database.url });
+    const queue = new MessageQueue(store, Spool.open(spoolDirectory(dataDir)), { tuning: TUNING });
+    queued = await enqueueMessage(queue, bodyOf('pg'));
+    await queue.drain();
+    await queue.close();
+    await store.close();
+    backupDir = join(scratch('pg-backup'), 'backup');
+    const made = await runCli(['backup', backupDir], { POSTERN_DATA_DIR: dataDir, POSTERN_DATABASE_URL: database.url });
+    expect(made.code).toBe(0);
+  });
+
+  afterAll(async () => {
+    await database?.drop();
+  });
+
+  test("this node's files come back, and the output says the rows come from the pg_dump", async () => {
+    const target = join(scratch('pg-target'), 'data');
+    const result = await runCli(['restore', backupDir], { POSTERN_DATA_DIR: target, POSTERN_DATABASE_URL: database.url });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain('\nDatabase: PostgreSQL is not in the backup: restore the pg_dump taken with it (pg_restore or psql) before starting the gateway.\n');
+    expect(filesUnder(target).sort()).toEqual(['secret.key', `spool/${queued.id}.eml`, 'spool/node-id']);
+    for (const file of filesUnder(target)) expect(readFileSync(join(target, file)).equals(readFileSync(join(dataDir, file))), file).toBe(true);
+  });
+
+  test('without POSTERN_DATABASE_URL: refused, the backup holds no database', async () => {
+    const target = join(scratch('pg-no-url'), 'data');
+    const result = await runCli(['restore', backupDir], { POSTERN_DATA_DIR: target });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toBe(`postern: ${backupDir} was made with PostgreSQL and holds no database: set POSTERN_DATABASE_URL (and restore the pg_dump taken with it)\n`);
+    expect(existsSync(target)).toBe(false);
   });
 });
