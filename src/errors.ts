@@ -83,7 +83,7 @@ export const ErrorCodes = {
   QUEUE_STOPPING: 'POSTERN_QUEUE_STOPPING',
   /** Backup: the data directory holds no Postern data (no database, or for PostgreSQL no node-id or key). */
   BACKUP_NO_DATA: 'POSTERN_BACKUP_NO_DATA',
-  /** Backup: the key for the data is neither in the data directory nor in POSTERN_SECRET_KEY. */
+  /** Backup: the key for the data is neither in the data directory nor in POSTERN_SECRET_KEY (restore: neither in the backup nor set). */
   BACKUP_NO_KEY: 'POSTERN_BACKUP_NO_KEY',
   /** Backup: the target directory is not empty (a backup is written only into a new or empty directory). */
   BACKUP_TARGET_NOT_EMPTY: 'POSTERN_BACKUP_TARGET_NOT_EMPTY',

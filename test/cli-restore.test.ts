@@ -278,7 +278,36 @@ describe('postern restore (SQLite)', () => {
 
   test('the usage names the restore command', async () => {
     const result = await runCli(['--help'], {});
-    expect(result.stdout).toMatch(/^ {2}restore <backup-directory> \[--force\] \[--no-verify\] +Verify a backup and restore it/m);
+    expect(result.stdout).toMatch(/^ {2}restore <dir> \[--force\] +Verify a backup and restore it as the data directory/m);
+  });
+});
+
+describe('postern restore of a backup made with POSTERN_SECRET_KEY', () => {
+  test('refused without the key (a new one could not read the data); with it, restored, and the output names the key', async () => {
+    const key = randomBytes(32);
+    const dataDir = scratch('env-key');
+    const store = await openStore({ dataDir, secretKey: key });
+    await new Users(store).create('admin', 'admin-password-for-tests', 'Administrator');
+    await store.close();
+    const backupDir = join(scratch('env-key-backup'), 'backup');
+    expect((await runCli(['backup', backupDir], { POSTERN_DATA_DIR: dataDir, POSTERN_SECRET_KEY: key.toString('hex') })).code).toBe(0);
+
+    const target = join(scratch('env-key-target'), 'data');
+    const refused = await runCli(['restore', backupDir], { POSTERN_DATA_DIR: target });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toBe(`postern: ${backupDir} holds no secret.key (it was made with POSTERN_SECRET_KEY), and POSTERN_SECRET_KEY is not set: set it as it was when the backup was made\n`);
+    expect(existsSync(target)).toBe(false);
+
+    const restored = await runCli(['restore', backupDir], { POSTERN_DATA_DIR: target, POSTERN_SECRET_KEY: key.toString('hex') });
+    expect(restored.stderr).toBe('');
+    expect(restored.code).toBe(0);
+    expect(restored.stdout).toContain('\nKey: not in the backup: start the gateway with the same POSTERN_SECRET_KEY as this command.\n');
+    const opened = await openStore({ dataDir: target, secretKey: key });
+    try {
+      expect((await new Users(opened).list()).map((user) => user.username)).toEqual(['admin']);
+    } finally {
+      await opened.close();
+    }
   });
 });
 

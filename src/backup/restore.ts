@@ -28,6 +28,7 @@ import { existsSync } from 'node:fs';
 import { chmod, mkdir, readdir, readFile, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { ErrorCodes, PosternError } from '../errors.js';
+import { KEY_FILE_NAME } from '../store/secret-box.js';
 import { FORMAT, MANIFEST_FILE, type BackupManifest } from './backup.js';
 import { runningGateway } from './running-gateway.js';
 import { copyHashed, listFiles, sha256Of, syncFile } from './spool-copy.js';
@@ -39,6 +40,8 @@ export interface RestoreOptions {
   dataDir: string;
   /** POSTERN_DATABASE_URL: the database rows are restored from pg_dump, not from here. */
   databaseUrl?: string | undefined;
+  /** Whether POSTERN_SECRET_KEY is set: a backup made with it holds no key file. */
+  secretKeySet?: boolean;
   /** Take a data directory that is not empty: its contents are moved aside. */
   force?: boolean;
   /** Accept a manifest without checksums (an older backup) without verifying the files. */
@@ -71,6 +74,11 @@ export async function restoreDataDirectory(options: RestoreOptions): Promise<Res
   }
   if (manifest.database.dialect === 'postgres' && !postgres) {
     throw new PosternError(ErrorCodes.BACKUP_DATABASE_MISMATCH, `${backup} was made with PostgreSQL and holds no database: set POSTERN_DATABASE_URL (and restore the pg_dump taken with it)`);
+  }
+
+  if (manifest.secretKey !== 'included' && !options.secretKeySet) {
+    // Started without it, the gateway would make a new key, which cannot read the restored tokens.
+    throw new PosternError(ErrorCodes.BACKUP_NO_KEY, `${backup} holds no ${KEY_FILE_NAME} (it was made with POSTERN_SECRET_KEY), and POSTERN_SECRET_KEY is not set: set it as it was when the backup was made`);
   }
 
   // (1) Every file, before anything is written.
@@ -232,6 +240,6 @@ export function formatRestoreReport(report: RestoreReport): string {
       ? `Queue: ${waiting} ${waiting === 1 ? 'message' : 'messages'} not finished (incoming ${counts.incoming}, active ${counts.active}, deferred ${counts.deferred}, held ${counts.held}); the gateway sends them when it starts.`
       : 'Database: PostgreSQL is not in the backup: restore the pg_dump taken with it (pg_restore or psql) before starting the gateway.',
   );
-  if (manifest.secretKey !== 'included') lines.push('Key: not in the backup: start the gateway with the same POSTERN_SECRET_KEY as when the backup was made.');
+  if (manifest.secretKey !== 'included') lines.push('Key: not in the backup: start the gateway with the same POSTERN_SECRET_KEY as this command.');
   return lines.join('\n') + '\n';
 }

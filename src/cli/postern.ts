@@ -45,7 +45,7 @@ Commands:
   queue delete <id>          Delete a waiting message without sending it (its sender is not told).
   backup <directory>         Back up the data directory (database, queued messages, key) into a new or
                              empty directory, while the gateway runs.
-  restore <backup-directory> [--force] [--no-verify]  Verify a backup and restore it as the data directory (the gateway stopped).
+  restore <dir> [--force]    Verify a backup and restore it as the data directory (gateway stopped).
 
 Configuration comes from the environment (POSTERN_DATA_DIR, POSTERN_DATABASE_URL, …); see the README.
 `;

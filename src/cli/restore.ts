@@ -33,6 +33,7 @@ export async function restoreCommand(args: string[]): Promise<void> {
       backup: directories[0]!,
       dataDir: config.dataDir,
       databaseUrl: config.databaseUrl,
+      secretKeySet: config.secretKey !== undefined,
       force: args.includes('--force'),
       noVerify: args.includes('--no-verify'),
     });
