@@ -83,14 +83,28 @@ export const ErrorCodes = {
   QUEUE_STOPPING: 'POSTERN_QUEUE_STOPPING',
   /** Backup: the data directory holds no Postern data (no database, or for PostgreSQL no node-id or key). */
   BACKUP_NO_DATA: 'POSTERN_BACKUP_NO_DATA',
-  /** Backup: the key for the data is neither in the data directory nor in POSTERN_SECRET_KEY. */
+  /** Backup: the key for the data is neither in the data directory nor in POSTERN_SECRET_KEY (restore: neither in the backup nor set). */
   BACKUP_NO_KEY: 'POSTERN_BACKUP_NO_KEY',
   /** Backup: the target directory is not empty (a backup is written only into a new or empty directory). */
   BACKUP_TARGET_NOT_EMPTY: 'POSTERN_BACKUP_TARGET_NOT_EMPTY',
-  /** Backup: the target is a file, or cannot be read or created. */
+  /** Backup: the target is a file, or cannot be read or created (restore: the data directory is a file or unreadable). */
   BACKUP_TARGET_UNUSABLE: 'POSTERN_BACKUP_TARGET_UNUSABLE',
   /** Backup: copying failed (full disk, I/O error, a damaged database); what was written is removed. */
   BACKUP_FAILED: 'POSTERN_BACKUP_FAILED',
+  /** Restore: the directory is not a complete Postern backup (no or unreadable manifest.json, unknown format). */
+  BACKUP_NOT_A_BACKUP: 'POSTERN_BACKUP_NOT_A_BACKUP',
+  /** Restore: the manifest has no checksums (an older backup), and --no-verify was not given. */
+  BACKUP_UNVERIFIED: 'POSTERN_BACKUP_UNVERIFIED',
+  /** Restore: a file of the backup differs from its checksum or size, is missing, or is not in the manifest. */
+  BACKUP_DAMAGED: 'POSTERN_BACKUP_DAMAGED',
+  /** Restore: a gateway is running on the data directory (its pid file names a live process). */
+  BACKUP_GATEWAY_RUNNING: 'POSTERN_BACKUP_GATEWAY_RUNNING',
+  /** Restore: the data directory is not empty, and --force was not given. */
+  BACKUP_DATA_DIR_NOT_EMPTY: 'POSTERN_BACKUP_DATA_DIR_NOT_EMPTY',
+  /** Restore: the backup's database (SQLite or PostgreSQL) is not the kind the configuration uses. */
+  BACKUP_DATABASE_MISMATCH: 'POSTERN_BACKUP_DATABASE_MISMATCH',
+  /** Restore: copying into place failed (full disk, I/O error); the data directory is as it was. */
+  BACKUP_RESTORE_FAILED: 'POSTERN_BACKUP_RESTORE_FAILED',
   /** API: the request carries no `Authorization: Bearer` token (401). */
   API_TOKEN_MISSING: 'POSTERN_API_TOKEN_MISSING',
   /** API: the bearer token is malformed or unknown (401). */

@@ -3,6 +3,7 @@
  * services, and stops them cleanly on SIGINT/SIGTERM. Invalid configuration stops start-up with one line.
  */
 import { createPostern } from './app.js';
+import { writePidFile } from './backup/running-gateway.js';
 import { loadConfig, type Config } from './config.js';
 import { isPosternError } from './errors.js';
 import { createLogger } from './log.js';
@@ -41,6 +42,8 @@ async function main(): Promise<void> {
     fail(error, isPosternError(error) ? 78 : 1);
     return;
   }
+  // `postern restore` refuses a data directory while this file names a live gateway (backup/running-gateway.ts).
+  const removePidFile = await writePidFile(config.dataDir);
   const printFirstAdministrator = () => {
     if (!postern.generatedAdminPassword) return;
     // Printed once, to the terminal only (not the structured log), so that the first login is possible.
@@ -62,6 +65,7 @@ async function main(): Promise<void> {
     force.unref();
     try {
       await postern.stop();
+      await removePidFile();
     } finally {
       log.flush(() => process.exit(0));
     }
@@ -76,6 +80,7 @@ async function main(): Promise<void> {
     // The administrator exists from now on: its password must not be lost with a failed start.
     if (config.https) printFirstAdministrator();
     await postern.stop().catch(() => undefined);
+    await removePidFile().catch(() => undefined);
     fail(error, 1);
   }
 }

@@ -10,7 +10,10 @@
  *   PostgreSQL, the database for this node's queue rows; a target directory that is new or empty.
  * Outputs, in the target: `postern.sqlite` (SQLite only, rollback-journal mode, one self-contained file);
  *   `spool/<id>.eml` for every message of this node that is not finished; `spool/node-id`; `secret.key` when
- *   the key comes from that file; `manifest.json` last (version, time, schema, counts, files). Files 0600,
+ *   the key comes from that file; `manifest.json` last (version, time, schema, counts, files with their
+ *   sizes and SHA-256, which `postern restore` checks: backup/restore.ts). Each file's checksum is computed
+ *   from the bytes as they are written, but the database copy's: SQLite's backup API writes that file, so
+ *   it is read once more when it is complete. Files 0600,
  *   directories 0700, each fsynced: "written" is said only about bytes on stable storage.
  * How the copy stays consistent: see backup/database-copy.ts (one snapshot, the bodies chosen from it, taken
  *   again when messages finish meanwhile). Bodies of finished messages are not needed: the gateway removes
@@ -34,12 +37,12 @@ import type { QueueState } from '../store/schema.js';
 import { KEY_FILE_NAME, loadOrCreateMasterKey } from '../store/secret-box.js';
 import { DATABASE_FILE, openStore } from '../store/store.js';
 import { copySqlite, FINISHED_STATES, readPostgres } from './database-copy.js';
-import { BodyCopier, copyPrivate, listFiles, syncFile } from './spool-copy.js';
+import { BodyCopier, copyPrivate, listFilesWithChecksums, sha256Of, syncFile, type Checksums } from './spool-copy.js';
 
 export { formatBackupReport } from './report.js';
 
 export const MANIFEST_FILE = 'manifest.json';
-const FORMAT = 'postern-backup/1';
+export const FORMAT = 'postern-backup/1';
 
 const BACKUP_CODES: ReadonlySet<string> = new Set([
   ErrorCodes.BACKUP_NO_DATA,
@@ -47,9 +50,16 @@ const BACKUP_CODES: ReadonlySet<string> = new Set([
   ErrorCodes.BACKUP_TARGET_NOT_EMPTY,
   ErrorCodes.BACKUP_TARGET_UNUSABLE,
   ErrorCodes.BACKUP_FAILED,
+  ErrorCodes.BACKUP_NOT_A_BACKUP,
+  ErrorCodes.BACKUP_UNVERIFIED,
+  ErrorCodes.BACKUP_DAMAGED,
+  ErrorCodes.BACKUP_GATEWAY_RUNNING,
+  ErrorCodes.BACKUP_DATA_DIR_NOT_EMPTY,
+  ErrorCodes.BACKUP_DATABASE_MISMATCH,
+  ErrorCodes.BACKUP_RESTORE_FAILED,
 ]);
 
-/** The backup cannot be made (a POSTERN_BACKUP_* code); `message` is one line for the administrator. */
+/** The backup cannot be made, or restored (a POSTERN_BACKUP_* code); `message` is one line for the administrator. */
 export function isBackupError(error: unknown): error is PosternError {
   return isPosternError(error) && BACKUP_CODES.has(error.code);
 }
@@ -86,8 +96,11 @@ export interface BackupManifest {
     missing: string[];
   };
   secretKey: 'included' | 'not included: POSTERN_SECRET_KEY';
-  /** Every file of the backup but this manifest, relative to the backup directory. */
-  files: Array<{ path: string; bytes: number }>;
+  /**
+   * Every file of the backup but this manifest, relative to the backup directory, with its SHA-256 (hex).
+   * Manifests written before checksums were recorded have none: such a backup cannot be verified.
+   */
+  files: Array<{ path: string; bytes: number; sha256?: string }>;
 }
 
 export interface BackupReport {
@@ -126,7 +139,8 @@ export async function backupDataDirectory(options: BackupOptions): Promise<Backu
   try {
     await mkdir(join(target, 'spool'), { mode: 0o700 });
     await chmod(join(target, 'spool'), 0o700);
-    const bodies = new BodyCopier(spoolDir, join(target, 'spool'));
+    const checksums: Checksums = new Map();
+    const bodies = new BodyCopier(spoolDir, join(target, 'spool'), checksums, 'spool');
     // The gateway's own store: the same database, opened as the gateway opens it (the key is checked), but
     // never migrated: the copy is of the database as it is.
     const store = await openStore({ dataDir, databaseUrl: options.databaseUrl, secretKey: options.secretKey, migrate: false });
@@ -138,9 +152,11 @@ export async function backupDataDirectory(options: BackupOptions): Promise<Backu
     }
     const { database, snapshot, missing, finishedSince, warnings } = part;
     warnings.push(...bodies.warnings);
+    // Written by SQLite's backup API, not by a stream here: read once, now that it is complete.
+    if (database.dialect === 'sqlite') checksums.set(DATABASE_FILE, await sha256Of(join(target, DATABASE_FILE)));
 
-    if (nodeId !== null) await copyPrivate(nodeIdPath, join(target, 'spool', NODE_ID_FILE));
-    if (keyFromFile) await copyPrivate(keyPath, join(target, KEY_FILE_NAME));
+    if (nodeId !== null) checksums.set(join('spool', NODE_ID_FILE), await copyPrivate(nodeIdPath, join(target, 'spool', NODE_ID_FILE)));
+    if (keyFromFile) checksums.set(KEY_FILE_NAME, await copyPrivate(keyPath, join(target, KEY_FILE_NAME)));
     await syncFile(join(target, 'spool'));
 
     const waitingHere = snapshot.waiting.filter((message) => message.nodeId === nodeId);
@@ -159,7 +175,7 @@ export async function backupDataDirectory(options: BackupOptions): Promise<Backu
         missing: missing.map((message) => message.id),
       },
       secretKey: keyFromFile ? 'included' : 'not included: POSTERN_SECRET_KEY',
-      files: await listFiles(target),
+      files: await listFilesWithChecksums(target, checksums),
     };
     const manifestPath = join(target, MANIFEST_FILE);
     await writeFile(manifestPath, JSON.stringify(manifest, null, 2) + '\n', { mode: 0o600, flag: 'wx' });

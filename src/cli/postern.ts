@@ -45,6 +45,7 @@ Commands:
   queue delete <id>          Delete a waiting message without sending it (its sender is not told).
   backup <directory>         Back up the data directory (database, queued messages, key) into a new or
                              empty directory, while the gateway runs.
+  restore <dir> [--force]    Verify a backup and restore it as the data directory (gateway stopped).
 
 Configuration comes from the environment (POSTERN_DATA_DIR, POSTERN_DATABASE_URL, …); see the README.
 `;
@@ -364,6 +365,7 @@ async function main(argv: string[]): Promise<void> {
         return await queueCommand(args);
       case 'backup':
         return await backupCommand(args);
+      case 'restore': return await (await import('./restore.js')).restoreCommand(args);
       case undefined:
       case 'help':
       case '--help':
