@@ -82,9 +82,8 @@ class Counts<Labels extends Record<string, string>> {
   }
 }
 
-interface LatencySeries {
-  labels: { account: string };
-  /** Observations at or below each bound of DELIVERY_BUCKETS (not cumulative). */
+interface Latency {
+  /** Observations at or below each bound of DELIVERY_BUCKETS, above the bound before (not cumulative). */
   buckets: number[];
   /** Observations above the last bound. */
   over: number;
@@ -106,7 +105,7 @@ export class GatewayMetrics {
   readonly #bounced = new Counts<{ account: string; reason: ReasonClass }>();
   readonly #authFailures = new Counts<{ reason: RelayAuthFailure }>();
   readonly #refreshes = new Counts<{ account: string; outcome: RefreshOutcome }>();
-  readonly #latency = new Map<string, LatencySeries>();
+  readonly #latency: Latency = { buckets: DELIVERY_BUCKETS.map(() => 0), over: 0, sum: 0, count: 0 };
   #registry: Promise<Registry> | undefined;
 
   constructor(options: GatewayMetricsOptions) {
@@ -126,7 +125,7 @@ export class GatewayMetrics {
     const account = outcome.accountId;
     if (outcome.state === 'sent') {
       this.#delivered.add({ account });
-      this.#observeLatency(account, Math.max(0, outcome.at - outcome.receivedAt) / 1000);
+      this.#observeLatency(Math.max(0, outcome.at - outcome.receivedAt) / 1000);
     } else if (outcome.state === 'deferred') {
       this.#deferred.add({ account, reason: reasonClass(outcome) });
     } else {
@@ -144,12 +143,8 @@ export class GatewayMetrics {
     this.#refreshes.add({ account, outcome });
   }
 
-  #observeLatency(account: string, seconds: number): void {
-    let series = this.#latency.get(account);
-    if (!series) {
-      series = { labels: { account }, buckets: DELIVERY_BUCKETS.map(() => 0), over: 0, sum: 0, count: 0 };
-      this.#latency.set(account, series);
-    }
+  #observeLatency(seconds: number): void {
+    const series = this.#latency;
     const index = DELIVERY_BUCKETS.findIndex((bound) => seconds <= bound);
     if (index === -1) series.over++;
     else series.buckets[index]!++;
@@ -212,29 +207,29 @@ export class GatewayMetrics {
     counter('postern_token_refreshes_total', 'Access-token refreshes, by account and outcome (success, error: retried, definitive: Expired).', ['account', 'outcome'], this.#refreshes);
 
     const latency = this.#latency;
+    const latencyName = 'postern_delivery_duration_seconds';
+    const latencyHelp = 'Seconds from acceptance by the relay to delivery upstream (every account together).';
     // The histogram's numbers are kept above from start-up; prom-client's own only counts from its creation.
-    class StoredHistogram extends client.Histogram<string> {
-      override async get() {
-        const empty = await super.get();
-        const name = empty.name;
-        const values: MetricValueWithName<string>[] = [];
-        for (const series of latency.values()) {
-          let cumulative = 0;
-          DELIVERY_BUCKETS.forEach((bound, i) => {
-            cumulative += series.buckets[i]!;
-            values.push({ metricName: `${name}_bucket`, labels: { ...series.labels, le: bound }, value: cumulative });
-          });
-          values.push({ metricName: `${name}_bucket`, labels: { ...series.labels, le: '+Inf' }, value: cumulative + series.over });
-          values.push({ metricName: `${name}_sum`, labels: series.labels, value: series.sum });
-          values.push({ metricName: `${name}_count`, labels: series.labels, value: series.count });
-        }
-        return { ...empty, values };
+    // The registry writes the text from getForPromString() (prom-client's histograms have it; get() reads it
+    // too, for JSON), so the numbers above replace the histogram's own there.
+    class StoredHistogram extends client.Histogram {
+      async getForPromString() {
+        const name = latencyName;
+        const values: (MetricValueWithName<string> & { sharedLabels: Record<string, never> })[] = [];
+        let cumulative = 0;
+        DELIVERY_BUCKETS.forEach((bound, i) => {
+          cumulative += latency.buckets[i]!;
+          values.push({ metricName: `${name}_bucket`, labels: { le: bound }, sharedLabels: {}, value: cumulative });
+        });
+        values.push({ metricName: `${name}_bucket`, labels: { le: '+Inf' }, sharedLabels: {}, value: cumulative + latency.over });
+        values.push({ metricName: `${name}_sum`, labels: {}, sharedLabels: {}, value: latency.sum });
+        values.push({ metricName: `${name}_count`, labels: {}, sharedLabels: {}, value: latency.count });
+        return { name, help: latencyHelp, type: 'histogram', aggregator: 'sum', values };
       }
     }
     new StoredHistogram({
-      name: 'postern_delivery_duration_seconds',
-      help: 'Seconds from acceptance by the relay to delivery upstream, by sending account.',
-      labelNames: ['account'],
+      name: latencyName,
+      help: latencyHelp,
       buckets: DELIVERY_BUCKETS,
       registers: [registry],
     });
