@@ -10,7 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPostern } from '../src/app.js';
+import { loadConfig } from '../src/config.js';
+import { ErrorCodes } from '../src/errors.js';
 import { createLogger } from '../src/log.js';
+import { reasonClass } from '../src/metrics.js';
 import { ADMIN_PASSWORD, startTestPostern } from './support/postern.js';
 import { untilQueue, waitForState } from './support/queue.js';
 import { RawSmtp, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
@@ -248,5 +251,25 @@ describe('/readyz', () => {
       session.close();
       await stopped;
     }
+  });
+});
+
+describe('the reason class and the setting', () => {
+  it('a deferred or returned outcome is classed by its catalogue code, an expired lifetime first', () => {
+    expect(reasonClass({ errorCode: ErrorCodes.SMTP_UPSTREAM_REJECTED, expired: false })).toBe('rejected');
+    expect(reasonClass({ errorCode: ErrorCodes.SMTP_UPSTREAM_AUTH_FAILED, expired: false })).toBe('auth-failed');
+    expect(reasonClass({ errorCode: ErrorCodes.SMTP_UPSTREAM_CONNECTION, expired: false })).toBe('connection');
+    expect(reasonClass({ errorCode: ErrorCodes.SMTP_UPSTREAM_UNSUPPORTED, expired: false })).toBe('unsupported');
+    expect(reasonClass({ errorCode: ErrorCodes.QUEUE_SPOOL_MISSING, expired: false })).toBe('local');
+    expect(reasonClass({ errorCode: ErrorCodes.SMTP_UPSTREAM_CONNECTION, expired: true })).toBe('expired');
+    expect(reasonClass({ errorCode: undefined, expired: false })).toBe('other');
+  });
+
+  it('POSTERN_METRICS_TOKEN: unset or empty leaves /metrics open; a short or malformed token stops start-up naming it', () => {
+    expect(loadConfig({}).metricsToken).toBeUndefined();
+    expect(loadConfig({ POSTERN_METRICS_TOKEN: '' }).metricsToken).toBeUndefined();
+    expect(loadConfig({ POSTERN_METRICS_TOKEN: TOKEN }).metricsToken).toBe(TOKEN);
+    expect(() => loadConfig({ POSTERN_METRICS_TOKEN: 'short' })).toThrow(/^Invalid configuration: POSTERN_METRICS_TOKEN must be at least 16 characters/);
+    expect(() => loadConfig({ POSTERN_METRICS_TOKEN: 'has a space in it, sixteen+' })).toThrow(/POSTERN_METRICS_TOKEN/);
   });
 });
