@@ -177,8 +177,15 @@ export class TokenService {
     return () => this.#refreshListeners.delete(listener);
   }
 
+  /** A listener's failure is logged, never taken for the refresh's. */
   #refreshed(accountId: string, outcome: RefreshOutcome): void {
-    for (const listener of this.#refreshListeners) listener(accountId, outcome);
+    for (const listener of this.#refreshListeners) {
+      try {
+        listener(accountId, outcome);
+      } catch (error) {
+        this.#log.warn({ err: describeError(error) }, 'a token refresh listener failed');
+      }
+    }
   }
 
   /** Refreshes now; concurrent callers for the same account share the one request. */

@@ -340,8 +340,15 @@ export class RelayServer {
     return () => this.#authFailureListeners.delete(listener);
   }
 
+  /** A listener's failure is logged, never turned into the device's reply. */
   #authFailed(reason: RelayAuthFailure): void {
-    for (const listener of this.#authFailureListeners) listener(reason);
+    for (const listener of this.#authFailureListeners) {
+      try {
+        listener(reason);
+      } catch (error) {
+        this.#log.warn({ err: describeError(error) }, 'an AUTH failure listener failed');
+      }
+    }
   }
 
   /** True from the moment the listener is bound until stop() begins. */
