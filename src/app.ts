@@ -12,6 +12,7 @@ import { ApiTokens } from './api/tokens.js';
 import { QUEUE_DEFAULTS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
 import { describeError, type Logger } from './log.js';
 import { LoginThrottle } from './login-throttle.js';
+import { GatewayMetrics } from './metrics.js';
 import { Notifier } from './notify/notifier.js';
 import { NotificationSettings } from './notify/settings.js';
 import { OAuthAccounts } from './oauth/accounts.js';
@@ -63,6 +64,8 @@ export interface Postern {
   transport: UpstreamTransport;
   notificationSettings: NotificationSettings;
   notifier: Notifier;
+  /** What /metrics serves; the parts tell it what happens (wired below). */
+  metrics: GatewayMetrics;
   /** The JSON API's bearer tokens (src/api). */
   apiTokens: ApiTokens;
   /** Bound addresses, known after start(). */
@@ -127,6 +130,19 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   });
   // A route concluded from the old Token Status (held: "not authorized yet") must not outlive the change.
   accounts.onTokenChange(() => queueManager.invalidateRoute());
+
+  // Metrics: the parts report what happens through their observer hooks; only src/metrics.ts knows prom-client.
+  const metrics = new GatewayMetrics({ sources: { accounts, queue } });
+  queueManager.onEvent((event) => {
+    if (event.type === 'delivery' && event.outcome) metrics.onOutcome(event.outcome);
+  });
+  tokens.onRefresh((account, outcome) => metrics.onTokenRefresh(account, outcome));
+  // The account a message goes out through is E-Mail Settings' (read from its short cache, as deliveries do).
+  const countAccepted = () =>
+    void emailSettings.get().then(
+      (settings) => metrics.onAccepted(settings.accountId),
+      () => metrics.onAccepted('unknown'),
+    );
   const relay = new RelayServer({
     host: config.host,
     port: config.smtpPort,
@@ -137,13 +153,17 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     limits: { ...RELAY_LIMIT_DEFAULTS, ...config.relayLimits },
     intake: queue,
     log,
-    onAccepted: (message) => queueManager.offer(message),
+    onAccepted: (message) => {
+      countAccepted();
+      queueManager.offer(message);
+    },
     upstream: async () => {
       const settings = await emailSettings.get();
       const advertised = relayExtensions(settings.smtpHost, settings.smtpPort, settings.upstreamExtensions);
       return { eightBitMime: advertised['8BITMIME'], smtpUtf8: advertised.SMTPUTF8 };
     },
   });
+  relay.onAuthFailure((reason) => metrics.onRelayAuthFailure(reason));
   emailSettings.onExtensionsChange(() => relay.reload().catch((error: unknown) => log.error({ err: describeError(error) }, 'could not apply what the upstream supports')));
 
   // Notifications: a webhook tells administrators when sending needs attention (src/notify). Links fall back
@@ -166,6 +186,15 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   let boundHttpPort = config.httpPort;
   let boundHttpsPort = config.https?.port ?? 0;
   let httpsListener: HttpsListener | undefined;
+  /** Where start() and stop() are: /readyz says ready only while running with every listener up. */
+  let phase: 'created' | 'starting' | 'running' | 'stopping' = 'created';
+  const notReady = (): string[] => {
+    const reasons: string[] = [];
+    if (phase !== 'running') reasons.push(phase === 'stopping' ? 'stopping' : 'starting');
+    if (!relay.listening) reasons.push('SMTP relay not listening');
+    if (!web.server.listening || (config.https && !httpsListener)) reasons.push('Remote UI not listening');
+    return reasons;
+  };
   if (config.https && !config.https.certificate) {
     // Postern's own certificate, the relay's: the Remote UI follows it when it is regenerated or uploaded
     // in Relay Settings.
@@ -182,6 +211,9 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     oauth,
     accounts,
     queue,
+    metrics,
+    metricsToken: config.metricsToken,
+    notReady,
     log,
     httpPort: () => boundHttpPort,
     httpsPort: config.https ? () => boundHttpsPort : undefined,
@@ -241,6 +273,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     transport,
     notificationSettings,
     notifier,
+    metrics,
     apiTokens,
     httpPort: 0,
     smtpPort: 0,
@@ -248,6 +281,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     remoteUiUrl: '',
     generatedAdminPassword: generatedPassword,
     async start() {
+      phase = 'starting';
       if (config.outboundProxy) {
         // toJSON shows scheme://host:port and whether credentials are set, never the credentials.
         log.info(config.outboundProxy.toJSON(), 'OAuth HTTP requests go through the outbound proxy (upstream SMTP connects directly)');
@@ -279,8 +313,11 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
         'Remote UI listening',
       );
       notifier.start();
+      phase = 'running';
     },
     async stop() {
+      // Not ready from the first moment, so that load balancers stop sending before the listeners close.
+      phase = 'stopping';
       // Stop accepting mail first, then let deliveries finish (or give their messages back), then the rest.
       await relay.stop();
       await queueManager.stop();

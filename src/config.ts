@@ -40,6 +40,8 @@ export interface Config {
   relayLimits?: Partial<RelayLimits>;
   /** Requests each API token may make per minute (POSTERN_API_REQUESTS_PER_MINUTE); default 600. */
   apiRequestsPerMinute?: number | undefined;
+  /** POSTERN_METRICS_TOKEN: when set, /metrics answers only requests that carry it as a bearer token. */
+  metricsToken?: string | undefined;
 }
 
 /**
@@ -238,6 +240,21 @@ const schema = z.object({
   POSTERN_SMTP_SESSION_TIMEOUT_SECONDS: wholeNumber('POSTERN_SMTP_SESSION_TIMEOUT_SECONDS', 30, 86_400, 'seconds').transform((n) => (n === undefined ? undefined : n * 1000)),
   // Unset: the token service's own default, 5 minutes.
   POSTERN_API_REQUESTS_PER_MINUTE: wholeNumber('POSTERN_API_REQUESTS_PER_MINUTE', 1, 1_000_000),
+  // RFC 6750 §2.1's b64token, long enough not to be guessed.
+  POSTERN_METRICS_TOKEN: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === '') return undefined;
+      if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(value) || value.length < 16) {
+        ctx.addIssue({
+          code: 'custom',
+          message: 'POSTERN_METRICS_TOKEN must be at least 16 characters of letters, digits and -._~+/ (e.g. `openssl rand -hex 32`)',
+        });
+        return z.NEVER;
+      }
+      return value;
+    }),
   POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: wholeNumber('POSTERN_TOKEN_REFRESH_AHEAD_SECONDS', 60, 3000, 'seconds').transform((n) => (n ?? 300) * 1000),
 });
 
@@ -387,6 +404,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
     apiRequestsPerMinute: value.POSTERN_API_REQUESTS_PER_MINUTE,
+    metricsToken: value.POSTERN_METRICS_TOKEN,
     https,
     relayLimits: {
       ...(value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS !== undefined ? { maxConnectionsPerAddress: value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS } : {}),

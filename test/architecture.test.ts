@@ -30,6 +30,7 @@ const PARTS = {
   'smtp-out': ['src/smtp-out/'],
   notify: ['src/notify/'],
   backup: ['src/backup/'],
+  metrics: ['src/metrics.ts'],
   api: ['src/api/'],
   web: ['src/web/'],
   cli: ['src/cli/'],
@@ -57,10 +58,11 @@ const MAY_IMPORT: Record<Part, readonly Part[]> = {
   'smtp-out': ['errors', 'log', 'config', 'tls', 'store', 'oauth', 'queue'],
   notify: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'oauth', 'queue', 'smtp-out'],
   backup: ['errors', 'log', 'config', 'store', 'queue'],
+  metrics: ['errors', 'store', 'oauth', 'queue', 'smtp-in'],
   api: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify'],
-  web: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify', 'backup', 'api'],
+  web: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify', 'backup', 'metrics', 'api'],
   cli: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify', 'backup', 'api', 'app'],
-  app: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify', 'backup', 'api', 'web'],
+  app: ['errors', 'log', 'config', 'proxy', 'tls', 'store', 'throttle', 'oauth', 'queue', 'smtp-in', 'smtp-out', 'notify', 'backup', 'metrics', 'api', 'web'],
 };
 
 /**

@@ -58,6 +58,12 @@ export class TokenUnavailableError extends PosternError {
   }
 }
 
+/**
+ * How a refresh ended: a new access token, a passing failure (kept, retried with backoff), or a definitive
+ * refusal (the account is Expired).
+ */
+export type RefreshOutcome = 'success' | 'error' | 'definitive';
+
 export interface GetAccessTokenOptions {
   /**
    * The token an upstream server just refused (535): refresh unless the stored token already differs, so
@@ -116,6 +122,7 @@ export class TokenService {
   readonly #refreshAheadMs: number;
   #timer: NodeJS.Timeout | undefined;
   #ticking: Promise<void> | undefined;
+  readonly #refreshListeners = new Set<(accountId: string, outcome: RefreshOutcome) => void>();
 
   constructor(options: TokenServiceOptions) {
     this.#accounts = options.accounts;
@@ -162,6 +169,23 @@ export class TokenService {
       );
     }
     return this.refresh(accountId);
+  }
+
+  /** Told after each token request this process made, with how it ended (metrics). Returns the removal. */
+  onRefresh(listener: (accountId: string, outcome: RefreshOutcome) => void): () => void {
+    this.#refreshListeners.add(listener);
+    return () => this.#refreshListeners.delete(listener);
+  }
+
+  /** A listener's failure is logged, never taken for the refresh's. */
+  #refreshed(accountId: string, outcome: RefreshOutcome): void {
+    for (const listener of this.#refreshListeners) {
+      try {
+        listener(accountId, outcome);
+      } catch (error) {
+        this.#log.warn({ err: describeError(error) }, 'a token refresh listener failed');
+      }
+    }
   }
 
   /** Refreshes now; concurrent callers for the same account share the one request. */
@@ -217,6 +241,7 @@ export class TokenService {
         this.#now,
       ).finally(() => recordServerClock(this.#accounts, this.#log, accountId, clock.last));
       await this.#accounts.transition(accountId, 'Active', { tokens, keepRefreshToken: true, at: now });
+      this.#refreshed(accountId, 'success');
       if (row.token_status !== 'Active') {
         this.#log.info({ account: accountId }, `${label}: token refreshed, Token Status is Active again`);
       } else {
@@ -230,6 +255,7 @@ export class TokenService {
           : new ProviderError(thrown instanceof Error ? thrown.message : String(thrown), 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
       if (error.kind === 'definitive') {
         await this.#accounts.transition(accountId, 'Expired', { error: error.providerText, advice: error.advice ?? null, forget: 'tokens' });
+        this.#refreshed(accountId, 'definitive');
         await this.#audit.record(null, 'token.expired', `${label}: ${error.providerText}`);
         this.#log.warn({ account: accountId, error: error.error, description: error.description }, `${label}: refresh refused, Token Status is Expired`);
         throw new TokenUnavailableError(`${label}: re-authorization required. ${error.providerText}`, 'Expired', true, error.advice, { cause: error });
@@ -243,6 +269,7 @@ export class TokenService {
         failures,
         nextAttemptAt: nextAttempt,
       });
+      this.#refreshed(accountId, 'error');
       this.#log.warn({ account: accountId, failures, err: describeError(error) }, `${label}: token refresh failed, retrying`);
       throw new TokenUnavailableError(`${label}: the token could not be refreshed (${error.providerText}); retrying.`, 'Error', true, undefined, {
         cause: error,

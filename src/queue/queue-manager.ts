@@ -60,8 +60,24 @@ export interface OutboundTransport {
   abort(): Promise<void>;
 }
 
-/** What observers of the queue manager are told (onEvent): a pass ended, or a delivery's outcome is recorded. */
-export type QueueManagerEvent = { type: 'pass' } | { type: 'delivery'; queueId: string };
+/** A recorded delivery attempt as observers see it (metrics): the state it left the message in, and why. */
+export interface RecordedOutcome {
+  /** The sending account (RouteStatus.accountId). */
+  accountId: string;
+  state: 'sent' | 'deferred' | 'bounced';
+  /** The catalogue's name for what went wrong, when something did (as logged). */
+  errorCode?: ErrorCode | undefined;
+  /** Recipients were given up because the message's lifetime is over. */
+  expired: boolean;
+  receivedAt: number;
+  at: number;
+}
+
+/**
+ * What observers of the queue manager are told (onEvent): a pass ended, or a delivery's outcome is recorded
+ * (`outcome`; absent when the message was held or given back).
+ */
+export type QueueManagerEvent = { type: 'pass' } | { type: 'delivery'; queueId: string; outcome?: RecordedOutcome | undefined };
 
 export interface QueueManagerOptions {
   queue: MessageQueue;
@@ -323,12 +339,17 @@ export class QueueManager {
       // Starts are alike (one key): each delivery takes one; those of messages not leased go back.
       for (const message of leased) {
         if (this.#active.has(message.id)) continue;
-        const run = this.#deliver(message, route, slots.pop()).finally(() => {
-          this.#active.delete(message.id);
-          this.#poke();
-          this.#notifyIdle();
-          this.#emit({ type: 'delivery', queueId: message.id });
-        });
+        let outcome: RecordedOutcome | undefined;
+        const run = this.#deliver(message, route, slots.pop())
+          .then((recorded) => {
+            outcome = recorded;
+          })
+          .finally(() => {
+            this.#active.delete(message.id);
+            this.#poke();
+            this.#notifyIdle();
+            this.#emit({ type: 'delivery', queueId: message.id, outcome });
+          });
         this.#active.set(message.id, run);
       }
       if (slots.length > 0) this.#giveBack(slots);
@@ -365,7 +386,7 @@ export class QueueManager {
     this.#givingBack.add(done);
   }
 
-  async #deliver(message: QueuedMessage, route: RouteStatus, slot: PacingSlot | undefined): Promise<void> {
+  async #deliver(message: QueuedMessage, route: RouteStatus, slot: PacingSlot | undefined): Promise<RecordedOutcome | undefined> {
     let result: DeliveryResult;
     try {
       result = await this.#transport.deliver(message, () => this.#queue.body(message), route);
@@ -380,19 +401,20 @@ export class QueueManager {
       if (this.#stopping && result.status === 'deferred' && result.code === null) {
         // The session was cut short by shutdown: not an attempt worth counting.
         await this.#queue.release(message, this.owner);
-        return;
+        return undefined;
       }
-      await this.#record(message, route, result);
+      return await this.#record(message, route, result);
     } catch (error) {
       if (error instanceof LeaseLostError) {
         this.#log.warn({ queueId: message.id, errorCode: ErrorCodes.QUEUE_LEASE_LOST }, 'lease lost while delivering; another pass took the message over');
       } else {
         this.#log.error({ err: describeError(error), queueId: message.id }, 'could not record a delivery outcome; the message will be tried again');
       }
+      return undefined;
     }
   }
 
-  async #record(message: QueuedMessage, route: RouteStatus, result: DeliveryResult): Promise<void> {
+  async #record(message: QueuedMessage, route: RouteStatus, result: DeliveryResult): Promise<RecordedOutcome | undefined> {
     const now = this.#now();
     if (result.status === 'held') {
       this.#route = undefined;
@@ -400,7 +422,7 @@ export class QueueManager {
       this.#releaseNotBefore = this.#now() + 5 * this.#tickMs;
       await this.#queue.hold(message, this.owner, result.reason, result.advice);
       this.#log.warn({ queueId: message.id, reason: result.reason, errorCode: result.errorCode }, 'message held: no usable token');
-      return;
+      return undefined;
     }
     let delivered: string[] = [];
     let retry: RecipientReply[] = [];
@@ -483,6 +505,7 @@ export class QueueManager {
     else this.#log.warn({ ...fields, failed: allFailed.map((r) => r.recipient), bounceId: outcome.bounceId, advice: summary.advice }, 'delivery failed for some recipients');
     if (outcome.bounceId) this.kick();
     if (outcome.state === 'deferred' && next !== undefined) this.#wakeIn(next - this.#now());
+    return { accountId: route.accountId, state: outcome.state, errorCode, expired: expired.length > 0, receivedAt: message.receivedAt, at: this.#now() };
   }
 
   #notifyIdle(): void {

@@ -477,10 +477,10 @@ export class MessageQueue {
       /** `recordDelivered` already recorded `delivered` (its log line is not written again). */
       deliveredRecorded?: boolean | undefined;
     },
-  ): Promise<{ state: QueueState; bounceId?: string }> {
+  ): Promise<{ state: 'sent' | 'deferred' | 'bounced'; bounceId?: string }> {
     const now = this.#now();
     const bounce = outcome.bounce ? await this.#spoolBounce(outcome.bounce) : undefined;
-    const state: QueueState = outcome.retry.length > 0 ? 'deferred' : outcome.delivered.length > 0 ? 'sent' : 'bounced';
+    const state: 'sent' | 'deferred' | 'bounced' = outcome.retry.length > 0 ? 'deferred' : outcome.delivered.length > 0 ? 'sent' : 'bounced';
     try {
       await this.#batcher.run(async (trx) => {
         const result = await trx

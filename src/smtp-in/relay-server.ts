@@ -97,6 +97,9 @@ export interface RelayServerOptions {
   maxRecipients?: number;
 }
 
+/** Why a device's AUTH was refused: wrong credentials, another authorization identity, or the throttle. */
+export type RelayAuthFailure = 'credentials' | 'identity' | 'throttled';
+
 interface SessionUser {
   device: string;
   deviceId: string;
@@ -257,6 +260,7 @@ export class RelayServer {
   #stopping = false;
   readonly #limits: RelayLimits;
   readonly #closedListeners = new Set<(address: string) => void>();
+  readonly #authFailureListeners = new Set<(reason: RelayAuthFailure) => void>();
   port = 0;
 
   constructor(options: RelayServerOptions) {
@@ -325,6 +329,31 @@ export class RelayServer {
   onSessionClosed(listener: (address: string) => void): () => void {
     this.#closedListeners.add(listener);
     return () => this.#closedListeners.delete(listener);
+  }
+
+  /**
+   * Told each time a device's AUTH is refused (535 or the throttle's 454), for the metrics. Returns the
+   * removal.
+   */
+  onAuthFailure(listener: (reason: RelayAuthFailure) => void): () => void {
+    this.#authFailureListeners.add(listener);
+    return () => this.#authFailureListeners.delete(listener);
+  }
+
+  /** A listener's failure is logged, never turned into the device's reply. */
+  #authFailed(reason: RelayAuthFailure): void {
+    for (const listener of this.#authFailureListeners) {
+      try {
+        listener(reason);
+      } catch (error) {
+        this.#log.warn({ err: describeError(error) }, 'an AUTH failure listener failed');
+      }
+    }
+  }
+
+  /** True from the moment the listener is bound until stop() begins. */
+  get listening(): boolean {
+    return !this.#stopping && this.#server?.server.listening === true;
   }
 
   async start(): Promise<number> {
@@ -407,18 +436,21 @@ export class RelayServer {
     // RFC 4616 §2: a device account may act only as itself; another authorization identity is refused.
     if (method === 'PLAIN' && auth.authzid && auth.authcid && auth.authzid !== auth.authcid) {
       this.#log.warn({ username, address, method, errorCode: ErrorCodes.SMTP_AUTH_FAILED }, 'device AUTH refused: authorization identity differs from the user name');
+      this.#authFailed('identity');
       return callback(null, { responseCode: 535, message: '5.7.8 Authorization identity must be empty or the same as the user name' });
     }
     try {
       const attempt = await this.#options.throttle.reserve(username, address);
       if (!attempt.allowed) {
         this.#log.warn({ username, address, method, errorCode: ErrorCodes.SMTP_AUTH_THROTTLED }, 'device AUTH refused: too many failed attempts');
+        this.#authFailed('throttled');
         return callback(smtpError(454, `4.7.0 Too many failed logins; ${tryAgainIn(attempt.retryAfterSeconds)}`, ErrorCodes.SMTP_AUTH_THROTTLED));
       }
       const device = username && password ? await this.#options.devices.authenticate(username, password) : undefined;
       if (!device) {
         // The reservation stays: it is the failure's count.
         this.#log.warn({ username, address, method, errorCode: ErrorCodes.SMTP_AUTH_FAILED }, 'device AUTH failed: wrong user name or password');
+        this.#authFailed('credentials');
         return callback(null, { responseCode: 535, message: '5.7.8 Authentication credentials invalid' });
       }
       await attempt.succeeded();

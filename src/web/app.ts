@@ -98,7 +98,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     // The Google callback page's stylesheet and script come along, so that it reads like the rest of the UI.
     registerPlainHttpRedirect(app, {
       httpsPort: deps.httpsPort,
-      plainHttpPaths: [GOOGLE_CALLBACK_PATH, '/healthz', '/metrics', ...Object.keys(STATIC_FILES)],
+      plainHttpPaths: [GOOGLE_CALLBACK_PATH, '/healthz', '/readyz', '/metrics', ...Object.keys(STATIC_FILES)],
     });
   }
   await app.register(fastifyFormbody);

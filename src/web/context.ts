@@ -6,6 +6,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.js';
 import type { LoginThrottle } from '../login-throttle.js';
+import type { GatewayMetrics } from '../metrics.js';
 import type { OAuthAccounts } from '../oauth/accounts.js';
 import type { OAuthService } from '../oauth/service.js';
 import type { MessageQueue } from '../queue/queue.js';
@@ -60,6 +61,12 @@ export interface WebDependencies {
   accounts: Pick<OAuthAccounts, 'list'>;
   /** The queue's figures (metrics). */
   queue: Pick<MessageQueue, 'counts' | 'oldestWaitingSince'>;
+  /** What /metrics serves, fed by the parts (app.ts); absent: a registry with the gauges above only. */
+  metrics?: GatewayMetrics | undefined;
+  /** POSTERN_METRICS_TOKEN: when set, /metrics needs it as a bearer token. */
+  metricsToken?: string | undefined;
+  /** Why the gateway should not take traffic now (/readyz), beyond the store's own answer; none when absent. */
+  notReady?: (() => string[]) | undefined;
   log: Logger;
   /** Extra page sections contributed by other modules (E-Mail Settings, Relay Settings, Queue, Log). */
   plugins?: WebPlugin[];
