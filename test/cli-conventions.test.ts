@@ -42,6 +42,14 @@ describe('--help', () => {
     },
   );
 
+  test('--help reads no configuration: it works with settings that would stop the command', async () => {
+    const cwd = emptyDirectory();
+    const result = await runCli(['start', '--help'], { POSTERN_HTTP_PORT: 'not-a-port', POSTERN_DATA_DIR: join(cwd, 'data') }, 30_000, { cwd });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^Usage: postern start\n/);
+    expect(readdirSync(cwd)).toEqual([]);
+  });
+
   test.each([[['--help']], [['-h']], [['help']], [[]]])('postern %j lists the commands', async (args) => {
     const cwd = emptyDirectory();
     const result = await runCli(args, {}, 30_000, { cwd });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { runCli } from './support/cli.js';
 import { waitForState } from './support/queue.js';
-import { ALICE, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
+import { ALICE, saveEmailSettings, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 
 const MB = 1024 * 1024;
 /** The largest size the Relay Settings take (whole MB under the relay's ceiling), so a 20 MB file fits as base64. */
@@ -126,4 +126,18 @@ describe('postern send', () => {
     const result = await sendFails(args, 64);
     expect(result.stderr).toMatch(new RegExp(`^postern: ${line.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\n\nUsage: postern send `));
   });
+
+  // Last: it changes the E-Mail Settings that the usage errors above rely on.
+  test('without --from, the E-Mail Settings\' sender address is the sender', async () => {
+    await saveEmailSettings(stack.web, { smtpPort: String(stack.upstream.port), senderAddress: ALICE });
+    expect(stack.web.lastStatus).toBe(303);
+    const result = await runCli(['send', '--to', 'bob@example.test', '--subject', 'Default sender', '--body', 'hello'], env);
+    expect(result.code, result.stderr).toBe(0);
+    const id = /^queued as ([0-9a-f-]{36})\n$/.exec(result.stdout)?.[1];
+    const sent = await waitForState(stack.gw.postern.queueManager, stack.gw.postern.queue, id!, 'sent');
+    expect(sent.reversePath).toBe(ALICE);
+    const arrived = await stack.upstream.waitForMessage((m) => m.parsed?.subject === 'Default sender', 'the message upstream');
+    expect(arrived.envelope.mailFrom).toBe(ALICE);
+    expect(arrived.parsed!.from?.value[0]?.address).toBe(ALICE);
+  }, 120_000);
 });
