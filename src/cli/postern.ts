@@ -6,13 +6,14 @@
  * `retry <id|all>`, `delete <id>`), `backup <directory>` (a consistent copy of the data directory while the
  * gateway runs: src/backup/), and `send` (a message from a script into the queue: send.ts). Every command
  * takes `--help` (its help, and nothing is opened or created); `postern --version` prints the version; an
- * unknown flag or an extra argument is a usage error that names it (command.ts). `status --json` and `queue list --json` print exactly what the API's
- * GET /api/v1/status and GET /api/v1/queue answer (src/api/shapes.ts builds both).
+ * unknown flag or an extra argument is a usage error that names it (command.ts). `status --json` and
+ * `queue list --json` print exactly what the API's GET /api/v1/status and GET /api/v1/queue answer
+ * (src/api/shapes.ts builds both).
  *
  * Inputs: the same POSTERN_* environment as the gateway (same database, same data directory and spool).
  * Outputs: text on stdout; one line on stderr when something cannot be done. Exit status 0, 1 (not done:
- *   unknown user or message, a message in a state that does not allow it), 64 (usage, as sysexits' EX_USAGE)
- *   or 78 (configuration).
+ *   unknown user or message, a message in a state that does not allow it), 64 (usage, as sysexits' EX_USAGE),
+ *   78 (configuration) or 130 (`send` interrupted; nothing queued).
  * Known limits: the command line cannot wake a running gateway. `queue retry` only makes the message due;
  *   the gateway's queue manager finds it at its next scan of the database (about once a second). `queue
  *   delete` removes the body only from this host's spool: on a multi-node PostgreSQL set-up, the node that

@@ -224,9 +224,20 @@ export async function sendCommand(args: string[], { withQueue }: SendDependencie
         text,
         attachments: attachments.map((file) => ({ filename: basename(file.path), content: file.handle.createReadStream() })),
       });
-      const incoming = await queue.receive();
-      const id = await writeAndCommit(queue, incoming, composer, { from, recipients, limit, progress });
-      process.stdout.write(`queued as ${id}\n`);
+      // From before the spool file exists until its row does: a Ctrl-C (or SIGTERM) stops the writing and
+      // removes the file, and during the commit it waits for it instead of leaving a file without its row.
+      const interrupt = new AbortController();
+      const onSignal = () => interrupt.abort();
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+      try {
+        const incoming = await queue.receive();
+        const id = await writeAndCommit(queue, incoming, composer, { from, recipients, limit, progress, signal: interrupt.signal });
+        process.stdout.write(`queued as ${id}\n`);
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     });
   } finally {
     await Promise.all(files.map((file) => file.handle.close().catch(() => undefined)));
@@ -242,53 +253,43 @@ async function writeAndCommit(
   queue: MessageQueue,
   incoming: IncomingMessage,
   composer: MailComposer,
-  { from, recipients, limit, progress }: { from: string; recipients: string[]; limit: number; progress: Progress | undefined },
+  { from, recipients, limit, progress, signal }: { from: string; recipients: string[]; limit: number; progress: Progress | undefined; signal: AbortSignal },
 ): Promise<string> {
-  const interrupt = new AbortController();
-  const onSignal = () => interrupt.abort();
-  // Also while committing: a Ctrl-C then waits for the commit instead of leaving a file without its row.
-  process.once('SIGINT', onSignal);
-  process.once('SIGTERM', onSignal);
   const meter = new MessageMeter(limit, progress);
   const normalizer = new MessageNormalizer({ hostname: hostname() });
   try {
-    try {
-      await pipeline(composer.compile().createReadStream() as Readable, meter, normalizer, incoming.body, { signal: interrupt.signal });
-    } catch (error) {
-      await incoming.abort();
-      progress?.interrupted();
-      if (meter.exceeded) throw tooBig(limit);
-      if (interrupt.signal.aborted) throw new CommandFailed('interrupted: nothing was queued', 130);
-      const code = (error as NodeJS.ErrnoException).code;
-      throw notDone(`the message could not be written to the spool${code ? ` (${code})` : ''}: ${printable(error instanceof Error ? error.message : String(error))}; nothing was queued`);
-    }
-    const facts = normalizer.facts;
-    if (facts.headerTooLarge) {
-      await incoming.abort();
-      throw notDone(`the message header is larger than ${MAX_HEADER_BYTES} bytes (a very long subject?); nothing was queued`);
-    }
-    let queued;
-    try {
-      queued = await incoming.commit({
-        reversePath: from,
-        recipients,
-        body8bit: facts.eightBit,
-        smtputf8: !isAscii(Buffer.from([from, ...recipients].join(''))),
-        headerFrom: facts.headerFrom,
-        subject: facts.subject,
-        messageId: facts.messageId,
-        client: CLIENT,
-      });
-    } catch (error) {
-      // A failed commit has no row (queue.ts removes the file when the row fails; not when the fsync does).
-      await queue.spool.remove(incoming.id).catch(() => undefined);
-      progress?.interrupted();
-      throw notDone(`${printable(error instanceof Error ? error.message : String(error))}; nothing was queued`);
-    }
-    progress?.finish(meter.bytes);
-    return queued.id;
-  } finally {
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    await pipeline(composer.compile().createReadStream() as Readable, meter, normalizer, incoming.body, { signal });
+  } catch (error) {
+    await incoming.abort();
+    progress?.interrupted();
+    if (meter.exceeded) throw tooBig(limit);
+    if (signal.aborted) throw new CommandFailed('interrupted: nothing was queued', 130);
+    const code = (error as NodeJS.ErrnoException).code;
+    throw notDone(`the message could not be written to the spool${code ? ` (${code})` : ''}: ${printable(error instanceof Error ? error.message : String(error))}; nothing was queued`);
   }
+  const facts = normalizer.facts;
+  if (facts.headerTooLarge) {
+    await incoming.abort();
+    throw notDone(`the message header is larger than ${MAX_HEADER_BYTES} bytes (a very long subject?); nothing was queued`);
+  }
+  let queued;
+  try {
+    queued = await incoming.commit({
+      reversePath: from,
+      recipients,
+      body8bit: facts.eightBit,
+      smtputf8: !isAscii(Buffer.from([from, ...recipients].join(''))),
+      headerFrom: facts.headerFrom,
+      subject: facts.subject,
+      messageId: facts.messageId,
+      client: CLIENT,
+    });
+  } catch (error) {
+    // A failed commit has no row (queue.ts removes the file when the row fails; not when the fsync does).
+    await queue.spool.remove(incoming.id).catch(() => undefined);
+    progress?.interrupted();
+    throw notDone(`${printable(error instanceof Error ? error.message : String(error))}; nothing was queued`);
+  }
+  progress?.finish(meter.bytes);
+  return queued.id;
 }
