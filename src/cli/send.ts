@@ -10,8 +10,9 @@
  * Durability: the message is built by nodemailer's MailComposer and streamed through the relay's own
  *   MessageNormalizer into MessageQueue.receive(): the body is fsynced before its row is written, and only
  *   then is `queued as` printed, exactly as the relay says `250` (src/queue/spool.ts).
- * Failure modes: a usage error (no recipient, an address that is not one, no sender) exits 64 before anything
- *   is opened; a missing or unreadable file exits 1 before the store is opened; a message over the maximum
+ * Failure modes: a usage error (no recipient, an address that is not one) exits 64 before anything is opened,
+ *   no sender (no --from and none in the E-Mail Settings) exits 64 before the spool is written; a missing or
+ *   unreadable file exits 1 before the store is opened; a message over the maximum
  *   size, a storage failure or an interrupt (exit 130) removes the spool file written so far, so nothing
  *   half-written is left.
  * Known limits: a gateway that starts while a message is being written here removes its unfinished spool
