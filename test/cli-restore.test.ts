@@ -278,7 +278,7 @@ describe('postern restore (SQLite)', () => {
 
   test('the usage names the restore command', async () => {
     const result = await runCli(['--help'], {});
-    expect(result.stdout).toMatch(/^ {2}restore <dir> \[--force\] +Verify a backup and restore it as the data directory/m);
+    expect(result.stdout).toMatch(/^ {2}restore <backup-directory> \[--force\] \[--no-verify\]\n +Verify a backup and put it back as the data directory/m);
   });
 });
 

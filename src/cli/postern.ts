@@ -3,22 +3,25 @@
  * `postern` command line: `start` (the gateway, same as `npm start`), `status` (Token Status and connection
  * of each account, from the database), `reset-password <user>` (recovery when the Remote UI password is
  * lost; prints a new random password once), `queue` (the Queue page for the gateway's host: `list`,
- * `retry <id|all>`, `delete <id>`), and `backup <directory>` (a consistent copy of the data directory while the
- * gateway runs: src/backup/). `status --json` and `queue list --json` print exactly what the API's
- * GET /api/v1/status and GET /api/v1/queue answer (src/api/shapes.ts builds both).
+ * `retry <id|all>`, `delete <id>`), `backup <directory>` (a consistent copy of the data directory while the
+ * gateway runs: src/backup/), and `send` (a message from a script into the queue: send.ts). Every command
+ * takes `--help` (its help, and nothing is opened or created); `postern --version` prints the version; an
+ * unknown flag or an extra argument is a usage error that names it (command.ts). `status --json` and
+ * `queue list --json` print exactly what the API's GET /api/v1/status and GET /api/v1/queue answer
+ * (src/api/shapes.ts builds both).
  *
  * Inputs: the same POSTERN_* environment as the gateway (same database, same data directory and spool).
  * Outputs: text on stdout; one line on stderr when something cannot be done. Exit status 0, 1 (not done:
- *   unknown user or message, a message in a state that does not allow it), 64 (usage, as sysexits' EX_USAGE)
- *   or 78 (configuration).
+ *   unknown user or message, a message in a state that does not allow it), 64 (usage, as sysexits' EX_USAGE),
+ *   78 (configuration) or 130 (`send` interrupted; nothing queued).
  * Known limits: the command line cannot wake a running gateway. `queue retry` only makes the message due;
  *   the gateway's queue manager finds it at its next scan of the database (about once a second). `queue
  *   delete` removes the body only from this host's spool: on a multi-node PostgreSQL set-up, the node that
  *   accepted the message removes its copy when it next starts. `backup` leaves a PostgreSQL database to
  *   pg_dump and takes only this host's files.
  */
-import { existsSync } from 'node:fs';
-import { loadConfig, QUEUE_DEFAULTS, type Config } from '../config.js';
+import { existsSync, readFileSync } from 'node:fs';
+import { loadConfig } from '../config.js';
 import { isPosternError } from '../errors.js';
 import { OAuthAccounts, TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
 import { clockSkewWarningOf } from '../oauth/clock-skew.js';
@@ -27,84 +30,19 @@ import { PROVIDER_LABELS } from '../oauth/profiles.js';
 import type { MessageQueue, QueuedMessage } from '../queue/queue.js';
 import { generatePassword } from '../store/passwords.js';
 import type { QueueState } from '../store/schema.js';
-import { openStore, type Store } from '../store/store.js';
+import { asksForHelp, CommandFailed, noPositionals, parseCommandArgs, printable, type CommandTexts } from './command.js';
+import { withQueue, withStore } from './context.js';
+import { BACKUP_TEXTS, QUEUE_TEXTS, RESET_PASSWORD_TEXTS, RESTORE_TEXTS, SEND_TEXTS, START_TEXTS, STATUS_TEXTS, USAGE } from './usage.js';
 
-const USAGE = `Usage: postern <command>
-
-Commands:
-  start                      Run the gateway (Remote UI and relay).
-  status [--json]            Show each OAuth account's Token Status and Server Connection Status
-                             (--json: as GET /api/v1/status answers, with the queue counts).
-  reset-password <user>      Set a new random password for a Remote UI user and print it.
-  queue [list] [--all] [--json]
-                             List the messages not delivered yet, with a count by state
-                             (--all: also the most recent sent and returned ones; --json: as
-                             GET /api/v1/queue answers, --all as ?state=all).
-  queue retry <id|all>       Retry Now: a deferred or held message (all: every one) is due at once;
-                             a running gateway picks it up.
-  queue delete <id>          Delete a waiting message without sending it (its sender is not told).
-  backup <directory>         Back up the data directory (database, queued messages, key) into a new or
-                             empty directory, while the gateway runs.
-  restore <dir> [--force]    Verify a backup and restore it as the data directory (gateway stopped).
-
-Configuration comes from the environment (POSTERN_DATA_DIR, POSTERN_DATABASE_URL, …); see the README.
-`;
-
-const QUEUE_USAGE = `Usage: postern queue [list] [--all]
-       postern queue retry <id|all>
-       postern queue delete <id>
-`;
-
-/** What was asked cannot be done: one line on stderr (and the usage for exit status 64). */
-class CommandFailed extends Error {
-  constructor(
-    message: string,
-    readonly exitCode: 1 | 64,
-    readonly usage?: string,
-  ) {
-    super(message);
-    this.name = 'CommandFailed';
-  }
-}
-
-const queueUsage = (message: string) => new CommandFailed(message, 64, QUEUE_USAGE);
-
-const STATUS_USAGE = `Usage: postern status [--json]
-`;
+const queueUsage = (message: string) => new CommandFailed(message, 64, QUEUE_TEXTS.usage);
 
 /** JSON as the API answers it (src/api/shapes.ts builds both), indented for a reader. */
 const printJson = (body: unknown) => process.stdout.write(`${JSON.stringify(body, null, 2)}\n`);
 
-const BACKUP_USAGE = `Usage: postern backup <directory>
-`;
-
-async function withStore<T>(fn: (store: Store, config: Config) => Promise<T>): Promise<T> {
-  const config = loadConfig();
-  const store = await openStore({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey });
-  try {
-    return await fn(store, config);
-  } finally {
-    await store.close();
-  }
-}
-
-/** The gateway's queue, on the same store and spool as the gateway; its writes are on disk before the store closes. */
-async function withQueue<T>(fn: (queue: MessageQueue, store: Store) => Promise<T>): Promise<T> {
-  const [{ MessageQueue }, { Spool, spoolDirectory }] = await Promise.all([import('../queue/queue.js'), import('../queue/spool.js')]);
-  return withStore(async (store, config) => {
-    const queue = new MessageQueue(store, Spool.open(spoolDirectory(config.dataDir)), { tuning: { ...QUEUE_DEFAULTS, ...config.queue } });
-    try {
-      return await fn(queue, store);
-    } finally {
-      await queue.close();
-    }
-  });
-}
-
 async function status(args: string[]): Promise<void> {
-  const unknown = args.find((arg) => arg !== '--json');
-  if (unknown !== undefined) throw new CommandFailed(`status does not take "${printable(unknown)}"`, 64, STATUS_USAGE);
-  if (args.includes('--json')) return statusJson();
+  const parsed = parseCommandArgs('status', args, { json: { type: 'boolean' } }, STATUS_TEXTS);
+  noPositionals('status', parsed, STATUS_TEXTS);
+  if (parsed.values.json) return statusJson();
   await withStore(async (store, config) => {
     const rows = await new OAuthAccounts(store).list();
     if (config.outboundProxy) {
@@ -160,11 +98,11 @@ async function statusJson(): Promise<void> {
   });
 }
 
-async function resetPassword(username: string | undefined): Promise<void> {
-  if (!username) {
-    process.stderr.write('postern: reset-password needs a user name, e.g. postern reset-password admin\n');
-    process.exit(64);
-  }
+async function resetPassword(args: string[]): Promise<void> {
+  const { positionals } = parseCommandArgs('reset-password', args, {}, RESET_PASSWORD_TEXTS);
+  const [username, extra] = positionals;
+  if (!username) throw new CommandFailed('reset-password needs a user name, e.g. postern reset-password admin', 64, RESET_PASSWORD_TEXTS.usage);
+  if (extra !== undefined) throw new CommandFailed(`reset-password takes one user name, not also "${printable(extra)}"`, 64, RESET_PASSWORD_TEXTS.usage);
   await withStore(async (store) => {
     const { Users } = await import('../store/users.js');
     const users = new Users(store);
@@ -192,8 +130,6 @@ const RECENT_FINISHED = 100;
 /** The states Retry Now and Delete apply to (MessageQueue.retryNow and .remove). */
 const WAITING_STATES: readonly QueueState[] = ['incoming', 'deferred', 'held'];
 
-/** Addresses and replies come from devices and upstream servers: no control characters reach the terminal. */
-const printable = (text: string) => text.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
 const isoTime = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 function nextAttempt(message: QueuedMessage, now: number): string {
@@ -315,20 +251,25 @@ async function queueDelete(id: string): Promise<void> {
   });
 }
 
+/** One message id (or "all" for retry) and no flag, or the queue usage. */
+function messageTarget(subcommand: 'retry' | 'delete', rest: string[]): string {
+  const { positionals } = parseCommandArgs(`queue ${subcommand}`, rest, {}, QUEUE_TEXTS);
+  if (positionals.length !== 1) throw queueUsage(subcommand === 'retry' ? 'queue retry needs one message id, or "all"' : 'queue delete needs one message id');
+  return positionals[0]!.toLowerCase();
+}
+
 async function queueCommand(args: string[]): Promise<void> {
   const [subcommand = 'list', ...rest] = args[0]?.startsWith('-') ? ['list', ...args] : args;
   switch (subcommand) {
     case 'list': {
-      const unknown = rest.find((arg) => arg !== '--all' && arg !== '--json');
-      if (unknown !== undefined) throw queueUsage(`queue list does not take "${printable(unknown)}"`);
-      return await queueList(rest.includes('--all'), rest.includes('--json'));
+      const parsed = parseCommandArgs('queue list', rest, { all: { type: 'boolean' }, json: { type: 'boolean' } }, QUEUE_TEXTS);
+      noPositionals('queue list', parsed, QUEUE_TEXTS);
+      return await queueList(parsed.values.all === true, parsed.values.json === true);
     }
     case 'retry':
-      if (rest.length !== 1 || rest[0]!.startsWith('-')) throw queueUsage('queue retry needs one message id, or "all"');
-      return await queueRetry(rest[0]!.toLowerCase());
+      return await queueRetry(messageTarget('retry', rest));
     case 'delete':
-      if (rest.length !== 1 || rest[0]!.startsWith('-')) throw queueUsage('queue delete needs one message id');
-      return await queueDelete(rest[0]!.toLowerCase());
+      return await queueDelete(messageTarget('delete', rest));
     default:
       throw queueUsage(`unknown queue command "${printable(subcommand)}"`);
   }
@@ -337,11 +278,15 @@ async function queueCommand(args: string[]): Promise<void> {
 // ---- backup -----------------------------------------------------------------------------------------
 
 async function backupCommand(args: string[]): Promise<void> {
-  if (args.length !== 1 || args[0]!.startsWith('-')) throw new CommandFailed('backup needs one directory, new or empty', 64, BACKUP_USAGE);
+  const needsDirectory = new CommandFailed('backup needs one directory, new or empty', 64, BACKUP_TEXTS.usage);
+  // The directory is checked first: `backup --force` is told what backup needs, a flag after it is named.
+  if (args.filter((arg) => !arg.startsWith('-')).length !== 1) throw needsDirectory;
+  const { positionals } = parseCommandArgs('backup', args, {}, BACKUP_TEXTS);
+  if (positionals.length !== 1) throw needsDirectory;
   const config = loadConfig();
   const { isBackupError, backupDataDirectory, formatBackupReport } = await import('../backup/backup.js');
   try {
-    const report = await backupDataDirectory({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey, target: args[0]! });
+    const report = await backupDataDirectory({ dataDir: config.dataDir, databaseUrl: config.databaseUrl, secretKey: config.secretKey, target: positionals[0]! });
     process.stdout.write(formatBackupReport(report));
     for (const warning of report.warnings) process.stderr.write(`postern: warning: ${printable(warning)}\n`);
   } catch (error) {
@@ -350,32 +295,66 @@ async function backupCommand(args: string[]): Promise<void> {
   }
 }
 
+// ---- dispatch ---------------------------------------------------------------------------------------
+
+interface Command {
+  /** Printed for `--help` / `-h` before anything is opened; a command without it handles `--help` itself. */
+  texts?: CommandTexts;
+  run(args: string[]): Promise<void>;
+}
+
+/** One line per command; each loads what it needs only when it runs. */
+const COMMANDS: Record<string, Command> = {
+  start: { texts: START_TEXTS, run: startCommand },
+  status: { texts: STATUS_TEXTS, run: status },
+  'reset-password': { texts: RESET_PASSWORD_TEXTS, run: resetPassword },
+  queue: { texts: QUEUE_TEXTS, run: queueCommand },
+  backup: { texts: BACKUP_TEXTS, run: backupCommand },
+  restore: { texts: RESTORE_TEXTS, run: async (args) => (await import('./restore.js')).restoreCommand(args) },
+  send: { texts: SEND_TEXTS, run: async (args) => (await import('./send.js')).sendCommand(args, { withQueue }) },
+};
+
+async function startCommand(args: string[]): Promise<void> {
+  noPositionals('start', parseCommandArgs('start', args, {}, START_TEXTS), START_TEXTS);
+  await import('../main.js');
+}
+
+/** `postern <version>`, from the package.json beside src/ and dist/. */
+function version(): string {
+  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `postern ${version}\n`;
+}
+
+/** `postern help [<command>]`: the list of commands, or one command's help. */
+function help(args: string[]): void {
+  const [name, extra] = args;
+  if (name === undefined) return void process.stdout.write(USAGE);
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!command?.texts || extra !== undefined) throw new CommandFailed(command ? `help takes one command, not also "${printable(extra ?? '')}"` : `there is no command "${printable(name)}"`, 64, USAGE);
+  process.stdout.write(command.texts.help);
+}
+
 async function main(argv: string[]): Promise<void> {
-  const [command, ...args] = argv;
+  const [name, ...args] = argv;
   try {
-    switch (command) {
-      case 'start':
-        await import('../main.js');
-        return;
-      case 'status':
-        return await status(args);
-      case 'reset-password':
-        return await resetPassword(args[0]);
-      case 'queue':
-        return await queueCommand(args);
-      case 'backup':
-        return await backupCommand(args);
-      case 'restore': return await (await import('./restore.js')).restoreCommand(args);
-      case undefined:
-      case 'help':
-      case '--help':
-      case '-h':
-        process.stdout.write(USAGE);
-        return;
-      default:
-        process.stderr.write(`postern: unknown command "${command}"\n\n${USAGE}`);
-        process.exit(64);
+    if (name === undefined || name === '--help' || name === '-h') {
+      if (args.length > 0) throw new CommandFailed(`${name} takes no argument, not "${printable(args[0]!)}"`, 64, USAGE);
+      process.stdout.write(USAGE);
+      return;
     }
+    if (name === 'help') return help(args);
+    if (name === '--version' || name === '-V') {
+      if (args.length > 0) throw new CommandFailed(`${name} takes no argument, not "${printable(args[0]!)}"`, 64, USAGE);
+      process.stdout.write(version());
+      return;
+    }
+    const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (!command) throw new CommandFailed(name.startsWith('-') ? `unknown option "${printable(name)}"` : `unknown command "${printable(name)}"`, 64, USAGE);
+    if (command.texts && asksForHelp(args)) {
+      process.stdout.write(command.texts.help);
+      return;
+    }
+    await command.run(args);
   } catch (error) {
     if (error instanceof CommandFailed) {
       process.stderr.write(`postern: ${error.message}\n${error.usage ? `\n${error.usage}` : ''}`);

@@ -8,23 +8,16 @@
  *   78 (configuration, from the caller).
  */
 import { loadConfig } from '../config.js';
-
-export const RESTORE_USAGE = `Usage: postern restore <backup-directory> [--force] [--no-verify]
-`;
-
-/** Control characters in a path named on the terminal become '?'. */
-const printable = (text: string) => text.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+import { CommandFailed, parseCommandArgs, printable } from './command.js';
+import { RESTORE_TEXTS } from './usage.js';
 
 export async function restoreCommand(args: string[]): Promise<void> {
-  const flags = new Set(['--force', '--no-verify']);
-  const unknown = args.find((arg) => arg.startsWith('-') && !flags.has(arg));
-  const directories = args.filter((arg) => !arg.startsWith('-'));
-  if (unknown !== undefined || directories.length !== 1) {
-    const why = unknown !== undefined ? `restore does not take "${printable(unknown)}"` : 'restore needs one backup directory';
-    process.stderr.write(`postern: ${why}\n\n${RESTORE_USAGE}`);
-    process.exitCode = 64;
-    return;
-  }
+  const needsDirectory = new CommandFailed('restore needs one backup directory', 64, RESTORE_TEXTS.usage);
+  // The directory is checked first, as for backup: `restore --force` is told what restore needs.
+  if (args.filter((arg) => !arg.startsWith('-')).length !== 1) throw needsDirectory;
+  const { values, positionals } = parseCommandArgs('restore', args, { force: { type: 'boolean' }, 'no-verify': { type: 'boolean' } }, RESTORE_TEXTS);
+  if (positionals.length !== 1) throw needsDirectory;
+  const directories = positionals;
   const config = loadConfig();
   const { isBackupError } = await import('../backup/backup.js');
   const { formatRestoreReport, restoreDataDirectory } = await import('../backup/restore.js');
@@ -34,13 +27,12 @@ export async function restoreCommand(args: string[]): Promise<void> {
       dataDir: config.dataDir,
       databaseUrl: config.databaseUrl,
       secretKeySet: config.secretKey !== undefined,
-      force: args.includes('--force'),
-      noVerify: args.includes('--no-verify'),
+      force: values.force === true,
+      noVerify: values['no-verify'] === true,
     });
     process.stdout.write(formatRestoreReport(report));
   } catch (error) {
-    if (!isBackupError(error)) throw error;
-    process.stderr.write(`postern: ${printable(error.message)}\n`);
-    process.exitCode = 1;
+    if (isBackupError(error)) throw new CommandFailed(printable(error.message), 1);
+    throw error;
   }
 }

@@ -104,6 +104,15 @@ export class RelaySettings {
     return toView(await this.#row());
   }
 
+  /**
+   * The maximum message size the relay takes, read without writing (no default row is created): for a
+   * reader beside the gateway, such as the command line's `send`.
+   */
+  async maxMessageSize(): Promise<number> {
+    const row = await this.store.db.selectFrom('relay_settings').select('max_message_size').where('id', '=', ROW_ID).executeTakeFirst();
+    return row ? Number(row.max_message_size) : DEFAULT_MAX_MESSAGE_SIZE;
+  }
+
   validate(input: RelaySettingsInput): { ok: true; value: RelaySettingsView } | { ok: false; errors: RelaySettingsErrors } {
     const errors: RelaySettingsErrors = {};
     const networks = parseNetworks(input.allowedNetworks);
