@@ -15,10 +15,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli } from './support/cli.js';
 import { createTestDatabase, POSTGRES_ADMIN_URL, type TestDatabase } from './support/postgres.js';
 import { spawnPostern, type PosternProcess } from './support/postern-process.js';
-import { startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { startTestPostern, WebClient, webDependenciesOf, type TestPostern } from './support/postern.js';
 import { buildWebApp } from '../src/web/app.js';
 import { DatabaseSessionStore } from '../src/web/session-store.js';
-import { createLogger, type Logger } from '../src/log.js';
+import type { Logger } from '../src/log.js';
 
 const ADMIN = 'hardening-admin-password';
 
@@ -317,15 +317,7 @@ describe('errors after the handler', () => {
   it('regression: a response header Node refuses to write ends as an error page, not a throw from the session store', async () => {
     const p = gw.postern;
     const app = await buildWebApp({
-      store: p.store,
-      users: p.users,
-      audit: p.audit,
-      caCertificates: p.caCertificates,
-      oauth: p.oauth,
-      accounts: p.accounts,
-      queue: p.queue,
-      log: createLogger('fatal'),
-      httpPort: () => 0,
+      ...webDependenciesOf(p),
       plugins: [
         (web) => {
           // A route that builds a Location from input without checking it, as /login once did.

@@ -9,11 +9,10 @@ import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { z } from 'zod';
-import { createLogger } from '../src/log.js';
 import { MICROSOFT_DEFAULT_ENDPOINT } from '../src/oauth/profiles.js';
 import { buildWebApp } from '../src/web/app.js';
 import { createTestPki } from './support/test-ca.js';
-import { ADMIN_PASSWORD, startTestPostern, type TestPostern } from './support/postern.js';
+import { ADMIN_PASSWORD, startTestPostern, webDependenciesOf, type TestPostern } from './support/postern.js';
 
 type Fields = Record<string, string | string[]>;
 
@@ -533,15 +532,7 @@ describe('a plugin with its own prefix', () => {
       app.get('/things/:id', { schema: { params: z.object({ id: z.uuid() }) } }, async (request) => ({ id: request.params.id }));
     };
     const app = await buildWebApp({
-      store: p.store,
-      users: p.users,
-      audit: p.audit,
-      caCertificates: p.caCertificates,
-      oauth: p.oauth,
-      accounts: p.accounts,
-      queue: p.queue,
-      log: createLogger('fatal'),
-      httpPort: () => 0,
+      ...webDependenciesOf(p),
       plugins: [(web) => web.register(api, { prefix: '/api/test' })],
     });
     try {

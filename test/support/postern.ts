@@ -11,6 +11,7 @@ import { fetch as undiciFetch, type Dispatcher } from 'undici';
 import { createPostern, type Postern } from '../../src/app.js';
 import type { Config } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
+import type { WebDependencies } from '../../src/web/context.js';
 import { LogLines } from './events.js';
 
 export const ADMIN_PASSWORD = 'admin-password-for-tests';
@@ -163,3 +164,18 @@ export function field(html: string, name: string): string | undefined {
 
 /** The one polling helper (events.ts): only for a state nothing signals. */
 export { eventually } from './events.js';
+
+/** A running Postern's parts as the Remote UI takes them, for a second web app built beside it in a test. */
+export function webDependenciesOf(postern: Postern): Omit<WebDependencies, 'plugins'> {
+  return {
+    store: postern.store,
+    users: postern.users,
+    audit: postern.audit,
+    caCertificates: postern.caCertificates,
+    oauth: postern.oauth,
+    accounts: postern.accounts,
+    queue: postern.queue,
+    log: createLogger('fatal'),
+    httpPort: () => 0,
+  };
+}
