@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['src/**/*.test.ts', 'test/**/*.test.ts'],
+    // The container image has its own run, `npm run test:container` (vitest.container.config.ts).
+    exclude: ['**/node_modules/**', '**/.git/**', 'test/container/**'],
     globalSetup: ['test/global-setup.ts'],
     pool: 'forks',
     testTimeout: 60_000,
