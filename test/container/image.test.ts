@@ -370,6 +370,39 @@ describe('the container image', () => {
     });
   }, 20 * 60_000);
 
+  // Defect: the health check fetched /readyz with fetch(), which loads undici into a second Node process
+  // inside the container's memory limit (about 22 MB each time); with the gateway's own memory that got
+  // the container OOM-killed under --memory 128m. It now uses node:http.
+  it('the health check costs little of the memory limit (a fetch-based check got the container OOM-killed under 128m)', async () => {
+    const name = `${CONTAINER}-health`;
+    const httpPort = await freePort();
+    cleanups.push(() => sh('docker', ['rm', '-f', name]));
+    await docker(['run', '--detach', '--name', name, '--network', 'host', '--memory', MEMORY_LIMIT, '--tmpfs', '/data:uid=1000,gid=1000,mode=0700',
+      '--env', 'POSTERN_HOST=127.0.0.1', '--env', `POSTERN_HTTP_PORT=${httpPort}`, '--env', `POSTERN_SMTP_PORT=${await freePort()}`,
+      '--env', 'POSTERN_ADMIN_PASSWORD=health-check-test-password', IMAGE]);
+    const log = new LogLines();
+    const follow = spawn('docker', ['logs', '--follow', name], { stdio: ['ignore', 'pipe', 'ignore'] });
+    follow.stdout.on('data', (d: Buffer) => log.write(d.toString()));
+    try {
+      await log.waitFor('Remote UI listening', { timeoutMs: 60_000 });
+      // The image's own HEALTHCHECK command, with a preload that prints the process's memory when it ends.
+      const command = JSON.parse(await docker(['inspect', '--format', '{{json .Config.Healthcheck.Test}}', name])) as string[];
+      expect(command[0]).toBe('CMD');
+      const report = "--import=data:text/javascript,process.on('exit',()=>process.stderr.write(process.getBuiltinModule('node:fs').readFileSync('/proc/self/status','utf8')))";
+      const check = await sh('docker', ['exec', '--env', `NODE_OPTIONS=${report}`, name, ...command.slice(1)]);
+      expect(check.code, check.stderr).toBe(0);
+      const anon = Number(/RssAnon:\s+(\d+) kB/.exec(check.stderr)?.[1]) * 1024;
+      process.stdout.write(`[container] one health check: ${(anon / 1024 / 1024).toFixed(1)} MB of anonymous memory\n`);
+      expect(anon).toBeGreaterThan(0);
+      expect(anon).toBeLessThan(16 * 1024 * 1024);
+      // And it tells a gateway that is not there from one that is ready.
+      const elsewhere = await sh('docker', ['exec', '--env', `POSTERN_HTTP_PORT=${await freePort()}`, name, ...command.slice(1)]);
+      expect(elsewhere.code).toBe(1);
+    } finally {
+      follow.kill();
+    }
+  }, 120_000);
+
   it('compose files: Postern alone with a named volume; Postern and PostgreSQL 16 with a health check', async () => {
     const parse = async (file: string) => {
       if (!existsSync(join(ROOT, file))) throw new Error(`${file} is missing`);
