@@ -54,7 +54,7 @@ const nextPath = ignoredWhenInvalid(z.string().max(2048));
 export const authRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   app.get('/login', { schema: { querystring: z.object({ next: nextPath }) } }, async (request, reply) => {
     if (request.user) return reply.redirect('/', 303);
-    return reply.render('login', { title: 'Login', next: safeNext(request.query.next), username: '' });
+    return reply.render('login', { title: request.t('login.title'), next: safeNext(request.query.next), username: '' });
   });
 
   const loginForm = formBody({ username: text(), password: text(), next: nextPath });
@@ -71,14 +71,14 @@ export const authRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, {
       reply.header('retry-after', String(attempt.retryAfterSeconds));
       return reply.render(
         'login',
-        { title: 'Login', next, username, error: `Too many failed login attempts. ${waitSentence(attempt.retryAfterSeconds)}.` },
+        { title: request.t('login.title'), next, username, error: request.t('login.tooMany', { wait: waitSentence(attempt.retryAfterSeconds) }) },
         429,
       );
     }
     const user = username && password ? await web.users.authenticate(username, password) : undefined;
     if (!user) {
       await web.audit.record(shown(username) || null, 'login.failed', `from ${address}`);
-      return reply.render('login', { title: 'Login', next, username, error: 'The user name or password is incorrect.' }, 401);
+      return reply.render('login', { title: request.t('login.title'), next, username, error: request.t('login.incorrect') }, 401);
     }
     await attempt.succeeded();
     // A new session id at login (no session fixation).
