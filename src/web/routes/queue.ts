@@ -5,33 +5,25 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { MessageQueue } from '../../queue/queue.js';
-import type { DeliveryEvent, QueueState } from '../../store/schema.js';
+import type { DeliveryEvent } from '../../store/schema.js';
 import type { WebPluginOptions } from '../context.js';
 import { idParams, ignoredWhenInvalid, none } from '../form.js';
+import type { MessageKey } from '../i18n/index.js';
 
 export const QUEUE_PATH = '/settings/queue';
 export const LOG_PATH = '/settings/log';
 
-export const STATE_LABELS: Record<QueueState, string> = {
-  incoming: 'Incoming',
-  active: 'Sending',
-  deferred: 'Deferred',
-  held: 'Held',
-  sent: 'Sent',
-  bounced: 'Returned',
-};
-
-export const EVENT_LABELS: Record<DeliveryEvent, string> = {
-  accepted: 'Accepted',
-  sent: 'Sent',
-  deferred: 'Deferred',
-  held: 'Held',
-  bounced: 'Failed',
-  'bounce-queued': 'Returned to Sender',
-  deleted: 'Deleted',
-  retry: 'Retry Now',
-  released: 'Released',
-  requeued: 'Requeued',
+const EVENT_KEYS: Record<DeliveryEvent, MessageKey> = {
+  accepted: 'log.e.accepted',
+  sent: 'log.e.sent',
+  deferred: 'log.e.deferred',
+  held: 'log.e.held',
+  bounced: 'log.e.bounced',
+  'bounce-queued': 'log.e.bounceQueued',
+  deleted: 'log.e.deleted',
+  retry: 'log.e.retry',
+  released: 'log.e.released',
+  requeued: 'log.e.requeued',
 };
 
 export interface QueuePageDependencies {
@@ -45,11 +37,11 @@ const time = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString()
 const size = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} KB`);
 
 export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: QueuePageDependencies }> = async (app, { web, deps }) => {
-  web.managementMenu.push({ href: QUEUE_PATH, label: 'Queue' }, { href: LOG_PATH, label: 'Log' });
+  web.managementMenu.push({ href: QUEUE_PATH, label: 'Queue', labelKey: 'menu.queue' }, { href: LOG_PATH, label: 'Log', labelKey: 'menu.log' });
 
-  app.get(QUEUE_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
+  app.get(QUEUE_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => {
     const [messages, counts] = await Promise.all([deps.queue.list(), deps.queue.counts()]);
-    return reply.render('queue', { title: 'Queue', base: QUEUE_PATH, messages, counts, stateLabels: STATE_LABELS, time, size, now: Date.now() });
+    return reply.render('queue', { title: request.t('menu.queue'), base: QUEUE_PATH, messages, counts, time, size, now: Date.now() });
   });
 
   const byId = { params: idParams, body: none };
@@ -60,9 +52,9 @@ export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: Queue
     if (ok) {
       deps.kick();
       await deps.audit.record(request.user!.username, 'queue.retry', id);
-      web.setFlash(request, { type: 'success', text: 'The message is being tried again now.' });
+      web.setFlash(request, { type: 'success', text: request.t('queue.retried') });
     } else {
-      web.setFlash(request, { type: 'error', text: 'That message is no longer waiting (it was sent, returned or deleted).' });
+      web.setFlash(request, { type: 'error', text: request.t('queue.notWaiting') });
     }
     return reply.redirect(QUEUE_PATH, 303);
   });
@@ -72,10 +64,10 @@ export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: Queue
     if (retried > 0) {
       deps.kick();
       await deps.audit.record(request.user!.username, 'queue.retry', `all: ${retried} message${retried === 1 ? '' : 's'}`);
-      const text = `${retried === 1 ? '1 message is' : `${retried} messages are`} being tried again now.${held > 0 ? " Held messages are held again if the sending account's Token Status is still not Active." : ''}`;
+      const text = `${retried === 1 ? request.t('queue.retriedAllOne') : request.t('queue.retriedAllMany', { count: retried })}${held > 0 ? request.t('queue.retriedAllHeld') : ''}`;
       web.setFlash(request, { type: 'success', text });
     } else {
-      web.setFlash(request, { type: 'error', text: 'No message is deferred or held; there is nothing to retry.' });
+      web.setFlash(request, { type: 'error', text: request.t('queue.nothingToRetry') });
     }
     return reply.redirect(QUEUE_PATH, 303);
   });
@@ -85,9 +77,9 @@ export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: Queue
     const removed = await deps.queue.remove(id, request.user!.username);
     if (removed) {
       await deps.audit.record(request.user!.username, 'queue.deleted', `${id} from ${removed.reversePath || '<>'} to ${removed.recipients.join(', ')}`);
-      web.setFlash(request, { type: 'success', text: 'The message was deleted without being sent. Its sender is not told.' });
+      web.setFlash(request, { type: 'success', text: request.t('queue.deleted') });
     } else {
-      web.setFlash(request, { type: 'error', text: 'That message cannot be deleted now (it is being sent, or was already sent, returned or deleted).' });
+      web.setFlash(request, { type: 'error', text: request.t('queue.cannotDelete') });
     }
     return reply.redirect(QUEUE_PATH, 303);
   });
@@ -99,6 +91,7 @@ export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: Queue
     const { id } = request.query;
     const entries = await deps.queue.logEntries(id ? { queueId: id, limit: 500 } : { limit: 300 });
     const message = id ? await deps.queue.get(id) : undefined;
-    return reply.render('log', { title: 'Log', base: LOG_PATH, entries, id, message, eventLabels: EVENT_LABELS, stateLabels: STATE_LABELS, time, size });
+    const eventLabel = (event: DeliveryEvent) => (event in EVENT_KEYS ? request.t(EVENT_KEYS[event]) : event);
+    return reply.render('log', { title: request.t('menu.log'), base: LOG_PATH, entries, id, message, eventLabel, time, size });
   });
 };
