@@ -53,8 +53,10 @@ export function fromAcceptLanguage(header: string | undefined): Lang | undefined
       const [range = '', ...attrs] = part.trim().split(';');
       let q = 1;
       for (const attr of attrs) {
-        const match = /^\s*q\s*=\s*([0-9.]+)\s*$/i.exec(attr);
-        if (match) q = Number(match[1]);
+        if (!/^\s*q\s*=/i.test(attr)) continue;
+        // A q-value that is not one (RFC 9110 section 12.4.2) leaves the range out.
+        const match = /^\s*q\s*=\s*([01](\.\d{0,3})?)\s*$/i.exec(attr);
+        q = match ? Number(match[1]) : 0;
       }
       return { tag: range.trim().toLowerCase(), q: Number.isFinite(q) ? q : 0, index };
     })
