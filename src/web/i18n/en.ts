@@ -258,7 +258,7 @@ export const en = {
   'audit.exportCsv': 'Export CSV',
   'audit.empty': 'No entries yet.',
   'audit.noMatch': 'No entry matches the filter.',
-  'audit.count': '{total} entries, page {page} of {pages}',
+  'audit.count': 'Entries: {total}, page {page} of {pages}',
   'audit.time': 'Time',
   'audit.user': 'User',
   'audit.action': 'Action',
