@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { LOG } from './support/events.js';
 import { startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
 import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
+import { pythonSend } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { approveDeviceCode } from './support/user-agent.js';
 import { csvCell } from '../src/web/audit-view.js';
@@ -281,5 +282,30 @@ describe('the portal is a status page', () => {
     expect(field(html, 'version')).toMatch(/^Postern version \d+\.\d+\.\d+/);
     const queue = await web.get('/settings/queue');
     expect(queue).toMatch(/Held: <strong data-field="queue-count-held">/);
+  });
+});
+
+describe('the Log', () => {
+  test('event names in words, a filter, paging links that keep it, and CSV that a spreadsheet cannot run', async () => {
+    await gw.postern.relaySettings.save({ ...(await gw.postern.relaySettings.get()), allowedNetworks: ['127.0.0.1/32'] });
+    for (const subject of ['log filter one', '=HYPERLINK("http://evil.example")']) {
+      const sent = await pythonSend({ port: gw.postern.smtpPort, starttls: true, from: 'scanner@printers.local', to: ['bob@example.test'], message: `Subject: ${subject}\r\n\r\nhi\r\n` });
+      expect(sent.ok).toBe(true);
+    }
+    let html = await web.get('/settings/log?q=log+filter+one');
+    expect(html).toContain('>log filter one</a>');
+    expect(html).not.toContain('HYPERLINK');
+    expect(html).toMatch(/data-field="event">Accepted</);
+    expect(html).toContain('href="/settings/log?q=log+filter+one&amp;format=csv"');
+    // The same filter in Russian words.
+    html = await (await fetchWith('/settings/log?q=%D0%9F%D1%80%D0%B8%D0%BD%D1%8F%D1%82%D0%BE', { cookie: `${web.cookieHeader}; lang=ru` })).text();
+    expect(html).toMatch(/data-field="event">Принято</);
+
+    const csv = await fetchWith('/settings/log?format=csv&q=evil', {});
+    expect(csv.headers.get('content-type')).toMatch(/^text\/csv/);
+    const lines = (await csv.text()).replace(/^\ufeff/, '').trimEnd().split('\r\n');
+    expect(lines[0]).toBe('Time (UTC),Event,Subject,From / To,Recipients,Reply,Advice,ID');
+    expect(lines.length).toBeGreaterThan(1);
+    for (const line of lines.slice(1)) expect(line).toMatch(/^[^,]+,[^,]+,"'=HYPERLINK\(""http:\/\/evil\.example""\)",scanner@printers\.local,/);
   });
 });

@@ -492,6 +492,8 @@ export const en = {
   'api.revoked': 'Revoked the API token {name}. Requests with it are refused from now on.',
   'api.alreadyRevoked': 'That API token was already revoked.',
   'notify.http': 'HTTP {code}',
+  'log.advice': 'Advice',
+  'log.filterHelp': 'Shows the entries whose subject, sender, recipients, reply or event contains this text.',
 } as const;
 
 export type MessageKey = keyof typeof en;

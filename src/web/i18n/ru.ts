@@ -484,4 +484,6 @@ export const ru: Messages = {
   'api.revoked': 'Токен API {name} отозван. Запросы с ним теперь отклоняются.',
   'api.alreadyRevoked': 'Этот токен API уже отозван.',
   'notify.http': 'HTTP {code}',
+  'log.advice': 'Совет',
+  'log.filterHelp': 'Показывает записи, у которых тема, отправитель, получатели, ответ или событие содержат этот текст.',
 };

@@ -9,6 +9,7 @@ import type { DeliveryEvent } from '../../store/schema.js';
 import type { WebPluginOptions } from '../context.js';
 import { idParams, ignoredWhenInvalid, none } from '../form.js';
 import type { MessageKey } from '../i18n/index.js';
+import { csvCell } from '../audit-view.js';
 
 export const QUEUE_PATH = '/settings/queue';
 export const LOG_PATH = '/settings/log';
@@ -32,6 +33,10 @@ export interface QueuePageDependencies {
   kick(): void;
   audit: { record(actor: string | null, action: string, detail?: string): Promise<void> };
 }
+
+const LOG_PAGE_SIZE = 100;
+/** The most entries the Log filters, pages and exports (newest first). */
+const LOG_MAX = 5000;
 
 const time = (ms: number | null | undefined) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 19) : '');
 const size = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024).toFixed(1)} MB` : `${Math.max(1, Math.round(bytes / 1024))} KB`);
@@ -84,14 +89,63 @@ export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: Queue
     return reply.redirect(QUEUE_PATH, 303);
   });
 
-  // A filter: an id that is not one shows the whole Log, as the page without it does.
-  const logQuery = z.object({ id: ignoredWhenInvalid(z.uuid()) });
+  // A filter: an id that is not one shows the whole Log, as the page without it does. `q` filters the
+  // entries by text (subject, sender, recipients, reply, the event's words); `page` pages them; `format=csv`
+  // exports what the filter shows.
+  const logQuery = z.object({
+    id: ignoredWhenInvalid(z.uuid()),
+    q: ignoredWhenInvalid(z.string().max(200)),
+    page: ignoredWhenInvalid(z.coerce.number().int().min(1).max(100_000)),
+    format: ignoredWhenInvalid(z.enum(['csv'])),
+  });
 
   app.get(LOG_PATH, { preValidation: web.requireLogin, schema: { querystring: logQuery } }, async (request, reply) => {
     const { id } = request.query;
-    const entries = await deps.queue.logEntries(id ? { queueId: id, limit: 500 } : { limit: 300 });
+    const q = (request.query.q ?? '').trim();
+    const t = request.t;
+    const eventLabel = (event: DeliveryEvent) => (event in EVENT_KEYS ? t(EVENT_KEYS[event]) : event);
+    const needle = q.toLowerCase();
+    const all = (await deps.queue.logEntries(id ? { queueId: id, limit: LOG_MAX } : { limit: LOG_MAX })).filter(
+      (e) => !needle || [e.subject, e.reversePath, e.client, e.recipients, e.reply, e.advice, e.event, eventLabel(e.event), e.code === null ? null : String(e.code)].some((f) => f?.toLowerCase().includes(needle)),
+    );
+    if (request.query.format === 'csv') {
+      const header = [t('log.time'), t('log.event'), t('queue.subject'), t('queue.fromTo'), t('log.recipients'), t('log.reply'), t('log.advice'), 'ID'];
+      const rows = all.map((e) => [new Date(e.at).toISOString(), eventLabel(e.event), e.subject ?? '', e.reversePath ?? '', e.recipients ?? '', [e.code, e.reply].filter((x) => x !== null && x !== '').join(' '), e.advice ?? '', e.queueId]);
+      return reply
+        .type('text/csv; charset=utf-8')
+        .header('content-disposition', 'attachment; filename="postern-log.csv"')
+        .header('cache-control', 'no-store')
+        .send('\ufeff' + [header, ...rows].map((row) => row.map(csvCell).join(',')).join('\r\n') + '\r\n');
+    }
+    const pages = Math.max(1, Math.ceil(all.length / LOG_PAGE_SIZE));
+    const page = Math.min(request.query.page ?? 1, pages);
+    const link = (p: number, format?: string) => {
+      const params = new URLSearchParams();
+      if (id) params.set('id', id);
+      if (q) params.set('q', q);
+      if (p > 1) params.set('page', String(p));
+      if (format) params.set('format', format);
+      const text = params.toString();
+      return `${LOG_PATH}${text ? `?${text}` : ''}`;
+    };
+    const entries = all.slice((page - 1) * LOG_PAGE_SIZE, page * LOG_PAGE_SIZE);
     const message = id ? await deps.queue.get(id) : undefined;
-    const eventLabel = (event: DeliveryEvent) => (event in EVENT_KEYS ? request.t(EVENT_KEYS[event]) : event);
-    return reply.render('log', { title: request.t('menu.log'), base: LOG_PATH, entries, id, message, eventLabel, time, size });
+    return reply.render('log', {
+      title: t('menu.log'),
+      base: LOG_PATH,
+      entries,
+      id,
+      message,
+      eventLabel,
+      time,
+      size,
+      q,
+      page,
+      pages,
+      total: all.length,
+      prev: page > 1 ? link(page - 1) : undefined,
+      next: page < pages ? link(page + 1) : undefined,
+      csv: link(1, 'csv'),
+    });
   });
 };
