@@ -8,9 +8,9 @@
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { LOG } from './support/events.js';
-import { startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
+import { startGoogleStandin, startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
 import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
-import { pythonSend } from './support/sending.js';
+import { authorizeGoogle, pythonSend, saveGoogleSettings } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { approveDeviceCode } from './support/user-agent.js';
 import { csvCell } from '../src/web/audit-view.js';
@@ -307,5 +307,31 @@ describe('the Log', () => {
     expect(lines[0]).toBe('Time (UTC),Event,Subject,From / To,Recipients,Reply,Advice,ID');
     expect(lines.length).toBeGreaterThan(1);
     for (const line of lines.slice(1)) expect(line).toMatch(/^[^,]+,[^,]+,"'=HYPERLINK\(""http:\/\/evil\.example""\)",scanner@printers\.local,/);
+  });
+});
+
+describe('OAuth 2.0 (Google): nothing authorized is discarded without asking', () => {
+  test('saving the same client and secret again asks nothing; a new secret asks first, and Cancel keeps the token', async () => {
+    const google = await startGoogleStandin({ pki });
+    try {
+      await authorizeGoogle(web, google, pki, 'bob@example.test');
+      // The same values again (the secret typed again too): nothing to discard, nothing asked.
+      await saveGoogleSettings(web, google);
+      expect(web.lastStatus).toBe(303);
+      await gw.postern.oauth.whenIdle('google');
+      expect((await gw.postern.oauth.status('google')).token.status).toBe('Active');
+
+      const confirm = await saveGoogleSettings(web, google, { clientSecret: 'another-secret' });
+      expect(web.lastStatus).toBe(200);
+      expect(confirm).toContain('<h1>Discard the Authorization?</h1>');
+      expect(field(confirm, 'confirm-discard')).toContain('deletes the token of bob@example.test');
+      expect(confirm).toContain('Client Secret: a new secret was entered');
+      const back = await web.post('/settings/send/oauth-google/edit', { enabled: 'on', clientId: google.clientId, clientSecret: 'another-secret', authorizationEndpoint: google.authorizationEndpoint, tokenEndpoint: google.tokenEndpoint, back: '1' });
+      expect(back).toContain('<h1>Edit Basic Settings</h1>');
+      expect(back).toContain(`value="${google.clientId}"`);
+      expect((await gw.postern.oauth.status('google')).token.status).toBe('Active');
+    } finally {
+      await google.close();
+    }
   });
 });

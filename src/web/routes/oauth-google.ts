@@ -10,7 +10,8 @@ import { GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, GOOGLE_DEFAULT_TOKEN_ENDPOINT } 
 import { canChangeSendSettings } from '../../store/users.js';
 import type { WebPluginOptions } from '../context.js';
 import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
-import { accountStatusRoutes, hiddenFields, holdsAuthorization } from './oauth-account.js';
+import { accountStatusRoutes, hiddenFields } from './oauth-account.js';
+import type { MessageKey } from '../i18n/index.js';
 
 const BASE = '/settings/send/oauth-google';
 
@@ -107,30 +108,28 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
       );
     };
     if (request.body.back) return editAgain({}, 200);
-    if (!request.body.confirmDiscard) {
-      // Google's refresh tokens belong to the OAuth client: a new client, secret or endpoint discards them.
+    // Google's refresh tokens belong to the OAuth client: a new client, secret or endpoint discards them. Ask
+    // first, and say what changes.
+    if (!request.body.confirmDiscard && (await web.oauth.google.wouldForgetAuthorization(form))) {
       const status = await web.oauth.status('google');
-      if (holdsAuthorization(status.token.status)) {
-        const changes: string[] = [];
-        const field = (key: Parameters<typeof request.t>[0], from: string, to: string) => changes.push(request.t('confirm.changed', { field: request.t(key), from, to }));
-        if (form.clientId.trim() !== (status.settings.clientId ?? '')) field('oauth.googleClientId', status.settings.clientId ?? '', form.clientId.trim());
-        if (form.clientSecret.trim() !== '') changes.push(request.t('confirm.newSecret'));
-        const authorizationEndpoint = form.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT;
-        const tokenEndpoint = form.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT;
-        const sameUrl = (a: string, b: string) => { try { return new URL(a).href === new URL(b).href; } catch { return a === b; } };
-        if (!sameUrl(authorizationEndpoint, status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT)) field('oauth.authorizationEndpoint', status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, authorizationEndpoint);
-        if (!sameUrl(tokenEndpoint, status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT)) field('oauth.tokenEndpoint', status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT, tokenEndpoint);
-        if (changes.length > 0) {
-          return reply.render('oauth-confirm-discard', {
-            title: request.t('confirm.title'),
-            providerTitle: 'OAuth 2.0 (Google) Settings',
-            base: BASE,
-            mailbox: status.token.mailbox,
-            changes,
-            hidden: hiddenFields(form),
-          });
-        }
-      }
+      const changes: string[] = [];
+      const field = (key: MessageKey, from: string, to: string) => changes.push(request.t('confirm.changed', { field: request.t(key), from, to }));
+      if (form.clientId.trim() !== (status.settings.clientId ?? '')) field('oauth.googleClientId', status.settings.clientId ?? '', form.clientId.trim());
+      const authorizationEndpoint = new URL(form.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT).href;
+      const tokenEndpoint = new URL(form.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT).href;
+      const storedAuthorization = status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT;
+      const storedToken = status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT;
+      if (authorizationEndpoint !== storedAuthorization) field('oauth.authorizationEndpoint', storedAuthorization, authorizationEndpoint);
+      if (tokenEndpoint !== storedToken) field('oauth.tokenEndpoint', storedToken, tokenEndpoint);
+      if (changes.length === 0) changes.push(request.t('confirm.newSecret'));
+      return reply.render('oauth-confirm-discard', {
+        title: request.t('confirm.title'),
+        providerTitle: 'OAuth 2.0 (Google) Settings',
+        base: BASE,
+        mailbox: status.token.mailbox,
+        changes,
+        hidden: hiddenFields(form),
+      });
     }
     const result = await web.oauth.google.saveSettings(form, request.user!.username);
     if (!result.ok) {
