@@ -108,3 +108,34 @@ describe('choosing the language', () => {
     expect(interpolate('Hello {name}', {})).toBe('Hello {name}');
   });
 });
+
+describe('the services\' sentences in the page\'s language', () => {
+  test('each template still matches its service: its fixed words occur in the source', async () => {
+    const { DOMAIN_KEYS } = await import('../src/web/i18n/domain.js');
+    const sources = files(join(WEB, '..'), ['.ts'])
+      .filter((path) => !path.includes(join('web', 'i18n')))
+      .map((path) => readFileSync(path, 'utf8'))
+      .join('\n');
+    const stale = DOMAIN_KEYS.filter((key) =>
+      en[key]
+        .split(/\{\w+\}/)
+        .map((part) => part.trim())
+        .filter((part) => part.length >= 6)
+        .some((part) => !sources.includes(part)),
+    );
+    expect(stale).toEqual([]);
+  });
+
+  test('validation sentences are translated whole, with their values, and part by part when joined', async () => {
+    const { domainText } = await import('../src/web/i18n/domain.js');
+    const { translator } = await import('../src/web/i18n/index.js');
+    const t = translator('ru');
+    expect(domainText('ru', t, 'Enter a size from 1 to 150 MB.')).toBe('Введите размер от 1 до 150 МБ.');
+    expect(domainText('ru', t, 'The token endpoint must start with https://.')).toBe('Конечная точка токенов: адрес должен начинаться с https://.');
+    expect(domainText('ru', t, '10.0.0.1/8: the network address of a /8 is 10.0.0.0 (write 10.0.0.0/8); x: not an IP address or CIDR range (for example 192.168.1.0/24)')).toBe(
+      '10.0.0.1/8: сетевой адрес для /8 — 10.0.0.0 (напишите 10.0.0.0/8); x: не IP-адрес и не диапазон CIDR (например, 192.168.1.0/24)',
+    );
+    expect(domainText('ru', t, 'Something no template knows.')).toBe('Something no template knows.');
+    expect(domainText('en', translator('en'), 'Enter a size from 1 to 150 MB.')).toBe('Enter a size from 1 to 150 MB.');
+  });
+});

@@ -6,6 +6,7 @@
 import type { ConnectionStatus } from '../../oauth/connection-check.js';
 import type { QueueState, TokenStatus } from '../../store/schema.js';
 import type { MenuItem } from '../context.js';
+import { domainText } from './domain.js';
 import { formatters, LANGUAGE_NAMES, LANGUAGES, translator, type Formatters, type Lang, type MessageKey, type Translate } from './index.js';
 
 const TOKEN_KEYS: Record<TokenStatus, MessageKey> = {
@@ -51,6 +52,8 @@ export interface ViewHelpers {
   connectionDetail(status: StatusLike): string;
   onOff(on: boolean): string;
   warningText(text: string): string;
+  /** A sentence a service wrote (a field's validation message) in the page's language. */
+  msg(text: string | null | undefined): string;
 }
 
 export function viewHelpers(lang: Lang): ViewHelpers {
@@ -77,6 +80,7 @@ export function viewHelpers(lang: Lang): ViewHelpers {
       return code === '200' ? t('connection.connectedDetail200', { host }) : t('connection.connectedDetail', { host, code });
     },
     onOff: (on) => t(on ? 'common.on' : 'common.off'),
+    msg: (text) => domainText(lang, t, text),
     warningText: (text) => {
       const found = WARNING_KEYS.find(([prefix]) => text.startsWith(prefix));
       return found ? t(found[1]) : text;
