@@ -91,6 +91,13 @@ describe('the language', () => {
     expect(client.lastStatus).toBe(303);
     expect(added).toBe('');
     expect(await client.page(client.lastLocation!)).toContain('Учетная запись устройства ru-device добавлена.');
+    // A field's validation sentence, written by the service in English, reads in Russian with its values.
+    const refusedSize = await client.post('/settings/send/relay', { allowedNetworks: '10.0.0.1/8', maxMessageSizeMb: '0', bareNewlines: 'normalize' });
+    expect(client.lastStatus).toBe(400);
+    expect(field(refusedSize, 'x') ?? refusedSize).toMatch(/Введите размер от 1 до \d+ МБ\./);
+    expect(refusedSize).toContain('10.0.0.1/8: сетевой адрес для /8 — 10.0.0.0 (напишите 10.0.0.0/8)');
+    const refusedDevice = await client.post('/settings/send/relay/devices', { username: 'bad name!', password: 'short' });
+    expect(refusedDevice).toContain('Пароль должен содержать не менее 8 символов.');
   });
 
   test('dates and numbers follow the language', async () => {
