@@ -41,7 +41,9 @@ async function saveMicrosoftSettings(
   tls: { verify: boolean; addCn: boolean } = { verify: true, addCn: true },
 ): Promise<{ status?: string; detail?: string; html: string }> {
   await web.get(`${BASE}/edit`);
-  const form: Record<string, string> = { enabled: 'on', endpoint: standin.endpoint('organizations'), clientId: standin.publicClientId };
+  // Another stand-in is another endpoint: saving it discards the authorization of the one before, which the
+  // page asks about first; these tests mean it.
+  const form: Record<string, string> = { enabled: 'on', endpoint: standin.endpoint('organizations'), clientId: standin.publicClientId, confirmDiscard: '1' };
   if (tls.verify) form.verifyServerCertificate = 'on';
   if (tls.addCn) form.addCnToVerificationItems = 'on';
   await web.post(`${BASE}/edit`, form);

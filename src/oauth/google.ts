@@ -14,7 +14,7 @@
 import { ErrorCodes, PosternError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
-import { settingsOf, stateHash, type OAuthAccounts } from './accounts.js';
+import { settingsOf, stateHash, type AccountRow, type OAuthAccounts } from './accounts.js';
 import type { AccountOperations } from './account-operations.js';
 import { parsePastedAuthorizationResponse } from './authorization-response.js';
 import { authorizationServerOf, clientOf } from './authorization-server.js';
@@ -94,10 +94,17 @@ export class GoogleAuthorization {
    * Saves the settings; with Use on, checks the connection to the token endpoint's host (in the background).
    * Returns whether the authorization must be registered again (client changed).
    */
-  async saveSettings(input: GoogleSettingsInput, actor: string): Promise<SaveSettingsResult<{ identityChanged: boolean }>> {
-    const errors = await this.validateSettings(input);
-    if (Object.keys(errors).length > 0) return { ok: false, errors };
+  /**
+   * Whether saving `input` (valid) would forget a held authorization: the client, its secret or an endpoint
+   * changes while a refresh token is stored. The Remote UI asks before it saves such a change.
+   */
+  async wouldForgetAuthorization(input: GoogleSettingsInput): Promise<boolean> {
+    if (Object.keys(await this.validateSettings(input)).length > 0) return false;
     const before = await this.#accounts.getOrCreate('google');
+    return before.refresh_token_enc !== null && this.#identityChangeOf(before, input).identityChanged;
+  }
+
+  #identityChangeOf(before: AccountRow, input: GoogleSettingsInput) {
     const clientId = input.clientId.trim();
     const authorizationEndpoint = new URL(input.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT).href;
     const tokenEndpoint = new URL(input.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT).href;
@@ -108,6 +115,14 @@ export class GoogleAuthorization {
       (secret !== '' && secret !== previousSecret) ||
       (before.authorization_endpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT) !== authorizationEndpoint ||
       (before.token_endpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT) !== tokenEndpoint;
+    return { clientId, authorizationEndpoint, tokenEndpoint, secret, identityChanged };
+  }
+
+  async saveSettings(input: GoogleSettingsInput, actor: string): Promise<SaveSettingsResult<{ identityChanged: boolean }>> {
+    const errors = await this.validateSettings(input);
+    if (Object.keys(errors).length > 0) return { ok: false, errors };
+    const before = await this.#accounts.getOrCreate('google');
+    const { clientId, authorizationEndpoint, tokenEndpoint, secret, identityChanged } = this.#identityChangeOf(before, input);
     await this.#accounts.update('google', {
       ...useAndTlsColumns(input),
       client_id: clientId,

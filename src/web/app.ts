@@ -30,15 +30,21 @@ import { LoginThrottle } from '../login-throttle.js';
 import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
 import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
-import { canChangeSendSettings, canManageUsers, ROLE_LABELS, sessionStillValid } from '../store/users.js';
+import { canChangeSendSettings, canManageUsers, sessionStillValid } from '../store/users.js';
 import type { Flash, WebContext, WebDependencies } from './context.js';
+import type { MessageKey } from './i18n/index.js';
+
+const ROLE_KEYS: Record<Role, MessageKey> = { Administrator: 'role.Administrator', NetworkAdministrator: 'role.NetworkAdministrator', GeneralUser: 'role.GeneralUser' };
 import { invalidInputMessage, none } from './form.js';
+import { LANG_COOKIE, negotiate, translator } from './i18n/index.js';
+import { viewHelpers } from './i18n/view.js';
 import { registerPlainHttpRedirect } from './https.js';
 import { authRoutes } from './routes/auth.js';
 import { caCertificateRoutes } from './routes/ca-certificates.js';
 import { healthRoutes } from './routes/health.js';
 import { googleRoutes } from './routes/oauth-google.js';
 import { microsoftRoutes } from './routes/oauth-microsoft.js';
+import { languageRoutes } from './routes/language.js';
 import { portalRoutes } from './routes/portal.js';
 import { userRoutes } from './routes/users.js';
 import { DatabaseSessionStore } from './session-store.js';
@@ -52,6 +58,7 @@ const PUBLIC_DIR = join(here, 'public');
 const STATIC_FILES: Record<string, string> = {
   '/static/app.css': 'text/css; charset=utf-8',
   '/static/app.js': 'text/javascript; charset=utf-8',
+  '/static/favicon.svg': 'image/svg+xml',
 };
 
 export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstance> {
@@ -135,16 +142,24 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     return payload;
   });
 
+  // The page language, before anything renders (the error pages too).
+  app.decorateRequest('lang', 'en');
+  app.decorateRequest('t', null as unknown as FastifyRequest['t']);
+  app.addHook('onRequest', async (request) => {
+    request.lang = negotiate(request.cookies[LANG_COOKIE], request.headers['accept-language']);
+    request.t = translator(request.lang);
+  });
+
   const context = {
     sendMenu: [
-      { href: '/settings/send/oauth-microsoft', label: 'OAuth 2.0 (Microsoft) Settings' },
-      { href: '/settings/send/oauth-google', label: 'OAuth 2.0 (Google) Settings' },
-      { href: '/settings/send/ca-certificates', label: 'CA Certificate Settings' },
+      { href: '/settings/send/oauth-microsoft', label: 'OAuth 2.0 (Microsoft) Settings', labelKey: 'menu.oauthMicrosoft' },
+      { href: '/settings/send/oauth-google', label: 'OAuth 2.0 (Google) Settings', labelKey: 'menu.oauthGoogle' },
+      { href: '/settings/send/ca-certificates', label: 'CA Certificate Settings', labelKey: 'menu.caCertificates' },
     ],
     managementMenu: [
-      { href: '/settings/users', label: 'User Management' },
-      { href: '/settings/password', label: 'Change Password' },
-      { href: '/settings/audit', label: 'Audit Log' },
+      { href: '/settings/users', label: 'User Management', labelKey: 'menu.users' },
+      { href: '/settings/password', label: 'Change Password', labelKey: 'menu.password' },
+      { href: '/settings/audit', label: 'Audit Log', labelKey: 'menu.audit' },
     ],
   } as WebContext;
 
@@ -166,9 +181,10 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     if (flash && request.session) request.session.flash = undefined;
     const role = user?.role as Role | undefined;
     const html = eta.render(view, {
+      ...viewHelpers(request.lang ?? 'en'),
       ...data,
       user,
-      roleLabel: role ? ROLE_LABELS[role] : undefined,
+      roleLabel: role ? request.t(ROLE_KEYS[role]) : undefined,
       canChange: role ? canChangeSendSettings(role) : false,
       canManageUsers: role ? canManageUsers(role) : false,
       csrfToken: request.session ? this.generateCsrf() : '',
@@ -198,29 +214,22 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
       return reply.redirect(`/login${next}`, 303);
     }
   };
-  const requireRole = (check: (role: Role) => boolean, message: string) => async (request: FastifyRequest, reply: FastifyReply) => {
+  const requireRole = (check: (role: Role) => boolean, message: MessageKey) => async (request: FastifyRequest, reply: FastifyReply) => {
     await requireLogin(request, reply);
     if (reply.sent) return;
     if (!check(request.user!.role)) {
-      return reply.render('error', { title: 'Not Allowed', message }, 403);
+      return reply.render('error', { title: request.t('error.notAllowed'), message: request.t(message) }, 403);
     }
   };
-  const requireSendSettings = requireRole(
-    canChangeSendSettings,
-    'Administrator or Network Administrator privileges are required to change these settings. Log in with such an account.',
-  );
-  const requireUserManagement = requireRole(canManageUsers, 'Administrator privileges are required to manage users.');
+  const requireSendSettings = requireRole(canChangeSendSettings, 'access.sendSettings');
+  const requireUserManagement = requireRole(canManageUsers, 'access.users');
 
   app.setErrorHandler(async (error: FastifyError, request, reply) => {
     // The error page must be writable whatever the failed response had set.
     for (const name of invalidHeaders(reply)) reply.removeHeader(name);
     if (error.code === 'POSTERN_WEB_INVALID_HEADER') reply.removeHeader('location');
     if (error.code === 'FST_CSRF_INVALID_TOKEN' || error.code === 'FST_CSRF_MISSING_SECRET') {
-      return reply.render(
-        'error',
-        { title: 'Form Expired', message: 'The form was open too long or came from another page. Go back, reload the page and try again.' },
-        403,
-      );
+      return reply.render('error', { title: request.t('error.formExpired'), message: request.t('error.formExpiredMessage') }, 403);
     }
     if (error.validation) {
       // A request no form of ours sends (a repeated key, an oversized value, a malformed id): the fields and
@@ -237,21 +246,17 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
         },
         'request not accepted: it does not match the form',
       );
-      return reply.render('error', { title: 'Request Not Accepted', message: invalidInputMessage(error.validationContext, issues) }, 400);
+      return reply.render('error', { title: request.t('error.notAccepted'), message: invalidInputMessage(error.validationContext, issues, request.t) }, 400);
     }
     if (error.statusCode && error.statusCode >= 400 && error.statusCode < 500) {
-      return reply.render('error', { title: 'Request Not Accepted', message: error.message }, error.statusCode);
+      return reply.render('error', { title: request.t('error.notAccepted'), message: error.message }, error.statusCode);
     }
     // The path only: a query string can hold an authorization code and its state (the Google callback).
     request.log.error({ err: error, reqId: request.id, method: request.method, path: request.url.split('?')[0] }, 'unexpected error in the Remote UI');
-    return reply.render(
-      'error',
-      { title: 'Something Went Wrong', message: `An unexpected error occurred. It was logged with reference ${request.id}.` },
-      500,
-    );
+    return reply.render('error', { title: request.t('error.unexpected'), message: request.t('error.unexpectedMessage', { id: request.id }) }, 500);
   });
   app.setNotFoundHandler(async (request, reply) =>
-    reply.render('error', { title: 'Page Not Found', message: `There is no page at ${request.url}.` }, 404),
+    reply.render('error', { title: request.t('error.notFound'), message: request.t('error.notFoundMessage', { url: request.url }) }, 404),
   );
 
   context.loginThrottle = loginThrottle;
@@ -264,6 +269,7 @@ export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstanc
     setFlash,
   });
   await app.register(healthRoutes, { web: context });
+  await app.register(languageRoutes, { web: context });
   await app.register(authRoutes, { web: context });
   await app.register(portalRoutes, { web: context });
   await app.register(microsoftRoutes, { web: context });

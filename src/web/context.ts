@@ -14,6 +14,7 @@ import type { AuditLog } from '../store/audit.js';
 import type { CaCertificates } from '../store/ca-certificates.js';
 import type { Store } from '../store/store.js';
 import type { User, Users } from '../store/users.js';
+import type { Lang, MessageKey, Translate } from './i18n/index.js';
 
 declare module 'fastify' {
   interface Session {
@@ -25,6 +26,9 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     user?: User;
+    /** The page language (the `lang` cookie, else Accept-Language, else English) and its catalogue. */
+    lang: Lang;
+    t: Translate;
   }
   interface FastifyReply {
     render(view: string, data?: Record<string, unknown>, status?: number): FastifyReply;
@@ -38,7 +42,10 @@ export interface Flash {
 
 export interface MenuItem {
   href: string;
+  /** English; shown when the item has no catalogue key. */
   label: string;
+  /** The label's key in the Remote UI's catalogue (src/web/i18n). */
+  labelKey?: MessageKey;
 }
 
 /**

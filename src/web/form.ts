@@ -11,6 +11,7 @@
  */
 import { z } from 'zod';
 import type { FastifySchemaValidationError } from 'fastify';
+import { translator, type MessageKey, type Translate } from './i18n/index.js';
 
 /** A single-line field: names, passwords, host names, ports, the value of a select. */
 export const LINE_MAX = 4096;
@@ -66,22 +67,22 @@ export function formBody<T extends z.ZodRawShape>(shape: T) {
 /** No fields: a form with only its CSRF token, or a page without parameters (extra ones are ignored). */
 export const none = z.object({}, { error: 'is not a form' });
 
-const PARTS: Record<string, string> = {
-  body: 'The form was not accepted',
-  querystring: 'The address of this page has a parameter Postern does not accept',
-  params: 'The address of this page is not valid',
-  headers: 'The request was not accepted',
+const PARTS: Record<string, MessageKey> = {
+  body: 'form.invalid.body',
+  querystring: 'form.invalid.querystring',
+  params: 'form.invalid.params',
+  headers: 'form.invalid.headers',
 };
 
 /**
  * The sentence the error page shows for a request that failed its schema. It names the fields and what is
  * wrong with them, never the values (a password field may be among them).
  */
-export function invalidInputMessage(part: string | undefined, issues: readonly FastifySchemaValidationError[]): string {
+export function invalidInputMessage(part: string | undefined, issues: readonly FastifySchemaValidationError[], t: Translate = translator('en')): string {
   const problems = issues.slice(0, 5).map((issue) => {
     const field = issue.instancePath.replace(/^\//, '').replace(/\//g, '.');
     return `${field || 'the request'} ${issue.message ?? 'is not valid'}`;
   });
-  const more = issues.length > 5 ? ` (and ${issues.length - 5} more)` : '';
-  return `${PARTS[part ?? ''] ?? PARTS.headers}: ${[...new Set(problems)].join('; ')}${more}. Go back, reload the page and try again.`;
+  const more = issues.length > 5 ? t('form.invalid.more', { count: issues.length - 5 }) : '';
+  return t('form.invalid.sentence', { part: t(PARTS[part ?? ''] ?? 'form.invalid.headers'), problems: [...new Set(problems)].join('; '), more });
 }

@@ -2,13 +2,41 @@
 (function () {
   'use strict';
 
-  // Forms that ask before doing something destructive.
+  // Typed work is never lost silently: once a form marked data-guard has been changed, pressing another
+  // form's button or leaving the page asks first (the page's language gives the words).
+  var dirty = null;
+  var leaving = false;
+  var unsaved = document.body.getAttribute('data-unsaved-confirm') || '';
+  document.addEventListener('input', function (event) {
+    var form = event.target && event.target.form;
+    if (form && form.hasAttribute('data-guard')) dirty = form;
+  });
+  document.addEventListener('change', function (event) {
+    var form = event.target && event.target.form;
+    if (form && form.hasAttribute('data-guard')) dirty = form;
+  });
+
+  // Forms that ask before doing something destructive; and before another form's button discards typed work.
   document.addEventListener('submit', function (event) {
     var form = event.target;
-    if (form instanceof HTMLFormElement && form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    if (!(form instanceof HTMLFormElement)) return;
+    if (dirty && dirty !== form && document.body.contains(dirty)) {
+      if (!window.confirm(unsaved)) { event.preventDefault(); return; }
+    }
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
       event.preventDefault();
+      return;
+    }
+    leaving = true;
+  });
+  window.addEventListener('beforeunload', function (event) {
+    if (dirty && !leaving && document.body.contains(dirty)) {
+      event.preventDefault();
+      event.returnValue = unsaved;
+      return unsaved;
     }
   });
+  window.addEventListener('pageshow', function () { leaving = false; });
 
   // "Add CN to Verification Items" only means something while "Verify Server Certificate" is on.
   document.querySelectorAll('input[data-controls]').forEach(function (box) {
@@ -29,7 +57,7 @@
   function tick() {
     document.querySelectorAll('[data-expires-at]').forEach(function (el) {
       var left = Math.max(0, Math.floor((Number(el.getAttribute('data-expires-at')) - (Date.now() + offset)) / 1000));
-      el.textContent = left > 0 ? pad(Math.floor(left / 60)) + ':' + pad(left % 60) : 'Expired';
+      el.textContent = left > 0 ? pad(Math.floor(left / 60)) + ':' + pad(left % 60) : (document.body.getAttribute('data-expired-word') || 'Expired');
     });
   }
   readOffset(document);

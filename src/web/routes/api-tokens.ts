@@ -5,13 +5,22 @@
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { API_SCOPE_LABELS, API_SCOPES, DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, type ApiTokenErrors, type ApiTokenInput, type ApiTokens } from '../../api/tokens.js';
+import { API_SCOPES, DEFAULT_EXPIRY_DAYS, MAX_EXPIRY_DAYS, type ApiTokenErrors, type ApiTokenInput, type ApiTokens } from '../../api/tokens.js';
 import type { AuditLog } from '../../store/audit.js';
+import type { ApiScope } from '../../store/schema.js';
 import { canManageUsers } from '../../store/users.js';
 import type { WebContext } from '../context.js';
 import { formBody, idParams, none, text } from '../form.js';
+import type { MessageKey } from '../i18n/index.js';
 
 export const API_TOKENS_PATH = '/settings/api-tokens';
+
+/** Each scope's words: in full (the form) and short (the list). */
+const SCOPE_KEYS: Record<ApiScope, [MessageKey, MessageKey]> = {
+  read: ['api.s.read', 'api.s.readShort'],
+  operate: ['api.s.operate', 'api.s.operateShort'],
+  administer: ['api.s.administer', 'api.s.administerShort'],
+};
 
 export interface ApiTokensPageOptions {
   web: WebContext;
@@ -20,23 +29,24 @@ export interface ApiTokensPageOptions {
 }
 
 const day = (ms: number | null) => (ms ? new Date(ms).toISOString().slice(0, 10) : '');
-const minute = (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'Never');
+const minute = (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : '');
 
 
 export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async (app, { web, tokens, audit }) => {
-  web.managementMenu.push({ href: API_TOKENS_PATH, label: 'API Tokens' });
+  web.managementMenu.push({ href: API_TOKENS_PATH, label: 'API Tokens', labelKey: 'menu.apiTokens' });
 
   const requireAdministrator = async (request: FastifyRequest, reply: FastifyReply) => {
     await web.requireLogin(request, reply);
     if (reply.sent) return reply;
-    if (!canManageUsers(request.user!.role)) return reply.render('error', { title: 'Not Allowed', message: 'Administrator privileges are required to manage API tokens.' }, 403);
+    if (!canManageUsers(request.user!.role)) return reply.render('error', { title: request.t('error.notAllowed'), message: request.t('api.notAllowed') }, 403);
   };
 
-  const page = async (extra: { form?: ApiTokenInput; errors?: ApiTokenErrors; created?: { name: string; secret: string } } = {}) => ({
-    title: 'API Tokens',
+  const page = async (request: FastifyRequest, extra: { form?: ApiTokenInput; errors?: ApiTokenErrors; created?: { name: string; secret: string } } = {}) => ({
+    title: request.t('menu.apiTokens'),
     base: API_TOKENS_PATH,
     tokens: await tokens.list(),
-    scopes: API_SCOPES.map((value) => ({ value, label: API_SCOPE_LABELS[value] })),
+    scopes: API_SCOPES.map((value) => ({ value, label: request.t(SCOPE_KEYS[value][0]) })),
+    scopeShort: (scope: ApiScope) => request.t(SCOPE_KEYS[scope][1]),
     form: extra.form ?? { name: '', scope: 'read', expiresInDays: String(DEFAULT_EXPIRY_DAYS) },
     errors: extra.errors ?? {},
     created: extra.created,
@@ -45,8 +55,8 @@ export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async 
     minute,
   });
 
-  app.get(API_TOKENS_PATH, { preValidation: requireAdministrator, schema: { querystring: none } }, async (_request, reply) =>
-    reply.render('api-tokens', await page()),
+  app.get(API_TOKENS_PATH, { preValidation: requireAdministrator, schema: { querystring: none } }, async (request, reply) =>
+    reply.render('api-tokens', await page(request)),
   );
 
   app.post(
@@ -58,11 +68,11 @@ export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async 
     async (request, reply) => {
       const form: ApiTokenInput = { name: request.body.name, scope: request.body.scope, expiresInDays: request.body.expiresInDays };
       const result = await tokens.validate(form);
-      if (!result.ok) return reply.render('api-tokens', await page({ form, errors: result.errors }), 400);
+      if (!result.ok) return reply.render('api-tokens', await page(request, { form, errors: result.errors }), 400);
       const actor = request.user!.username;
       const { token, secret } = await tokens.create({ ...result.value, createdBy: actor });
       await audit.record(actor, 'api-token.created', `${token.name} (${token.scope}, ${token.prefix}…, expires ${day(token.expiresAt)})`);
-      return reply.render('api-tokens', await page({ created: { name: token.name, secret } }));
+      return reply.render('api-tokens', await page(request, { created: { name: token.name, secret } }));
     },
   );
 
@@ -77,9 +87,9 @@ export const apiTokensPage: FastifyPluginAsyncZod<ApiTokensPageOptions> = async 
       const revoked = await tokens.revoke(request.params.id, actor);
       if (revoked) {
         await audit.record(actor, 'api-token.revoked', `${revoked.name} (${revoked.scope}, ${revoked.prefix}…)`);
-        web.setFlash(request, { type: 'success', text: `Revoked the API token ${revoked.name}. Requests with it are refused from now on.` });
+        web.setFlash(request, { type: 'success', text: request.t('api.revoked', { name: revoked.name }) });
       } else {
-        web.setFlash(request, { type: 'error', text: 'That API token was already revoked.' });
+        web.setFlash(request, { type: 'error', text: request.t('api.alreadyRevoked') });
       }
       return reply.redirect(API_TOKENS_PATH, 303);
     },

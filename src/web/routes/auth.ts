@@ -3,11 +3,13 @@
  * (src/login-throttle.ts): an attempt is reserved before the password is checked, so parallel guesses cannot
  * outrun the limit.
  */
+import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { tryAgainIn } from '../../login-throttle.js';
 import type { WebPluginOptions } from '../context.js';
 import { formBody, ignoredWhenInvalid, none, text } from '../form.js';
+import { domainText } from '../i18n/domain.js';
 
 const ORIGIN = 'http://postern.invalid';
 /** C0 and C1 controls (and DEL): browsers strip some of them from URLs, and none belongs in a header. */
@@ -37,9 +39,9 @@ export function safeNext(next: unknown): string {
   return path;
 }
 
-/** "Try again in 15 minutes (after 21:45 UTC)". */
-function waitSentence(seconds: number): string {
-  const words = tryAgainIn(seconds);
+/** "Try again in 15 minutes (after 21:45 UTC)", in the page's language. */
+function waitSentence(request: FastifyRequest, seconds: number): string {
+  const words = domainText(request.lang, request.t, tryAgainIn(seconds));
   return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
@@ -54,7 +56,7 @@ const nextPath = ignoredWhenInvalid(z.string().max(2048));
 export const authRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   app.get('/login', { schema: { querystring: z.object({ next: nextPath }) } }, async (request, reply) => {
     if (request.user) return reply.redirect('/', 303);
-    return reply.render('login', { title: 'Login', next: safeNext(request.query.next), username: '' });
+    return reply.render('login', { title: request.t('login.title'), next: safeNext(request.query.next), username: '' });
   });
 
   const loginForm = formBody({ username: text(), password: text(), next: nextPath });
@@ -71,14 +73,14 @@ export const authRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, {
       reply.header('retry-after', String(attempt.retryAfterSeconds));
       return reply.render(
         'login',
-        { title: 'Login', next, username, error: `Too many failed login attempts. ${waitSentence(attempt.retryAfterSeconds)}.` },
+        { title: request.t('login.title'), next, username, error: request.t('login.tooMany', { wait: waitSentence(request, attempt.retryAfterSeconds) }) },
         429,
       );
     }
     const user = username && password ? await web.users.authenticate(username, password) : undefined;
     if (!user) {
       await web.audit.record(shown(username) || null, 'login.failed', `from ${address}`);
-      return reply.render('login', { title: 'Login', next, username, error: 'The user name or password is incorrect.' }, 401);
+      return reply.render('login', { title: request.t('login.title'), next, username, error: request.t('login.incorrect') }, 401);
     }
     await attempt.succeeded();
     // A new session id at login (no session fixation).

@@ -6,8 +6,8 @@ import { formBody, idParams, none, PEM_MAX, text } from '../form.js';
 const BASE = '/settings/send/ca-certificates';
 
 export const caCertificateRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
-  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
-    return reply.render('ca-certificates', { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem: '', base: BASE });
+  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => {
+    return reply.render('ca-certificates', { title: request.t('menu.caCertificates'), certificates: await web.caCertificates.list(), pem: '', base: BASE });
   });
 
   app.post(`${BASE}/add`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: formBody({ pem: text(PEM_MAX) }) } }, async (request, reply) => {
@@ -19,8 +19,8 @@ export const caCertificateRoutes: FastifyPluginAsyncZod<WebPluginOptions> = asyn
         type: 'success',
         text:
           added.length > 0
-            ? `Registered ${added.map((c) => c.subject).join('; ')}.${duplicates ? ` ${duplicates} already registered.` : ''} Connections trust it from now on.`
-            : 'That certificate is already registered.',
+            ? request.t('ca.registered', { subjects: added.map((c) => c.subject).join('; '), duplicates: duplicates ? request.t('ca.duplicates', { count: duplicates }) : '' })
+            : request.t('ca.alreadyRegistered'),
       });
       // Connection statuses may change with the new trust: check again.
       for (const id of ['microsoft', 'google'] as const) {
@@ -32,7 +32,7 @@ export const caCertificateRoutes: FastifyPluginAsyncZod<WebPluginOptions> = asyn
       if ((error as { code?: unknown } | undefined)?.code !== 'POSTERN_TLS_CERTIFICATE_INVALID') throw error;
       return reply.render(
         'ca-certificates',
-        { title: 'CA Certificate Settings', certificates: await web.caCertificates.list(), pem, error: (error as Error).message, base: BASE },
+        { title: request.t('menu.caCertificates'), certificates: await web.caCertificates.list(), pem, error: (error as Error).message, base: BASE },
         400,
       );
     }
@@ -43,9 +43,9 @@ export const caCertificateRoutes: FastifyPluginAsyncZod<WebPluginOptions> = asyn
     const removed = await web.caCertificates.remove(id);
     if (removed) {
       await web.audit.record(request.user!.username, 'ca.removed', `${removed.subject} ${removed.fingerprint256}`);
-      web.setFlash(request, { type: 'success', text: `Removed ${removed.subject}.` });
+      web.setFlash(request, { type: 'success', text: request.t('ca.removed', { subject: removed.subject }) });
     } else {
-      web.setFlash(request, { type: 'error', text: 'That certificate was already removed.' });
+      web.setFlash(request, { type: 'error', text: request.t('ca.alreadyRemoved') });
     }
     return reply.redirect(BASE, 303);
   });

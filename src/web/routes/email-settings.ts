@@ -2,7 +2,9 @@
  * E-Mail Settings (Settings/Registration > Send): the upstream SMTP server, the sending account, the sender
  * address, the seed's TLS options for the SMTP connection, pacing, and Send Test E-Mail.
  */
+import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import type { Translate } from '../i18n/index.js';
 import type { OAuthService } from '../../oauth/service.js';
 import type { AuditLog } from '../../store/audit.js';
 import { emailSettingsInputOf, isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
@@ -23,29 +25,29 @@ export interface EmailSettingsPageDependencies {
 
 
 /** "Upstream supports" on the page: what a session last saw, or what the relay assumes until one has. */
-function upstreamSupportOf(settings: EmailSettingsView): { supports: string; seenAt?: string; note: string } {
+function upstreamSupportOf(settings: EmailSettingsView, t: Translate): { supports: string; seenAt?: string; note: string } {
   const seen = settings.upstreamExtensions;
   const advertised = relayExtensions(settings.smtpHost, settings.smtpPort, seen);
   const list = (['8BITMIME', 'SMTPUTF8'] as const).filter((e) => advertised[e]);
-  const supports = list.length > 0 ? list.join(', ') : 'neither 8BITMIME nor SMTPUTF8';
+  const supports = list.length > 0 ? list.join(', ') : t('email.supportsNeither');
   if (seen && seen.target === targetKey(settings.smtpHost, settings.smtpPort)) {
     return {
       supports,
       seenAt: new Date(seen.seenAt).toISOString().replace('T', ' ').slice(0, 16) + ' UTC',
-      note: list.length === 2 ? 'The relay offers both to devices.' : 'The relay offers devices only what the upstream supports; a message that needs more is returned to its sender.',
+      note: list.length === 2 ? t('email.offersBoth') : t('email.offersOnly'),
     };
   }
   return isProviderHost(settings.smtpHost)
-    ? { supports, note: 'Not seen yet: the provider supports both, so the relay offers both. Send Test E-Mail checks it.' }
-    : { supports: 'not known yet', note: 'The relay offers neither 8BITMIME nor SMTPUTF8 until Postern has reached this server; Send Test E-Mail checks it.' };
+    ? { supports, note: t('email.notSeenProvider') }
+    : { supports: t('email.notKnownYet'), note: t('email.notSeenOther') };
 }
 
 export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: EmailSettingsPageDependencies }> = async (app, { web, deps }) => {
-  const page = async (extra: { form?: EmailSettingsInput; errors?: EmailSettingsErrors; test?: { to: string; result?: TestEmailResult; error?: string } } = {}) => {
+  const page = async (request: FastifyRequest, extra: { form?: EmailSettingsInput; errors?: EmailSettingsErrors; test?: { to: string; result?: TestEmailResult; error?: string } } = {}) => {
     const settings = await deps.emailSettings.get();
     const account = await deps.oauth.status(settings.accountId);
     return {
-      title: 'E-Mail Settings',
+      title: request.t('menu.email'),
       base: EMAIL_SETTINGS_PATH,
       form: extra.form ?? emailSettingsInputOf(settings),
       errors: extra.errors ?? {},
@@ -55,13 +57,13 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
       tlsModes: Object.entries(TLS_MODE_LABELS).map(([value, label]) => ({ value, label })),
       defaults: JSON.stringify(PROVIDER_SMTP_DEFAULTS),
       settings,
-      upstream: upstreamSupportOf(settings),
+      upstream: upstreamSupportOf(settings, request.t),
     };
   };
 
-  web.sendMenu.unshift({ href: EMAIL_SETTINGS_PATH, label: 'E-Mail Settings' });
+  web.sendMenu.unshift({ href: EMAIL_SETTINGS_PATH, label: 'E-Mail Settings', labelKey: 'menu.email' });
 
-  app.get(EMAIL_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => reply.render('email-settings', await page()));
+  app.get(EMAIL_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => reply.render('email-settings', await page(request)));
 
   const settingsForm = formBody({
     accountId: text(),
@@ -77,7 +79,7 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
   app.post(EMAIL_SETTINGS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => {
     const form: EmailSettingsInput = request.body;
     const result = deps.emailSettings.validate(form);
-    if (!result.ok) return reply.render('email-settings', await page({ form, errors: result.errors }), 400);
+    if (!result.ok) return reply.render('email-settings', await page(request, { form, errors: result.errors }), 400);
     await deps.emailSettings.save(result.value);
     const v = result.value;
     await deps.audit.record(
@@ -85,17 +87,17 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
       'email-settings.saved',
       `${PROVIDER_LABELS[v.accountId]} via ${v.smtpHost}:${v.smtpPort} ${TLS_MODE_LABELS[v.tlsMode]}, sender ${v.senderAddress ?? 'the authorized mailbox'}, verify ${v.tls.verifyServerCertificate ? 'on' : 'off'}, CN ${v.tls.addCnToVerificationItems ? 'on' : 'off'}, ${v.messagesPerMinute}/min`,
     );
-    web.setFlash(request, { type: 'success', text: 'E-Mail Settings saved. Queued messages are delivered with the new settings.' });
+    web.setFlash(request, { type: 'success', text: request.t('email.saved') });
     return reply.redirect(EMAIL_SETTINGS_PATH, 303);
   });
 
   app.post(`${EMAIL_SETTINGS_PATH}/test`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: formBody({ testTo: text() }) } }, async (request, reply) => {
     const to = request.body.testTo.trim();
     if (!isEmailAddress(to)) {
-      return reply.render('email-settings', await page({ test: { to, error: 'Enter the e-mail address the test e-mail goes to.' } }), 400);
+      return reply.render('email-settings', await page(request, { test: { to, error: request.t('email.testToMissing') } }), 400);
     }
     const result = await deps.sendTestEmail(to, request.user!.username);
     await deps.audit.record(request.user!.username, 'email-settings.test', `to ${to}: ${result.ok ? 'sent' : 'not sent'}${result.reply ? ` (${result.reply.slice(0, 200)})` : ''}`);
-    return reply.render('email-settings', await page({ test: { to, result } }));
+    return reply.render('email-settings', await page(request, { test: { to, result } }));
   });
 };

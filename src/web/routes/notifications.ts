@@ -5,7 +5,9 @@
  */
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { EVENT_LABELS, NOTIFICATION_EVENTS } from '../../notify/events.js';
+import { EVENT_LABELS, isNotificationEvent, NOTIFICATION_EVENTS, type NotificationEvent } from '../../notify/events.js';
+import type { MessageKey } from '../i18n/index.js';
+import type { WebhookFormat } from '../../store/schema.js';
 import type { NotificationRecord, TestResult } from '../../notify/notifier.js';
 import {
   FORMAT_LABELS,
@@ -45,18 +47,27 @@ const settingsForm = formBody({
   ...Object.fromEntries(NOTIFICATION_EVENTS.map((event) => [`event-${event}`, checkbox()])),
 });
 
+const FORMAT_KEYS: Record<WebhookFormat, MessageKey> = { json: 'notify.f.json', teams: 'notify.f.teams', slack: 'notify.f.slack' };
+const EVENT_KEYS: Record<NotificationEvent, MessageKey> = {
+  'token-expired': 'notify.e.token-expired',
+  'token-error': 'notify.e.token-error',
+  'connection-failed': 'notify.e.connection-failed',
+  'messages-held': 'notify.e.messages-held',
+  'message-bounced': 'notify.e.message-bounced',
+};
+
 function eventsOf(body: Record<string, unknown>): string[] {
   return NOTIFICATION_EVENTS.filter((event) => body[`event-${event}`] === true);
 }
 
 export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: NotificationsPageDependencies }> = async (app, { web, deps }) => {
-  web.managementMenu.push({ href: NOTIFICATIONS_PATH, label: 'Notifications' });
+  web.managementMenu.push({ href: NOTIFICATIONS_PATH, label: 'Notifications', labelKey: 'menu.notifications' });
 
-  const page = async (extra: { form?: { format: string; events: string[] }; errors?: NotificationSettingsErrors; test?: TestResult } = {}) => {
+  const page = async (request: FastifyRequest, extra: { form?: { format: string; events: string[] }; errors?: NotificationSettingsErrors; test?: TestResult } = {}) => {
     const settings = await deps.settings.get();
     const recent = await deps.notifier.recent(10);
     return {
-      title: 'Notifications',
+      title: request.t('menu.notifications'),
       base: NOTIFICATIONS_PATH,
       settings,
       form: extra.form ?? { format: settings.format, events: settings.events },
@@ -64,15 +75,15 @@ export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps
       test: extra.test,
       recent,
       last: recent[0],
-      formats: Object.entries(FORMAT_LABELS).map(([value, label]) => ({ value, label })),
-      events: NOTIFICATION_EVENTS.map((value) => ({ value, label: EVENT_LABELS[value] })),
-      formatLabels: FORMAT_LABELS,
-      eventLabels: EVENT_LABELS,
+      formats: Object.keys(FORMAT_LABELS),
+      events: NOTIFICATION_EVENTS,
+      formatLabel: (format: string) => (format in FORMAT_KEYS ? request.t(FORMAT_KEYS[format as WebhookFormat]) : format),
+      eventLabel: (event: string) => (isNotificationEvent(event) ? request.t(EVENT_KEYS[event]) : event),
       time,
     };
   };
 
-  app.get(NOTIFICATIONS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => reply.render('notifications', await page()));
+  app.get(NOTIFICATIONS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => reply.render('notifications', await page(request)));
 
   app.post(NOTIFICATIONS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => {
     const { webhookUrl, format } = request.body;
@@ -80,7 +91,7 @@ export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps
     const before = await deps.settings.get();
     const result = validateNotificationSettings(input, before.configured);
     // The URL typed is not echoed back: it holds the receiver's secret.
-    if (!result.ok) return reply.render('notifications', await page({ form: { format: input.format, events: input.events }, errors: result.errors }), 400);
+    if (!result.ok) return reply.render('notifications', await page(request, { form: { format: input.format, events: input.events }, errors: result.errors }), 400);
     await deps.settings.save(result.value, request.user!.username, linkBaseOf(request));
     const after = await deps.settings.get();
     await deps.audit.record(
@@ -91,8 +102,8 @@ export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps
     web.setFlash(request, {
       type: after.unencrypted ? 'info' : 'success',
       text: after.unencrypted
-        ? 'Notifications saved. The receiver is reached over http://: notifications and the secret in the URL cross the network unencrypted.'
-        : 'Notifications saved. Use Send Test Notification to check that the receiver gets them.',
+        ? request.t('notify.savedUnencrypted')
+        : request.t('notify.saved'),
     });
     return reply.redirect(NOTIFICATIONS_PATH, 303);
   });
@@ -100,7 +111,7 @@ export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps
   app.post(`${NOTIFICATIONS_PATH}/test`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const result = await deps.notifier.sendTest(request.user!.username, linkBaseOf(request));
     await deps.audit.record(request.user!.username, 'notifications.test', result.summary);
-    return reply.render('notifications', await page({ test: result }));
+    return reply.render('notifications', await page(request, { test: result }));
   });
 
   app.post(`${NOTIFICATIONS_PATH}/delete`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
@@ -110,7 +121,7 @@ export const notificationRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps
       await deps.notifier.cancelPending('Not sent: the Webhook URL was deleted.');
       await deps.audit.record(request.user!.username, 'notifications.deleted', `webhook ${before.webhookDisplay}`);
     }
-    web.setFlash(request, { type: 'success', text: 'The Webhook URL was deleted. Notifications are off.' });
+    web.setFlash(request, { type: 'success', text: request.t('notify.deleted') });
     return reply.redirect(NOTIFICATIONS_PATH, 303);
   });
 };

@@ -10,7 +10,8 @@ import { GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, GOOGLE_DEFAULT_TOKEN_ENDPOINT } 
 import { canChangeSendSettings } from '../../store/users.js';
 import type { WebPluginOptions } from '../context.js';
 import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
-import { accountStatusRoutes } from './oauth-account.js';
+import { accountStatusRoutes, hiddenFields } from './oauth-account.js';
+import type { MessageKey } from '../i18n/index.js';
 
 const BASE = '/settings/send/oauth-google';
 
@@ -23,6 +24,8 @@ const editForm = formBody({
   authorizationEndpoint: text(URL_MAX),
   tokenEndpoint: text(URL_MAX),
   cancel: button(),
+  confirmDiscard: button(),
+  back: button(),
 });
 
 /** The authorization code, or the whole address of the redirect, pasted. */
@@ -42,12 +45,15 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
         request.session.googleAuthorization = pending;
       }
     }
+    const remaining = pending ? Math.max(0, Math.floor((pending.expiresAt - now) / 1000)) : 0;
     return {
-      title: 'Register Information for Authorization',
+      title: request.t('oauth.registerTitle'),
       base: BASE,
       status,
+      now,
       authorizationUrl: pending?.url,
       expiresAt: pending?.expiresAt,
+      remaining: `${String(Math.floor(remaining / 60)).padStart(2, '0')}:${String(remaining % 60).padStart(2, '0')}`,
       redirectUri: redirectUri(),
       code: extra.code ?? '',
       error: extra.error,
@@ -63,10 +69,10 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
   await app.register(accountStatusRoutes, { web, provider: 'google', base: BASE });
 
 
-  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (_request, reply) => {
+  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
     const status = await web.oauth.status('google');
     return reply.render('oauth-google-edit', {
-      title: 'Edit Basic Settings',
+      title: request.t('oauth.editBasicSettings'),
       base: BASE,
       form: {
         enabled: status.enabled,
@@ -93,13 +99,45 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
       authorizationEndpoint: request.body.authorizationEndpoint,
       tokenEndpoint: request.body.tokenEndpoint,
     };
+    const editAgain = async (errors: Record<string, string | undefined>, status = 400) => {
+      const current = await web.oauth.status('google');
+      return reply.render(
+        'oauth-google-edit',
+        { title: request.t('oauth.editBasicSettings'), base: BASE, form: { ...form, clientSecret: '' }, hasClientSecret: current.settings.hasClientSecret, errors, redirectUri: redirectUri() },
+        status,
+      );
+    };
+    if (request.body.back) return editAgain({}, 200);
+    // Google's refresh tokens belong to the OAuth client: a new client, secret or endpoint discards them. Ask
+    // first, and say what changes.
+    if (!request.body.confirmDiscard && (await web.oauth.google.wouldForgetAuthorization(form))) {
+      const status = await web.oauth.status('google');
+      const changes: string[] = [];
+      const field = (key: MessageKey, from: string, to: string) => changes.push(request.t('confirm.changed', { field: request.t(key), from, to }));
+      if (form.clientId.trim() !== (status.settings.clientId ?? '')) field('oauth.googleClientId', status.settings.clientId ?? '', form.clientId.trim());
+      const authorizationEndpoint = new URL(form.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT).href;
+      const tokenEndpoint = new URL(form.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT).href;
+      const storedAuthorization = status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT;
+      const storedToken = status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT;
+      if (authorizationEndpoint !== storedAuthorization) field('oauth.authorizationEndpoint', storedAuthorization, authorizationEndpoint);
+      if (tokenEndpoint !== storedToken) field('oauth.tokenEndpoint', storedToken, tokenEndpoint);
+      if (changes.length === 0) changes.push(request.t('confirm.newSecret'));
+      return reply.render('oauth-confirm-discard', {
+        title: request.t('confirm.title'),
+        providerTitle: 'OAuth 2.0 (Google) Settings',
+        base: BASE,
+        mailbox: status.token.mailbox,
+        changes,
+        hidden: hiddenFields(form),
+      });
+    }
     const result = await web.oauth.google.saveSettings(form, request.user!.username);
     if (!result.ok) {
       const status = await web.oauth.status('google');
       return reply.render(
         'oauth-google-edit',
         {
-          title: 'Edit Basic Settings',
+          title: request.t('oauth.editBasicSettings'),
           base: BASE,
           form: { ...form, clientSecret: '' },
           hasClientSecret: status.settings.hasClientSecret,
@@ -113,8 +151,8 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
     web.setFlash(request, {
       type: 'success',
       text: form.enabled
-        ? `Settings saved. Postern is checking the connection.${result.identityChanged ? ' Next, under Information for Authorization, click Register.' : ''}`
-        : 'Settings saved. OAuth 2.0 (Google) is not in use.',
+        ? request.t(result.identityChanged ? 'oauth.savedGoogleRegister' : 'oauth.savedGoogle')
+        : request.t('oauth.savedNotInUse', { provider: 'OAuth 2.0 (Google)' }),
     });
     return reply.redirect(BASE, 303);
   });
@@ -133,7 +171,7 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
     try {
       const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, code, request.user!.username);
       request.session.googleAuthorization = undefined;
-      web.setFlash(request, { type: 'success', text: `Authorization registered${mailbox ? ` for ${mailbox}` : ''}. Token Status is Active.` });
+      web.setFlash(request, { type: 'success', text: mailbox ? request.t('oauth.registeredFor', { mailbox }) : request.t('oauth.registered') });
       return reply.redirect(BASE, 303);
     } catch (error) {
       if (!(error instanceof AuthorizationRejected)) throw error;
@@ -164,27 +202,27 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
     const plainBesideHttps = Boolean(web.httpsPort) && request.protocol !== 'https';
     if (!request.user || !canChangeSendSettings(request.user.role)) {
       return reply.render('oauth-google-callback', {
-        title: 'Register Information for Authorization',
+        title: request.t('oauth.registerTitle'),
         nav: Boolean(request.user),
         pastedUrl: url,
         error: request.user
-          ? 'Administrator or Network Administrator privileges are required to register the authorization.'
+          ? request.t('oauth.callbackNotAllowed')
           : plainBesideHttps
-            ? 'This page was reached over plain HTTP, and the Remote UI is served over HTTPS, so your login is not known here. Copy this page\'s address into Authorization Code on the Register Information for Authorization screen.'
-            : 'Log in to the Remote UI in this browser, or copy this page\'s address into Authorization Code on the Register Information for Authorization screen.',
+            ? request.t('oauth.callbackPlainHttp')
+            : request.t('oauth.callbackLogIn'),
       });
     }
     try {
       const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, url, request.user.username);
       request.session.googleAuthorization = undefined;
-      web.setFlash(request, { type: 'success', text: `Authorization registered${mailbox ? ` for ${mailbox}` : ''}. Token Status is Active.` });
+      web.setFlash(request, { type: 'success', text: mailbox ? request.t('oauth.registeredFor', { mailbox }) : request.t('oauth.registered') });
       return reply.redirect(BASE, 303);
     } catch (error) {
       if (!(error instanceof AuthorizationRejected)) throw error;
       if (plainBesideHttps) {
         return reply.render(
           'oauth-google-callback',
-          { title: 'Register Information for Authorization', nav: false, pastedUrl: url, error: [error.message, error.advice].filter(Boolean).join(' ') },
+          { title: request.t('oauth.registerTitle'), nav: false, pastedUrl: url, error: [error.message, error.advice].filter(Boolean).join(' ') },
           400,
         );
       }

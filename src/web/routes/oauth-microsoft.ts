@@ -3,10 +3,10 @@
  * and Delete Token, and the status fragment the page re-fetches to update itself.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { MICROSOFT_DEFAULT_ENDPOINT, MICROSOFT_LOGIN_HOSTS } from '../../oauth/profiles.js';
+import { MICROSOFT_DEFAULT_ENDPOINT, MICROSOFT_LOGIN_HOSTS, validateMicrosoftClientId, validateMicrosoftEndpoint } from '../../oauth/profiles.js';
 import type { WebPluginOptions } from '../context.js';
 import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
-import { accountStatusRoutes } from './oauth-account.js';
+import { accountStatusRoutes, hiddenFields, holdsAuthorization } from './oauth-account.js';
 
 const BASE = '/settings/send/oauth-microsoft';
 
@@ -17,6 +17,10 @@ const editForm = formBody({
   endpoint: text(URL_MAX),
   clientId: text(),
   cancel: button(),
+  /** On the confirmation page: save although it discards the authorization. */
+  confirmDiscard: button(),
+  /** On the confirmation page: back to the form, with what was typed. */
+  back: button(),
 });
 
 export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
@@ -28,10 +32,10 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
   await app.register(accountStatusRoutes, { web, provider: 'microsoft', base: BASE });
 
 
-  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (_request, reply) => {
+  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
     const status = await web.oauth.status('microsoft');
     return reply.render('oauth-microsoft-edit', {
-      title: 'Edit Basic Settings',
+      title: request.t('oauth.editBasicSettings'),
       base: BASE,
       form: {
         enabled: status.enabled,
@@ -54,19 +58,45 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
       endpoint: request.body.endpoint,
       clientId: request.body.clientId,
     };
+    if (request.body.back) {
+      return reply.render('oauth-microsoft-edit', { title: request.t('oauth.editBasicSettings'), base: BASE, form, errors: {}, hosts: MICROSOFT_LOGIN_HOSTS });
+    }
+    if (!request.body.confirmDiscard) {
+      // A new endpoint or client forgets the tokens (they belong to the client): ask first, and say so.
+      const status = await web.oauth.status('microsoft');
+      const endpoint = validateMicrosoftEndpoint(form.endpoint);
+      const clientId = validateMicrosoftClientId(form.clientId);
+      if (holdsAuthorization(status.token.status) && endpoint.ok && clientId.ok) {
+        const changes: string[] = [];
+        if (endpoint.value.endpoint !== (status.settings.endpoint ?? MICROSOFT_DEFAULT_ENDPOINT)) {
+          changes.push(request.t('confirm.changed', { field: request.t('oauth.microsoftEndpoint'), from: status.settings.endpoint ?? '', to: endpoint.value.endpoint }));
+        }
+        if (clientId.value !== status.settings.clientId) {
+          changes.push(request.t('confirm.changed', { field: request.t('oauth.microsoftClientId'), from: status.settings.clientId ?? '', to: clientId.value }));
+        }
+        if (changes.length > 0) {
+          return reply.render('oauth-confirm-discard', {
+            title: request.t('confirm.title'),
+            providerTitle: 'OAuth 2.0 (Microsoft) Settings',
+            base: BASE,
+            mailbox: status.token.mailbox,
+            changes,
+            hidden: hiddenFields(form),
+          });
+        }
+      }
+    }
     const result = await web.oauth.microsoft.saveSettings(form, request.user!.username);
     if (!result.ok) {
       return reply.render(
         'oauth-microsoft-edit',
-        { title: 'Edit Basic Settings', base: BASE, form, errors: result.errors, hosts: MICROSOFT_LOGIN_HOSTS },
+        { title: request.t('oauth.editBasicSettings'), base: BASE, form, errors: result.errors, hosts: MICROSOFT_LOGIN_HOSTS },
         400,
       );
     }
     web.setFlash(request, {
       type: 'success',
-      text: form.enabled
-        ? 'Settings saved. Postern is checking the connection and requesting a user code; the status below updates by itself.'
-        : 'Settings saved. OAuth 2.0 (Microsoft) is not in use.',
+      text: form.enabled ? request.t('oauth.savedMicrosoft') : request.t('oauth.savedNotInUse', { provider: 'OAuth 2.0 (Microsoft)' }),
     });
     return reply.redirect(BASE, 303);
   });
@@ -74,11 +104,11 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
   app.post(`${BASE}/user-code`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const status = await web.oauth.status('microsoft');
     if (!status.enabled) {
-      web.setFlash(request, { type: 'error', text: 'Select Use OAuth 2.0 (Microsoft) under Basic Settings first.' });
+      web.setFlash(request, { type: 'error', text: request.t('oauth.selectUseFirst') });
       return reply.redirect(BASE, 303);
     }
     await web.oauth.microsoft.requestNewUserCode(request.user!.username);
-    web.setFlash(request, { type: 'info', text: 'Requesting a new user code…' });
+    web.setFlash(request, { type: 'info', text: request.t('oauth.requestingCode') });
     return reply.redirect(BASE, 303);
   });
 

@@ -4,7 +4,9 @@
  * Allowed Sender Addresses each may use as MAIL FROM) and the relay's STARTTLS certificate (generated at first
  * start, or uploaded).
  */
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { X509Certificate } from 'node:crypto';
 import { isPosternError } from '../../errors.js';
 import type { AuditLog } from '../../store/audit.js';
 import { parseAllowedSenders } from '../../smtp-in/allowed-senders.js';
@@ -42,16 +44,12 @@ export interface RelaySettingsPageDependencies {
 
 
 export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: RelaySettingsPageDependencies }> = async (app, { web, deps }) => {
-  const page = async (
-    extra: {
-      form?: RelaySettingsInput;
-      errors?: RelaySettingsErrors;
-      device?: { username: string; allowedSenders: string; errors: Record<string, string> };
-      upload?: { cert: string; error?: string };
-    } = {},
-  ) => {
-    const settings = await deps.relaySettings.get();
+  const certificateView = async () => {
     const certificate: RelayCertificate | undefined = await deps.relaySettings.certificate();
+    return certificate ? { ...certificate, key: undefined, cert: undefined } : undefined;
+  };
+  const page = async (request: FastifyRequest, extra: { form?: RelaySettingsInput; errors?: RelaySettingsErrors } = {}) => {
+    const settings = await deps.relaySettings.get();
     return {
       title: 'Relay Settings',
       base: RELAY_SETTINGS_PATH,
@@ -59,18 +57,48 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
       form: extra.form ?? relaySettingsInputOf(settings),
       errors: extra.errors ?? {},
       devices: await deps.devices.list(),
-      device: extra.device ?? { username: '', allowedSenders: '', errors: {} },
-      upload: extra.upload ?? { cert: '' },
-      certificate: certificate ? { ...certificate, key: undefined } : undefined,
-      time: (ms: number | null) => (ms ? new Date(ms).toISOString().replace('T', ' ').slice(0, 16) + ' UTC' : 'Never'),
+      certificate: await certificateView(),
     };
   };
+  const addPage = (request: FastifyRequest, device = { username: '', allowedSenders: '', errors: {} as Record<string, string> }) => ({
+    title: request.t('relay.addDevice'),
+    base: RELAY_SETTINGS_PATH,
+    device,
+  });
+  const certificatePage = async (request: FastifyRequest, upload: { cert: string; error?: string } = { cert: '' }) => ({
+    title: request.t('relay.certificate'),
+    base: RELAY_SETTINGS_PATH,
+    certificate: await certificateView(),
+    upload,
+  });
 
   // E-Mail Settings goes first, then Relay Settings: both ahead of the seed's OAuth pages.
   const at = web.sendMenu.findIndex((item) => item.href === '/settings/send/email');
-  web.sendMenu.splice(at >= 0 ? at + 1 : 0, 0, { href: RELAY_SETTINGS_PATH, label: 'Relay Settings' });
+  web.sendMenu.splice(at >= 0 ? at + 1 : 0, 0, { href: RELAY_SETTINGS_PATH, label: 'Relay Settings', labelKey: 'menu.relay' });
 
-  app.get(RELAY_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => reply.render('relay-settings', await page()));
+  app.get(RELAY_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => reply.render('relay-settings', await page(request)));
+
+  // Each form with typed-in work has a page of its own, so that no other form's button can discard it.
+  app.get(`${RELAY_SETTINGS_PATH}/devices/new`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) =>
+    reply.render('relay-device-add', addPage(request)),
+  );
+  app.get(`${RELAY_SETTINGS_PATH}/certificate`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) =>
+    reply.render('relay-certificate', await certificatePage(request)),
+  );
+
+  // The certificate for devices to import: PEM (the whole chain as presented) or DER (the server certificate).
+  const download = (format: 'pem' | 'der') => async (_request: FastifyRequest, reply: FastifyReply) => {
+    const certificate = await deps.relaySettings.certificate();
+    if (!certificate) return reply.code(404).type('text/plain; charset=utf-8').send('no certificate');
+    const body = format === 'pem' ? Buffer.from(certificate.cert.trim() + '\n') : new X509Certificate(certificate.cert).raw;
+    return reply
+      .type(format === 'pem' ? 'application/x-pem-file' : 'application/pkix-cert')
+      .header('content-disposition', `attachment; filename="postern-relay.${format === 'pem' ? 'pem' : 'cer'}"`)
+      .header('cache-control', 'no-store')
+      .send(body);
+  };
+  app.get(`${RELAY_SETTINGS_PATH}/certificate.pem`, { preValidation: web.requireLogin, schema: { querystring: none } }, download('pem'));
+  app.get(`${RELAY_SETTINGS_PATH}/certificate.der`, { preValidation: web.requireLogin, schema: { querystring: none } }, download('der'));
 
   const settingsForm = formBody({
     allowedNetworks: text(LIST_MAX),
@@ -82,7 +110,7 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
   app.post(RELAY_SETTINGS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => {
     const form: RelaySettingsInput = request.body;
     const result = deps.relaySettings.validate(form);
-    if (!result.ok) return reply.render('relay-settings', await page({ form, errors: result.errors }), 400);
+    if (!result.ok) return reply.render('relay-settings', await page(request, { form, errors: result.errors }), 400);
     await deps.relaySettings.save(result.value);
     const v = result.value;
     await deps.audit.record(
@@ -90,31 +118,33 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
       'relay-settings.saved',
       `networks [${v.allowedNetworks.join(' ')}], max ${v.maxMessageSize} bytes, bare CR/LF ${v.bareNewlines}, insecure AUTH ${v.allowInsecureAuth ? 'on' : 'off'}, legacy TLS ${v.allowLegacyTls ? 'on' : 'off'}`,
     );
-    web.setFlash(request, { type: 'success', text: 'Relay Settings saved. New device sessions use them at once.' });
+    web.setFlash(request, { type: 'success', text: request.t('relay.saved') });
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
 
-  const deviceForm = formBody({ username: text(), password: text(), allowedSenders: text(LIST_MAX) });
+  const deviceForm = formBody({ username: text(), password: text(), allowedSenders: text(LIST_MAX), cancel: button() });
+  const DEVICES_AT = `${RELAY_SETTINGS_PATH}#device-accounts-heading`;
   app.post(`${RELAY_SETTINGS_PATH}/devices`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: deviceForm } }, async (request, reply) => {
+    if (request.body.cancel) return reply.redirect(DEVICES_AT, 303);
     const username = request.body.username.trim();
     const { password, allowedSenders } = request.body;
     const errors: Record<string, string> = {};
     const nameError = validateDeviceUsername(username);
     if (nameError) errors.username = nameError;
-    else if (await deps.devices.exists(username)) errors.username = `A device account named ${username} already exists.`;
+    else if (await deps.devices.exists(username)) errors.username = request.t('relay.deviceExists', { name: username });
     const passwordError = validateDevicePassword(password);
     if (passwordError) errors.password = passwordError;
     const senders = readAllowedSenders(allowedSenders);
     if (senders.error) errors.allowedSenders = senders.error;
-    if (Object.keys(errors).length > 0) return reply.render('relay-settings', await page({ device: { username, allowedSenders, errors } }), 400);
+    if (Object.keys(errors).length > 0) return reply.render('relay-device-add', addPage(request, { username, allowedSenders, errors }), 400);
     await deps.devices.create(username, password, senders.entries);
     await deps.audit.record(request.user!.username, 'relay-device.added', `${username}, ${sendersDetail(senders.entries)}`);
-    web.setFlash(request, { type: 'success', text: `Added the device account ${username}. Configure the device with this User Name and Password, SMTP AUTH and STARTTLS.` });
-    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+    web.setFlash(request, { type: 'success', text: request.t('relay.deviceAdded', { name: username }) });
+    return reply.redirect(DEVICES_AT, 303);
   });
 
-  const editPage = (device: DeviceAccount, allowedSenders = device.allowedSenders.join('\n'), errors: Record<string, string> = {}) => ({
-    title: 'Edit Device Account',
+  const editPage = (request: FastifyRequest, device: DeviceAccount, allowedSenders = device.allowedSenders.join('\n'), errors: Record<string, string> = {}) => ({
+    title: request.t('relay.editDevice'),
     base: RELAY_SETTINGS_PATH,
     device,
     form: { allowedSenders },
@@ -124,8 +154,8 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
   app.get(`${RELAY_SETTINGS_PATH}/devices/:id/edit`, { preValidation: web.requireSendSettings, schema: { params: idParams, querystring: none } }, async (request, reply) => {
     const { id } = request.params;
     const device = await deps.devices.find(id);
-    if (!device) return reply.render('error', { title: 'Page Not Found', message: 'That device account does not exist (it may have been removed).' }, 404);
-    return reply.render('relay-device-edit', editPage(device));
+    if (!device) return reply.render('error', { title: request.t('error.notFound'), message: request.t('relay.deviceGone') }, 404);
+    return reply.render('relay-device-edit', editPage(request, device));
   });
 
   const editForm = formBody({ allowedSenders: text(LIST_MAX), cancel: button() });
@@ -134,16 +164,15 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     if (request.body.cancel) return reply.redirect(RELAY_SETTINGS_PATH, 303);
     const device = await deps.devices.find(id);
     if (!device) {
-      web.setFlash(request, { type: 'error', text: 'That device account was removed; nothing was changed.' });
+      web.setFlash(request, { type: 'error', text: request.t('relay.deviceRemovedNothingChanged') });
       return reply.redirect(RELAY_SETTINGS_PATH, 303);
     }
     const { allowedSenders } = request.body;
     const senders = readAllowedSenders(allowedSenders);
-    if (senders.error) return reply.render('relay-device-edit', editPage(device, allowedSenders, { allowedSenders: senders.error }), 400);
+    if (senders.error) return reply.render('relay-device-edit', editPage(request, device, allowedSenders, { allowedSenders: senders.error }), 400);
     await deps.devices.setAllowedSenders(id, senders.entries);
     await deps.audit.record(request.user!.username, 'relay-device.changed', `${device.username}, ${sendersDetail(senders.entries)}`);
-    const rule = senders.entries.length > 0 ? 'only the listed sender addresses' : 'any sender address';
-    web.setFlash(request, { type: 'success', text: `Saved. From its next message on, ${device.username} may use ${rule}.` });
+    web.setFlash(request, { type: 'success', text: request.t(senders.entries.length > 0 ? 'relay.deviceSavedListed' : 'relay.deviceSavedAny', { name: device.username }) });
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
 
@@ -152,9 +181,9 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     const removed = await deps.devices.remove(id);
     if (removed) {
       await deps.audit.record(request.user!.username, 'relay-device.removed', removed.username);
-      web.setFlash(request, { type: 'success', text: `Removed the device account ${removed.username}.` });
+      web.setFlash(request, { type: 'success', text: request.t('relay.deviceRemoved', { name: removed.username }) });
     } else {
-      web.setFlash(request, { type: 'error', text: 'That device account was already removed.' });
+      web.setFlash(request, { type: 'error', text: request.t('relay.deviceAlreadyRemoved') });
     }
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
@@ -165,18 +194,18 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     try {
       const stored = await deps.relaySettings.uploadCertificate(cert, key);
       await deps.audit.record(request.user!.username, 'relay-certificate.uploaded', `${stored.subject} ${stored.fingerprint256}`);
-      web.setFlash(request, { type: 'success', text: `The relay now presents ${stored.subject} (valid until ${stored.validTo.toISOString().slice(0, 10)}).` });
-      return reply.redirect(RELAY_SETTINGS_PATH, 303);
+      web.setFlash(request, { type: 'success', text: request.t('cert.uploaded', { subject: stored.subject, date: stored.validTo.toISOString().slice(0, 10) }) });
+      return reply.redirect(`${RELAY_SETTINGS_PATH}#relay-certificate-heading`, 303);
     } catch (error) {
       if (!isPosternError(error)) throw error;
-      return reply.render('relay-settings', await page({ upload: { cert, error: error.message } }), 400);
+      return reply.render('relay-certificate', await certificatePage(request, { cert, error: error.message }), 400);
     }
   });
 
   app.post(`${RELAY_SETTINGS_PATH}/certificate/generate`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
     const stored = await deps.relaySettings.generateCertificate(deps.certificateNames());
     await deps.audit.record(request.user!.username, 'relay-certificate.generated', `${stored.subject} ${stored.fingerprint256}`);
-    web.setFlash(request, { type: 'success', text: `Generated a new self-signed certificate for ${stored.names.join(', ')}.` });
-    return reply.redirect(RELAY_SETTINGS_PATH, 303);
+    web.setFlash(request, { type: 'success', text: request.t('cert.generated', { names: stored.names.join(', ') }) });
+    return reply.redirect(`${RELAY_SETTINGS_PATH}#relay-certificate-heading`, 303);
   });
 };
