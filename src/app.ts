@@ -208,7 +208,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   // Several instances on one PostgreSQL: a setting saved through one is in force on the others within a
   // second or two (LISTEN/NOTIFY, polling as the fallback; docs/several-instances.md).
   const settingsWatch = new SettingsWatch(store, { log });
-  settingsWatch.onChange(async () => {
+  settingsWatch.onChange(async (table) => {
+    log.info({ table }, 'settings changed in the database: applied');
     devices.forgetAllowedSenders();
     queueManager.invalidateRoute();
     delivery.closeIdle();
