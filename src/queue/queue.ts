@@ -917,6 +917,8 @@ export interface WaitingMessage {
   nodeId: string;
   state: QueueState;
   size: number;
+  /** The body is in the database (PostgreSQL, message_bodies): pg_dump has it, no spool holds it. */
+  bodyInDatabase: boolean;
 }
 
 /** Counts by state and the messages not finished, of the whole database or of one node's rows. */
@@ -1016,7 +1018,7 @@ export class QueueReads {
   /** Counts by state and the messages not finished: of every node, or of the node `nodeId` only. */
   async census(nodeId?: string): Promise<QueueCensus> {
     let counted = this.store.db.selectFrom('queue_messages').select(['state', (eb) => eb.fn.countAll<number | string>().as('n')]).groupBy('state');
-    let waiting = this.store.db.selectFrom('queue_messages').select(['id', 'node_id', 'state', 'size']).where('state', 'in', ACTIVE_STATES).orderBy('received_at');
+    let waiting = this.store.db.selectFrom('queue_messages').select(['id', 'node_id', 'state', 'size', 'body_in_database']).where('state', 'in', ACTIVE_STATES).orderBy('received_at');
     if (nodeId !== undefined) {
       counted = counted.where('node_id', '=', nodeId);
       waiting = waiting.where('node_id', '=', nodeId);
@@ -1024,7 +1026,7 @@ export class QueueReads {
     const counts: Record<QueueState, number> = { incoming: 0, active: 0, deferred: 0, held: 0, sent: 0, bounced: 0 };
     for (const row of await counted.execute()) counts[row.state] = Number(row.n);
     const rows = await waiting.execute();
-    return { counts, waiting: rows.map((row) => ({ id: row.id, nodeId: row.node_id, state: row.state, size: Number(row.size) })) };
+    return { counts, waiting: rows.map((row) => ({ id: row.id, nodeId: row.node_id, state: row.state, size: Number(row.size), bodyInDatabase: row.body_in_database === 1 })) };
   }
 
   /** The state of each message now; a message absent from the map was deleted, or finished and purged. */
