@@ -128,7 +128,7 @@ export async function benchPostgres(context: PostgresBenchContext): Promise<{ on
   const env = () => {
     const dir = mkdtempSync(join(tmpdir(), 'postern-bench-pg-'));
     dirs.push(dir);
-    return { POSTERN_DATA_DIR: dir, POSTERN_DATABASE_URL: database.url, POSTERN_SECRET_KEY: key, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: context.pki.caFile, POSTERN_LOG_LEVEL: 'info' };
+    return { POSTERN_DATA_DIR: dir, POSTERN_DATABASE_URL: database.url, POSTERN_SECRET_KEY: key, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: context.pki.caFile, POSTERN_LOG_LEVEL: 'info', POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: '100' };
   };
   try {
     const first = await spawnPostern(env(), { nodeArgs: context.nodeArgs, entry: 'dist' });

@@ -342,7 +342,8 @@ async function main(): Promise<void> {
   cleanups.push(() => upstream.close());
   const dataDir = mkdtempSync(join(tmpdir(), 'postern-bench-'));
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-  const env = { POSTERN_DATA_DIR: dataDir, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: pki.caFile, POSTERN_LOG_LEVEL: 'info' };
+  // The warm-up opens 50 sessions at once from 127.0.0.1: above the default per-address limit (20).
+  const env = { POSTERN_DATA_DIR: dataDir, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: pki.caFile, POSTERN_LOG_LEVEL: 'info', POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: '100' };
 
   let postern: PosternProcess = await spawnPostern(env, { nodeArgs, entry: 'dist' });
   children.add(postern.child);
