@@ -161,7 +161,7 @@ export async function benchPostgres(context: PostgresBenchContext): Promise<{ on
     process.stdout.write(`\n  PostgreSQL beside SQLite (${context.messages} × 10 KB, 10 sessions, new connection each; two instances: 5 sessions each)\n`);
     const header: [string, string, string, string] = ['', 'SQLite', 'PostgreSQL ×1', 'PostgreSQL ×2'];
     const width = Math.max(...rows.map((r) => r[0].length));
-    for (const [name, ...values] of [header, ...rows]) process.stdout.write(`  ${name.padEnd(width)}  ${values.map((v) => v.padStart(14)).join('')}\n`);
+    for (const [name, ...values] of [header, ...rows]) process.stdout.write(`  ${name.padEnd(width)}  ${values.map((v) => v.padStart(18)).join('')}\n`);
     return { one, two };
   } finally {
     for (const instance of instances) await instance.stop().catch(() => undefined);

@@ -1018,7 +1018,8 @@ export class QueueReads {
   /** Counts by state and the messages not finished: of every node, or of the node `nodeId` only. */
   async census(nodeId?: string): Promise<QueueCensus> {
     let counted = this.store.db.selectFrom('queue_messages').select(['state', (eb) => eb.fn.countAll<number | string>().as('n')]).groupBy('state');
-    let waiting = this.store.db.selectFrom('queue_messages').select(['id', 'node_id', 'state', 'size', 'body_in_database']).where('state', 'in', ACTIVE_STATES).orderBy('received_at');
+    // All columns, not a list: a copy made before migration 010 has no body_in_database (its bodies are files).
+    let waiting = this.store.db.selectFrom('queue_messages').selectAll().where('state', 'in', ACTIVE_STATES).orderBy('received_at');
     if (nodeId !== undefined) {
       counted = counted.where('node_id', '=', nodeId);
       waiting = waiting.where('node_id', '=', nodeId);
