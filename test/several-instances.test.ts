@@ -163,6 +163,17 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('several instances on one PostgreSQL behind
     const again = b.log.mark();
     await saveRelaySettings(web, { allowedNetworks: '127.0.0.1' });
     await b.log.waitFor(APPLIED, { from: again });
+
+    // A PROXY header from a peer that is not the load balancer is not read: 127.0.0.2 claiming to be
+    // 127.0.0.1 (allowed) stays 127.0.0.2 (not allowed).
+    const forger = await RawSmtp.open(b.smtpPort, { localAddress: '127.0.0.2' });
+    try {
+      expect(await forger.command(`PROXY TCP4 127.0.0.1 127.0.0.1 40000 ${b.smtpPort}`)).toMatch(/^5/);
+      await forger.command('EHLO forger.test');
+      expect(await forger.command('MAIL FROM:<scanner@printers.local>')).toMatch(/^530/);
+    } finally {
+      forger.close();
+    }
   }, 60_000);
 
   test('a Remote UI session works on both instances: HAProxy alternates requests, no stickiness', async () => {
