@@ -11,8 +11,9 @@
  * - Sends nothing once `expires_in` has elapsed: the authorization is marked CodeExpired instead.
  * - State lives in the database, so a restart resumes polling; a lease keeps two instances from polling
  *   the same code. Every `rescanMs` each instance also looks for pending authorizations it has no timer
- *   for (one started through another instance): if that instance dies, its lease runs out and this one
- *   goes on polling, so one instance polls a code at a time and some instance always does.
+ *   for (one started through another instance). Every instance then waits for the poll time in the row;
+ *   whichever takes the lease first polls and moves that time on, the others see it and wait again: one
+ *   poll per interval between them, and if one instance dies the others go on polling.
  */
 import { randomUUID } from 'node:crypto';
 import { describeError, type Logger } from '../log.js';
