@@ -46,6 +46,8 @@ export interface PostgresBenchContext {
   messages: number;
   /** The SQLite figures of the same run, printed beside. */
   sqlite: RelayFigures;
+  /** SQLite: peak RSS of a fresh instance relaying 5 concurrent 25 MB messages end to end. */
+  sqliteBigRss: number;
 }
 
 function session(port: number, body: Buffer): Promise<number> {
@@ -80,10 +82,10 @@ function session(port: number, body: Buffer): Promise<number> {
   });
 }
 
-function message(i: number): Buffer {
+function message(i: number, size = SIZE): Buffer {
   const head = `From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: pg bench ${i}\r\n\r\n`;
   const line = 'a'.repeat(76) + '\r\n';
-  return Buffer.from(head + line.repeat(Math.floor((SIZE - head.length - 5) / line.length)) + '.\r\n');
+  return Buffer.from(head + line.repeat(Math.floor((size - head.length - 5) / line.length)) + '.\r\n');
 }
 
 const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
@@ -116,7 +118,7 @@ async function load(ports: number[], count: number, first: number, context: Post
 }
 
 /** Runs the PostgreSQL part and prints its rows beside SQLite's; returns the figures (undefined: skipped). */
-export async function benchPostgres(context: PostgresBenchContext): Promise<{ one: RelayFigures; two: RelayFigures } | undefined> {
+export async function benchPostgres(context: PostgresBenchContext): Promise<{ one: RelayFigures; two: RelayFigures; bigRss: number } | undefined> {
   if (!POSTGRES_ADMIN_URL) {
     process.stdout.write('\n  PostgreSQL: skipped (set POSTERN_TEST_DATABASE_URL to a server where a scratch database may be made)\n');
     return undefined;
@@ -150,6 +152,19 @@ export async function benchPostgres(context: PostgresBenchContext): Promise<{ on
     await warm([first.smtpPort, second.smtpPort]);
     const two = await load([first.smtpPort, second.smtpPort], context.messages, 1 + context.messages, context, instances);
 
+    // Memory: a fresh instance (the second one stopped), 5 concurrent 25 MB messages streamed into the
+    // database and out to the upstream, as the SQLite memory figure.
+    for (const instance of instances.splice(0)) await instance.stop();
+    const fresh = await spawnPostern(env(), { nodeArgs: context.nodeArgs, entry: 'dist' });
+    instances.push(fresh);
+    const big = Array.from({ length: 5 }, (_, i) => message(200_000 + i, 25_000_000));
+    const bigBaseline = context.upstream.messages;
+    const bigStarted = performance.now();
+    await Promise.all(big.map((body) => session(fresh.smtpPort, body)));
+    await context.upstream.waitFor(bigBaseline + big.length);
+    const bigMs = performance.now() - bigStarted;
+    const bigRss = peakRss(fresh.child.pid!);
+
     const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MB`;
     const rows: Array<[string, string, string, string]> = [
       ['accepted msg/s', context.sqlite.accepted.toFixed(0), one.accepted.toFixed(0), two.accepted.toFixed(0)],
@@ -157,12 +172,13 @@ export async function benchPostgres(context: PostgresBenchContext): Promise<{ on
       ['session latency p50', `${context.sqlite.p50.toFixed(1)} ms`, `${one.p50.toFixed(1)} ms`, `${two.p50.toFixed(1)} ms`],
       ['session latency p99', `${context.sqlite.p99.toFixed(1)} ms`, `${one.p99.toFixed(1)} ms`, `${two.p99.toFixed(1)} ms`],
       ['peak RSS per instance', context.sqlite.rss.map(mb).join(' + '), one.rss.map(mb).join(' + '), two.rss.map(mb).join(' + ')],
+      [`peak RSS, 5 concurrent 25 MB messages (${(bigMs / 1000).toFixed(1)} s on PostgreSQL)`, mb(context.sqliteBigRss), mb(bigRss), ''],
     ];
     process.stdout.write(`\n  PostgreSQL beside SQLite (${context.messages} × 10 KB, 10 sessions, new connection each; two instances: 5 sessions each)\n`);
     const header: [string, string, string, string] = ['', 'SQLite', 'PostgreSQL ×1', 'PostgreSQL ×2'];
     const width = Math.max(...rows.map((r) => r[0].length));
     for (const [name, ...values] of [header, ...rows]) process.stdout.write(`  ${name.padEnd(width)}  ${values.map((v) => v.padStart(18)).join('')}\n`);
-    return { one, two };
+    return { one, two, bigRss };
   } finally {
     for (const instance of instances) await instance.stop().catch(() => undefined);
     await database.drop().catch(() => undefined);

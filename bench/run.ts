@@ -429,7 +429,7 @@ async function main(): Promise<void> {
   const width = Math.max(...rows.map((r) => r[0].length));
   process.stdout.write('\n');
   for (const [name, value, note] of rows) process.stdout.write(`  ${name.padEnd(width)}  ${value.padStart(10)}  ${note}\n`);
-  await benchPostgres({ pki, microsoft, upstream, nodeArgs, messages: MESSAGES, sqlite: { accepted, delivered, p50: percentile(latencies, 50), p99: percentile(latencies, 99), rss: [relayRss] } });
+  await benchPostgres({ pki, microsoft, upstream, nodeArgs, messages: MESSAGES, sqlite: { accepted, delivered, p50: percentile(latencies, 50), p99: percentile(latencies, 99), rss: [relayRss] }, sqliteBigRss: bigPeak });
   process.stdout.write(`\n  Postern ran as: node ${[...nodeArgs, 'dist/main.js'].join(' ')}\n  node ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in total\n`);
 }
 
