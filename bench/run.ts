@@ -30,6 +30,7 @@ import { WebClient } from '../test/support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
 import { createTestPki, type TestPki } from '../test/support/test-ca.js';
 import { createIntrospector } from '../test/support/upstream-smtp.js';
+import { benchPostgres } from './postgres.js';
 
 const HOST = '127.0.0.1';
 const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 2000);
@@ -341,7 +342,8 @@ async function main(): Promise<void> {
   cleanups.push(() => upstream.close());
   const dataDir = mkdtempSync(join(tmpdir(), 'postern-bench-'));
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
-  const env = { POSTERN_DATA_DIR: dataDir, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: pki.caFile, POSTERN_LOG_LEVEL: 'info' };
+  // The warm-up opens 50 sessions at once from 127.0.0.1: above the default per-address limit (20).
+  const env = { POSTERN_DATA_DIR: dataDir, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: pki.caFile, POSTERN_LOG_LEVEL: 'info', POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: '100' };
 
   let postern: PosternProcess = await spawnPostern(env, { nodeArgs, entry: 'dist' });
   children.add(postern.child);
@@ -427,6 +429,7 @@ async function main(): Promise<void> {
   const width = Math.max(...rows.map((r) => r[0].length));
   process.stdout.write('\n');
   for (const [name, value, note] of rows) process.stdout.write(`  ${name.padEnd(width)}  ${value.padStart(10)}  ${note}\n`);
+  await benchPostgres({ pki, microsoft, upstream, nodeArgs, messages: MESSAGES, sqlite: { accepted, delivered, p50: percentile(latencies, 50), p99: percentile(latencies, 99), rss: [relayRss] }, sqliteBigRss: bigPeak });
   process.stdout.write(`\n  Postern ran as: node ${[...nodeArgs, 'dist/main.js'].join(' ')}\n  node ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in total\n`);
 }
 

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
 import { API_PREFIX, apiPlugin } from './api/plugin.js';
 import { ApiTokens } from './api/tokens.js';
-import { QUEUE_DEFAULTS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
+import { QUEUE_DEFAULTS, QUEUE_LEASE_DEFAULT_MS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
 import { describeError, type Logger } from './log.js';
 import { LoginThrottle } from './login-throttle.js';
 import { GatewayMetrics } from './metrics.js';
@@ -33,6 +33,7 @@ import { UpstreamTransport } from './smtp-out/upstream-transport.js';
 import { relayExtensions } from './smtp-out/extensions.js';
 import { AuditLog } from './store/audit.js';
 import { CaCertificates } from './store/ca-certificates.js';
+import { SettingsWatch } from './store/settings-watch.js';
 import { openStore, type Store } from './store/store.js';
 import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
@@ -123,7 +124,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   });
   const transport = new UpstreamTransport(emailSettings, tokens, delivery, name);
   // Pacing lives in the store, so every instance on a shared database keeps to one limit per account.
-  const queueManager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning, reportingMta: name });
+  const queueManager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning, reportingMta: name, leaseMs: config.queueLeaseMs ?? QUEUE_LEASE_DEFAULT_MS });
   emailSettings.onChange(() => {
     delivery.closeIdle();
     queueManager.invalidateRoute();
@@ -153,6 +154,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     limits: { ...RELAY_LIMIT_DEFAULTS, ...config.relayLimits },
     intake: queue,
     log,
+    proxyFrom: config.smtpProxyFrom,
     onAccepted: (message) => {
       countAccepted();
       queueManager.offer(message);
@@ -203,7 +205,18 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       if (certificate && httpsListener) httpsListener.setCertificate(certificate);
     });
   }
+  // Several instances on one PostgreSQL: a setting saved through one is in force on the others within a
+  // second or two (LISTEN/NOTIFY, polling as the fallback; docs/several-instances.md).
+  const settingsWatch = new SettingsWatch(store, { log });
+  settingsWatch.onChange(async (table) => {
+    log.info({ table }, 'settings changed in the database: applied');
+    devices.forgetAllowedSenders();
+    queueManager.invalidateRoute();
+    delivery.closeIdle();
+    await relay.reload().catch((error: unknown) => log.error({ err: describeError(error) }, 'could not apply Relay Settings changed by another instance'));
+  });
   const web = await buildWebApp({
+    trustedProxies: config.httpTrustedProxies,
     store,
     users,
     audit,
@@ -286,6 +299,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
         // toJSON shows scheme://host:port and whether credentials are set, never the credentials.
         log.info(config.outboundProxy.toJSON(), 'OAuth HTTP requests go through the outbound proxy (upstream SMTP connects directly)');
       }
+      await settingsWatch.start();
       await poller.start();
       tokens.start();
       await queueManager.start();
@@ -323,6 +337,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       await queueManager.stop();
       await Promise.all([web.close(), httpsListener?.close()]);
       await poller.stop();
+      await settingsWatch.stop();
       await tokens.stop();
       await notifier.stop();
       await http.close();

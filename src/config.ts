@@ -42,7 +42,41 @@ export interface Config {
   apiRequestsPerMinute?: number | undefined;
   /** POSTERN_METRICS_TOKEN: when set, /metrics answers only requests that carry it as a bearer token. */
   metricsToken?: string | undefined;
+  /**
+   * POSTERN_QUEUE_LEASE_SECONDS: how long a delivery's lease lasts before another instance may take the
+   * message over (renewed every third of it while the delivery runs); default QUEUE_LEASE_DEFAULT_MS.
+   */
+  queueLeaseMs?: number | undefined;
+  /**
+   * POSTERN_SMTP_PROXY_PROTOCOL: addresses of load balancers that connect to the relay with a PROXY protocol
+   * (v1) header; from them the header is required and names the device. Undefined: no PROXY protocol.
+   */
+  smtpProxyFrom?: string[] | undefined;
+  /**
+   * POSTERN_HTTP_TRUSTED_PROXIES: addresses of reverse proxies whose X-Forwarded-For the Remote UI believes
+   * (the client address for sign-in throttling and the log). Undefined: the peer address counts.
+   */
+  httpTrustedProxies?: string[] | undefined;
 }
+
+/** Default lease of a delivery: long enough for any delivery between two renewals, short for a take-over. */
+export const QUEUE_LEASE_DEFAULT_MS = 60_000;
+
+/** A comma- or space-separated list of IP addresses (no names: a proxy is trusted by its address). */
+const addressList = (name: string) =>
+  z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value.trim() === '') return undefined;
+      const list = value.split(/[\s,]+/).filter(Boolean);
+      const bad = list.find((entry) => isIP(entry) === 0);
+      if (bad !== undefined) {
+        ctx.addIssue({ code: 'custom', message: `${name} must list IP addresses (comma-separated), got "${bad}"` });
+        return z.NEVER;
+      }
+      return list;
+    });
 
 /**
  * What one client may take of the relay (smtp-in/relay-server.ts): sessions at once from one address, and how
@@ -236,6 +270,9 @@ const schema = z.object({
   POSTERN_QUEUE_RETRY_MAX_SECONDS: seconds('POSTERN_QUEUE_RETRY_MAX_SECONDS', QUEUE_BOUNDS.retrySeconds, '1 day'),
   POSTERN_QUEUE_LIFETIME_SECONDS: seconds('POSTERN_QUEUE_LIFETIME_SECONDS', QUEUE_BOUNDS.lifetimeSeconds, '30 days'),
   POSTERN_QUEUE_CONCURRENCY: wholeNumber('POSTERN_QUEUE_CONCURRENCY', 1, 64),
+  POSTERN_QUEUE_LEASE_SECONDS: seconds('POSTERN_QUEUE_LEASE_SECONDS', 60 * 60, '1 hour'),
+  POSTERN_SMTP_PROXY_PROTOCOL: addressList('POSTERN_SMTP_PROXY_PROTOCOL'),
+  POSTERN_HTTP_TRUSTED_PROXIES: addressList('POSTERN_HTTP_TRUSTED_PROXIES'),
   POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: wholeNumber('POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS', 1, RELAY_LIMIT_DEFAULTS.maxConnections),
   POSTERN_SMTP_SESSION_TIMEOUT_SECONDS: wholeNumber('POSTERN_SMTP_SESSION_TIMEOUT_SECONDS', 30, 86_400, 'seconds').transform((n) => (n === undefined ? undefined : n * 1000)),
   // Unset: the token service's own default, 5 minutes.
@@ -405,6 +442,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
     apiRequestsPerMinute: value.POSTERN_API_REQUESTS_PER_MINUTE,
     metricsToken: value.POSTERN_METRICS_TOKEN,
+    queueLeaseMs: value.POSTERN_QUEUE_LEASE_SECONDS,
+    smtpProxyFrom: value.POSTERN_SMTP_PROXY_PROTOCOL,
+    httpTrustedProxies: value.POSTERN_HTTP_TRUSTED_PROXIES,
     https,
     relayLimits: {
       ...(value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS !== undefined ? { maxConnectionsPerAddress: value.POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS } : {}),

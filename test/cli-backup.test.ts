@@ -216,7 +216,7 @@ describe('postern backup (SQLite)', () => {
     const counts = Object.fromEntries((['incoming', 'active', 'deferred', 'held', 'sent', 'bounced'] as const).map((s) => [s, rows.filter((r) => r.state === s).length]));
     expect(manifest.queue).toEqual({ scope: 'database', counts });
     const needed = rows.filter((row) => row.node_id === queue.nodeId && ACTIVE_STATES.includes(row.state));
-    expect(manifest.bodies).toEqual({ copied: needed.length, otherNodes: 1, notNeeded: counts.sent! + counts.bounced!, missing: [] });
+    expect(manifest.bodies).toEqual({ copied: needed.length, otherNodes: 1, inDatabase: 0, notNeeded: counts.sent! + counts.bounced!, missing: [] });
 
     const files = filesUnder(backupDir).filter((file) => file !== 'manifest.json').sort();
     expect(manifest.files.map((file) => file.path).sort()).toEqual(files);
@@ -380,8 +380,9 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('postern backup on PostgreSQL (POSTERN_TEST
     database = await createTestDatabase('postern_backup');
     dataDir = scratch('pg');
     store = await openStore({ dataDir, databaseUrl: database.url });
-    queue = new MessageQueue(store, Spool.open(spoolDirectory(dataDir)), { tuning: TUNING });
-    otherNode = new MessageQueue(store, Spool.open(join(scratch('pg-other'), 'spool')), { tuning: TUNING });
+    // Spooled bodies, as messages accepted before the database held them have (and one in the database).
+    queue = new MessageQueue(store, Spool.open(spoolDirectory(dataDir)), { tuning: TUNING, bodies: 'spool' });
+    otherNode = new MessageQueue(store, Spool.open(join(scratch('pg-other'), 'spool')), { tuning: TUNING, bodies: 'spool' });
     for (const name of ['first', 'second', 'sent', 'elsewhere'] as const) {
       const body = bodyOf(name);
       const message = await enqueue(name === 'elsewhere' ? otherNode : queue, body);
@@ -405,7 +406,7 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('postern backup on PostgreSQL (POSTERN_TEST
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const lines = result.stdout.trimEnd().split('\n');
-    expect(lines[1]).toBe('Database: PostgreSQL is not in this backup: back it up with pg_dump (run it just before postern backup).');
+    expect(lines[1]).toBe('Database: PostgreSQL is not in this backup: back it up with pg_dump (run it just before postern backup); it holds the message bodies too (only older messages have theirs in this node\'s spool).');
     expect(lines[2]).toBe("This node's queue: 2 messages not finished (incoming 2, active 0, deferred 0, held 0): 2 bodies copied. 1 finished (sent 1, bounced 0): already delivered, not needed.");
 
     expect(filesUnder(target).sort()).toEqual(['manifest.json', 'secret.key', `spool/${ids.first}.eml`, `spool/${ids.second}.eml`, 'spool/node-id'].sort());
@@ -418,7 +419,20 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('postern backup on PostgreSQL (POSTERN_TEST
     const migrations = Object.keys(await migrationProvider('postgres').getMigrations()).sort();
     expect(manifest.database).toMatchObject({ dialect: 'postgres', included: false, schemaVersion: migrations.at(-1) });
     expect(manifest.queue).toEqual({ scope: 'this node', counts: { incoming: 2, active: 0, deferred: 0, held: 0, sent: 1, bounced: 0 } });
-    expect(manifest.bodies).toEqual({ copied: 2, otherNodes: 0, notNeeded: 1, missing: [] });
+    expect(manifest.bodies).toEqual({ copied: 2, otherNodes: 0, inDatabase: 0, notNeeded: 1, missing: [] });
     expect(manifest.secretKey).toBe('included');
+  });
+
+  test('a body in the database is left to pg_dump: counted, not copied, not missing', async () => {
+    const shared = new MessageQueue(store, Spool.open(spoolDirectory(dataDir)), { tuning: TUNING });
+    const message = await enqueue(shared, bodyOf('in the database'));
+    await shared.drain();
+    const target = join(scratch('pg-target-db'), 'backup');
+    const result = await runCli(['backup', target], { POSTERN_DATA_DIR: dataDir, POSTERN_DATABASE_URL: database.url });
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    expect(result.stdout.trimEnd().split('\n')[2]).toBe("This node's queue: 3 messages not finished (incoming 3, active 0, deferred 0, held 0): 2 bodies copied, 1 in the database (pg_dump copies their bodies). 1 finished (sent 1, bounced 0): already delivered, not needed.");
+    expect(filesUnder(target)).not.toContain(`spool/${message.id}.eml`);
+    expect(manifestOf(target).bodies).toEqual({ copied: 2, otherNodes: 0, inDatabase: 1, notNeeded: 1, missing: [] });
   });
 });

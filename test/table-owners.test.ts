@@ -21,6 +21,8 @@ export const TABLE_OWNERS = {
   relay_devices: 'src/smtp-in/devices.ts',
   queue_messages: 'src/queue/queue.ts',
   delivery_log: 'src/queue/queue.ts',
+  message_bodies: 'src/queue/database-bodies.ts',
+  settings_version: 'src/store/settings-watch.ts',
   pacing_starts: 'src/queue/pacing.ts',
   users: 'src/store/users.ts',
   sessions: 'src/store/sessions.ts',

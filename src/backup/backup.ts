@@ -90,6 +90,8 @@ export interface BackupManifest {
     copied: number;
     /** Messages not finished that another node accepted: their bodies are on that node. */
     otherNodes: number;
+    /** Messages not finished whose body is in the database (PostgreSQL): pg_dump copies those. */
+    inDatabase: number;
     /** Finished messages (sent, bounced): already delivered or returned, no body needed. */
     notNeeded: number;
     /** Messages not finished whose body was not in the spool (each also a warning). */
@@ -171,6 +173,7 @@ export async function backupDataDirectory(options: BackupOptions): Promise<Backu
       bodies: {
         copied: bodies.copied.size,
         otherNodes: snapshot.waiting.length - waitingHere.length,
+        inDatabase: waitingHere.filter((message) => message.bodyInDatabase).length,
         notNeeded: FINISHED_STATES.reduce((n, state) => n + snapshot.counts[state], 0) + finishedSince,
         missing: missing.map((message) => message.id),
       },

@@ -73,12 +73,13 @@ export async function copySqlite(store: Store, copyPath: string, nodeId: string 
 export async function readPostgres(store: Store, nodeId: string | null, bodies: BodyCopier): Promise<DatabasePart> {
   const live = new QueueReads(store);
   const snapshot: Snapshot = { ...(await live.census(nodeId ?? '')), schemaVersion: await store.schemaVersion() };
-  const absent = await bodies.copyFor(snapshot.waiting.filter((message) => message.nodeId === nodeId));
+  // Bodies in the database (message_bodies) are rows like the others: pg_dump has them, no spool does.
+  const absent = await bodies.copyFor(snapshot.waiting.filter((message) => message.nodeId === nodeId && !message.bodyInDatabase));
   // The rows were read live, not from a copy: a message finished since needs no body.
   const now = await live.statesOf(absent.map((message) => message.id));
   const missing = absent.filter((message) => !isFinished(now.get(message.id)));
   return {
-    database: { dialect: 'postgres', included: false, schemaVersion: snapshot.schemaVersion, advice: 'Back up the PostgreSQL database with pg_dump, run just before postern backup.' },
+    database: { dialect: 'postgres', included: false, schemaVersion: snapshot.schemaVersion, advice: 'Back up the PostgreSQL database with pg_dump, run just before postern backup; it also holds the message bodies accepted since Postern keeps them in the database.' },
     snapshot,
     missing,
     finishedSince: absent.length - missing.length,

@@ -16,12 +16,13 @@ export function formatBackupReport(report: BackupReport): string {
   lines.push(
     manifest.database.dialect === 'sqlite'
       ? `Database: a consistent copy of ${DATABASE_FILE} (schema ${manifest.database.schemaVersion ?? 'none'}).`
-      : `Database: PostgreSQL is not in this backup: back it up with pg_dump (run it just before postern backup).`,
+      : `Database: PostgreSQL is not in this backup: back it up with pg_dump (run it just before postern backup); it holds the message bodies too (only older messages have theirs in this node's spool).`,
   );
   const { bodies } = manifest;
   const scope = manifest.queue.scope === 'this node' ? "This node's queue" : 'Queue';
   const parts = [`${bodies.copied} ${bodies.copied === 1 ? 'body' : 'bodies'} copied`];
   if (bodies.otherNodes > 0) parts.push(`${bodies.otherNodes} on other nodes (their bodies are there)`);
+  if (bodies.inDatabase > 0) parts.push(`${bodies.inDatabase} in the database (pg_dump copies their bodies)`);
   if (bodies.missing.length > 0) parts.push(`${bodies.missing.length} missing (see the warnings)`);
   const finished = bodies.notNeeded > 0 ? ` ${bodies.notNeeded} finished (sent ${counts.sent}, bounced ${counts.bounced}): already delivered, not needed.` : '';
   lines.push(

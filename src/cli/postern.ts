@@ -244,7 +244,9 @@ async function queueDelete(id: string): Promise<void> {
     await new AuditLog(store).record(null, 'queue.deleted', `${removed.id} from ${removed.reversePath || '<>'} to ${recipients} (command line)`);
     process.stdout.write(`Deleted message ${removed.id} from ${printable(removed.reversePath || '<>')} to ${printable(recipients)} without sending it; its sender is not told.\n`);
     process.stdout.write(
-      onThisSpool
+      removed.bodyInDatabase
+        ? 'Its body was removed from the database.\n'
+        : onThisSpool
         ? `Its body ${bodyFile} was removed.\n`
         : `Its body is not in this host's spool (${queue.spool.dir}); the gateway node that accepted it removes it when it next starts.\n`,
     );

@@ -20,12 +20,15 @@ let clock: number;
 let answers: (() => Response)[];
 let sent: { at: number; body: string }[];
 let poller: DevicePoller;
+/** Told after each request the token endpoint gets. */
+let onSent: (() => void) | undefined;
 
 const http = {
   async options() {
     return {
       [oauth.customFetch]: async (_url: string, init: RequestInit) => {
         sent.push({ at: clock, body: String(init.body) });
+        onSent?.();
         const next = answers.shift();
         if (!next) throw new Error('no answer scripted');
         return next();
@@ -147,5 +150,31 @@ describe('device code polling', () => {
     const account = (await accounts.get('microsoft'))!;
     expect(account.token_status).toBe('NotRegistered');
     expect(account.access_token_enc).toBeNull();
+  });
+});
+
+describe('one poller across instances', () => {
+  test('an instance polls a code started through another one, at the interval the database says, once that one stops', async () => {
+    // Instance B runs its timers; it has no code of its own and learns of A's by looking for pending ones.
+    const b = new DevicePoller({ accounts, http, audit: new AuditLog(store), log: createLogger('silent'), now: () => clock, instanceId: 'b', rescanMs: 10 });
+    const a = new DevicePoller({ accounts, http, audit: new AuditLog(store), log: createLogger('silent'), now: () => clock, instanceId: 'a', autoSchedule: false });
+    await b.start();
+    try {
+      await start(1, 900);
+      clock += 1000;
+      answers.push(error({ error: 'authorization_pending' }));
+      await a.pollOnce('microsoft'); // under the poll lease; sets the next poll time in the row
+      expect(sent).toHaveLength(1);
+      // A dies here. B, which found the code by looking for pending ones, polls it at the next poll time.
+      const polledByB = new Promise<void>((resolve) => (onSent = resolve));
+      answers.push(error({ error: 'authorization_pending' }));
+      expect(sent).toHaveLength(1); // not before the interval
+      clock += 1000;
+      await polledByB;
+      expect(sent).toHaveLength(2);
+    } finally {
+      onSent = undefined;
+      await b.stop();
+    }
   });
 });

@@ -10,7 +10,10 @@
  *   continues.
  * - Sends nothing once `expires_in` has elapsed: the authorization is marked CodeExpired instead.
  * - State lives in the database, so a restart resumes polling; a lease keeps two instances from polling
- *   the same code.
+ *   the same code. Every `rescanMs` each instance also looks for pending authorizations it has no timer
+ *   for (one started through another instance). Every instance then waits for the poll time in the row;
+ *   whichever takes the lease first polls and moves that time on, the others see it and wait again: one
+ *   poll per interval between them, and if one instance dies the others go on polling.
  */
 import { randomUUID } from 'node:crypto';
 import { describeError, type Logger } from '../log.js';
@@ -37,6 +40,8 @@ export const DEVICE_STATUS_TEXT: Record<Exclude<DeviceAuthorizationStatus, 'Pend
 export interface DevicePollerOptions extends OAuthBackgroundOptions {
   /** When false, nothing is polled by timers; the caller drives pollOnce (deterministic tests). */
   autoSchedule?: boolean;
+  /** How often pending authorizations started elsewhere are looked for (default 5 s; 0: never). */
+  rescanMs?: number;
 }
 
 export class DevicePoller {
@@ -49,6 +54,8 @@ export class DevicePoller {
   readonly #now: () => number;
   readonly #instanceId: string;
   readonly #autoSchedule: boolean;
+  readonly #rescanMs: number;
+  #rescan: NodeJS.Timeout | undefined;
   #stopped = false;
 
   constructor(options: DevicePollerOptions) {
@@ -59,12 +66,24 @@ export class DevicePoller {
     this.#now = options.now ?? Date.now;
     this.#instanceId = options.instanceId ?? randomUUID();
     this.#autoSchedule = options.autoSchedule ?? true;
+    this.#rescanMs = options.rescanMs ?? 5000;
   }
 
   /** Resumes polling for every pending authorization (after a restart). */
   async start(): Promise<void> {
     this.#stopped = false;
     for (const row of await this.#accounts.pendingDeviceAuthorizations()) this.schedule(row.account_id, row.next_poll_at);
+    if (this.#autoSchedule && this.#rescanMs > 0) {
+      this.#rescan = setInterval(() => void this.#adoptPending().catch(() => undefined), this.#rescanMs);
+      this.#rescan.unref();
+    }
+  }
+
+  /** Schedules pending authorizations this instance has no timer for (started through another instance). */
+  async #adoptPending(): Promise<void> {
+    for (const row of await this.#accounts.pendingDeviceAuthorizations()) {
+      if (!this.#timers.has(row.account_id) && !this.#running.has(row.account_id)) this.schedule(row.account_id, row.next_poll_at);
+    }
   }
 
   schedule(accountId: string, at: number): void {
@@ -89,6 +108,8 @@ export class DevicePoller {
 
   async stop(): Promise<void> {
     this.#stopped = true;
+    if (this.#rescan) clearInterval(this.#rescan);
+    this.#rescan = undefined;
     for (const timer of this.#timers.values()) clearTimeout(timer);
     this.#timers.clear();
     await Promise.allSettled([...this.#running.values()]);

@@ -199,3 +199,21 @@ describe('a refused grant', () => {
     expect(refreshes()).toBe(1);
   });
 });
+
+describe('one refresh per expiry across instances', () => {
+  test('a refresh that takes the lease after another instance refreshed sends no second request', async () => {
+    await authorized(3600);
+    clock += 3600 * SECOND; // expired
+    const a = tokenService();
+    const b = tokenService();
+    const first = await a.getAccessToken('microsoft');
+    expect(refreshes()).toBe(1);
+    // Instance B read the row before A's refresh landed and asks for a refresh once A's lease is released.
+    const second = await b.refresh('microsoft', { ifStillDue: true });
+    expect(second.accessToken).toBe(first.accessToken);
+    expect(refreshes()).toBe(1);
+    // A refused token is refreshed all the same.
+    await b.refresh('microsoft', { ifStillDue: true, rejectedAccessToken: first.accessToken });
+    expect(refreshes()).toBe(2);
+  });
+});

@@ -168,7 +168,7 @@ export class TokenService {
         true,
       );
     }
-    return this.refresh(accountId);
+    return this.refresh(accountId, { ifStillDue: true, ...(rejected && accessToken ? { rejectedAccessToken: accessToken } : {}) });
   }
 
   /** Told after each token request this process made, with how it ended (metrics). Returns the removal. */
@@ -188,16 +188,20 @@ export class TokenService {
     }
   }
 
-  /** Refreshes now; concurrent callers for the same account share the one request. */
-  refresh(accountId: string): Promise<AccessToken> {
+  /**
+   * Refreshes now; concurrent callers for the same account share the one request. `ifStillDue`: only if the
+   * stored token is still due once the lease is ours (another instance may have refreshed it meanwhile);
+   * `rejectedAccessToken`, the token the upstream refused, counts as due whatever its expiry.
+   */
+  refresh(accountId: string, options: { ifStillDue?: boolean; rejectedAccessToken?: string } = {}): Promise<AccessToken> {
     const existing = this.#inflight.get(accountId);
     if (existing) return existing;
-    const promise = this.#refreshWithLease(accountId).finally(() => this.#inflight.delete(accountId));
+    const promise = this.#refreshWithLease(accountId, options).finally(() => this.#inflight.delete(accountId));
     this.#inflight.set(accountId, promise);
     return promise;
   }
 
-  async #refreshWithLease(accountId: string): Promise<AccessToken> {
+  async #refreshWithLease(accountId: string, options: { ifStillDue?: boolean; rejectedAccessToken?: string }): Promise<AccessToken> {
     const started = this.#now();
     const before = await this.#accounts.get(accountId);
     while (!(await this.#accounts.acquireRefreshLease(accountId, this.#instanceId, this.#now(), LEASE_TTL_MS))) {
@@ -212,6 +216,20 @@ export class TokenService {
       if (this.#now() - started > LEASE_TTL_MS * 2) break;
     }
     try {
+      // The lease is ours, but another instance may have refreshed between our read of the row and now (its
+      // lease released just before we asked): a token that is not due, and not the refused one, is used as it
+      // is. Without this check two instances could each send a refresh request for one expiry.
+      const current = options.ifStillDue ? await this.#accounts.get(accountId) : undefined;
+      const token = current ? this.#accounts.accessToken(current) : undefined;
+      if (
+        current &&
+        token &&
+        token !== options.rejectedAccessToken &&
+        current.token_status === 'Active' &&
+        refreshDueAt(current.token_issued_at, current.access_token_expires_at ?? 0, this.#refreshAheadMs) > this.#now()
+      ) {
+        return { accessToken: token, mailbox: current.mailbox ?? undefined, expiresAt: current.access_token_expires_at ?? 0 };
+      }
       return await this.#refreshNow(accountId);
     } finally {
       await this.#accounts.releaseRefreshLease(accountId, this.#instanceId);
@@ -288,7 +306,7 @@ export class TokenService {
         (row.token_status === 'Error' && (row.next_refresh_attempt_at ?? 0) <= now);
       if (!due) continue;
       try {
-        await this.refresh(row.id);
+        await this.refresh(row.id, { ifStillDue: true });
       } catch (error) {
         if (!(error instanceof TokenUnavailableError)) this.#log.error({ err: describeError(error), account: row.id }, 'background refresh failed');
       }

@@ -173,9 +173,28 @@ export class QueueManager {
     this.#running = true;
     this.#stopping = false;
     this.#scanNeeded = true;
-    this.#timer = setInterval(() => this.kick(), this.#tickMs);
+    this.#timer = setInterval(() => {
+      this.kick();
+      this.#renewLeases();
+    }, this.#tickMs);
     this.#timer.unref();
     this.kick();
+  }
+
+  #leasesRenewedAt = 0;
+
+  /**
+   * Keeps the leases of deliveries in progress from running out: every third of the lease, each is extended
+   * by a whole lease. Another instance takes over a message only when its lease ran out, that is when this
+   * process stopped renewing it (it died, or lost the database for longer than two thirds of a lease).
+   */
+  #renewLeases(): void {
+    const now = this.#now();
+    if (this.#active.size === 0 || now - this.#leasesRenewedAt < this.#leaseMs / 3) return;
+    this.#leasesRenewedAt = now;
+    this.#queue.renewLeases([...this.#active.keys()], this.owner, now + this.#leaseMs).catch((error: unknown) =>
+      this.#log.warn({ err: describeError(error) }, 'could not renew the leases of deliveries in progress'),
+    );
   }
 
   /** Asks for a pass soon that also looks in the database (timer, Retry Now, settings changed). */
@@ -463,7 +482,7 @@ export class QueueManager {
     if (deliveredRecorded) await this.#queue.recordDelivered(message, this.owner, delivered, deliveredReply);
     let bounce: { to: string; body: Buffer } | undefined;
     if (bounceTo) {
-      const headers = await this.#queue.readHeaders(message.id).catch(() => Buffer.alloc(0));
+      const headers = await this.#queue.readHeaders(message.id, undefined, message.bodyInDatabase).catch(() => Buffer.alloc(0));
       bounce = {
         to: bounceTo,
         body: buildDsn({

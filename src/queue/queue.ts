@@ -13,14 +13,18 @@
  *   device keeps the message). Every
  *   transition of an active message checks the lease, so a delivery whose lease was taken over cannot
  *   overwrite the newer outcome.
- * Known limits: only the node whose spool holds a body delivers it (rows carry `node_id`).
+ * Bodies: in the spool of the node that accepted the message (SQLite; rows carry `node_id` and only that
+ *   node delivers them), or in the database (PostgreSQL, queue/database-bodies.ts; `body_in_database` = 1),
+ *   where every instance on the database delivers every message: a dead instance's leased messages are
+ *   taken over by another once their lease has run out (docs/decisions/028).
  */
-import type { Selectable } from 'kysely';
+import type { ExpressionBuilder, Selectable } from 'kysely';
 import { Readable } from 'node:stream';
 import type { QueueTuning } from '../config.js';
 import { ErrorCodes, PosternError } from '../errors.js';
-import type { DeliveryEvent, QueueMessagesTable, QueueState } from '../store/schema.js';
+import type { Database, DeliveryEvent, QueueMessagesTable, QueueState } from '../store/schema.js';
 import type { Store } from '../store/store.js';
+import { DatabaseBodies, type DatabaseBodyWriter } from './database-bodies.js';
 import { Spool, type SpoolWriter } from './spool.js';
 import { WriteBatcher } from './write-batcher.js';
 
@@ -49,6 +53,8 @@ export interface QueuedMessage {
   lastReply: string | null;
   lastAdvice: string | null;
   doneAt: number | null;
+  /** The body is in the database (every instance reads it), not in the spool of the node that accepted it. */
+  bodyInDatabase: boolean;
   /** The body, while a small message is on its way from the relay to its first delivery attempt. */
   cachedBody?: Buffer | undefined;
 }
@@ -73,7 +79,7 @@ export interface MessageEnvelope {
 /** A message being received: stream the body into `body`, then `commit()` (durable) or `abort()`. */
 export interface IncomingMessage {
   readonly id: string;
-  readonly body: SpoolWriter;
+  readonly body: SpoolWriter | DatabaseBodyWriter;
   /** Durable once resolved; resolves with the queued message (state `incoming`). */
   commit(envelope: MessageEnvelope): Promise<QueuedMessage>;
   abort(): Promise<void>;
@@ -135,6 +141,7 @@ export function toMessage(row: QueueRow): QueuedMessage {
     lastReply: row.last_reply,
     lastAdvice: row.last_advice,
     doneAt: row.done_at === null ? null : Number(row.done_at),
+    bodyInDatabase: row.body_in_database === 1,
   };
 }
 
@@ -151,6 +158,11 @@ function oneLine(text: string | null | undefined, max = 1000): string | null {
 export interface MessageQueueOptions {
   tuning: QueueTuning;
   now?: () => number;
+  /**
+   * Where bodies go: `database` (message_bodies, shared by every instance; PostgreSQL only) or `spool`.
+   * Default: `database` with PostgreSQL, `spool` with SQLite.
+   */
+  bodies?: 'database' | 'spool';
 }
 
 export class MessageQueue {
@@ -158,6 +170,8 @@ export class MessageQueue {
   readonly #batcher: WriteBatcher;
   readonly #now: () => number;
   readonly tuning: QueueTuning;
+  /** Bodies in the database (PostgreSQL): undefined when they are spool files. */
+  readonly databaseBodies: DatabaseBodies | undefined;
   #cachedBytes = 0;
 
   constructor(
@@ -169,6 +183,14 @@ export class MessageQueue {
     this.#batcher = new WriteBatcher(store.db, { dialect: store.dialect, databaseFile: store.databaseFile });
     this.#now = options.now ?? Date.now;
     this.tuning = options.tuning;
+    const bodies = options.bodies ?? (store.dialect === 'postgres' ? 'database' : 'spool');
+    if (bodies === 'database' && store.dialect !== 'postgres') throw new Error('invariant: bodies in the database need PostgreSQL');
+    this.databaseBodies = bodies === 'database' ? new DatabaseBodies(store.db) : undefined;
+  }
+
+  /** Whether every instance on this database can deliver every message (bodies in the database). */
+  get shared(): boolean {
+    return this.databaseBodies !== undefined;
   }
 
   get nodeId(): string {
@@ -178,6 +200,7 @@ export class MessageQueue {
   // ---- intake ---------------------------------------------------------------------------------------
 
   async receive(): Promise<IncomingMessage> {
+    if (this.databaseBodies) return this.#receiveIntoDatabase(this.databaseBodies);
     const id = Spool.newId();
     let body: SpoolWriter;
     try {
@@ -228,10 +251,51 @@ export class MessageQueue {
     };
   }
 
-  #newRow(id: string, envelope: MessageEnvelope, size: number, now: number, isBounce: boolean): QueueMessagesTable {
+  /** receive() with the body streamed into the database, committed in one transaction with its row. */
+  #receiveIntoDatabase(bodies: DatabaseBodies): IncomingMessage {
+    const id = Spool.newId();
+    const body = bodies.create(id, (op) => this.#batcher.run(op), this.#cachedBytes + KEEP_BODY_BYTES <= KEEP_BODIES_TOTAL ? KEEP_BODY_BYTES : 0);
+    let settled = false;
+    return {
+      id,
+      body,
+      commit: async (envelope) => {
+        if (settled) throw new Error('invariant: message already committed or aborted');
+        settled = true;
+        const now = this.#now();
+        const row = this.#newRow(id, envelope, body.bytesWritten, now, false);
+        try {
+          await body.commit(async (trx) => {
+            await trx.insertInto('queue_messages').values(row).execute();
+            await trx
+              .insertInto('delivery_log')
+              .values({ queue_id: id, at: now, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes`, advice: null })
+              .execute();
+          });
+        } catch (error) {
+          throw new PosternError(ErrorCodes.QUEUE_COMMIT_FAILED, `queue message ${id} could not be recorded in the database: ${reasonOf(error)}`, { cause: error });
+        }
+        const message = toMessage(row);
+        const kept = body.kept();
+        if (kept && this.#cachedBytes + kept.length <= KEEP_BODIES_TOTAL) {
+          message.cachedBody = kept;
+          this.#cachedBytes += kept.length;
+        }
+        return message;
+      },
+      abort: async () => {
+        if (settled) return;
+        settled = true;
+        await body.abort();
+      },
+    };
+  }
+
+  #newRow(id: string, envelope: MessageEnvelope, size: number, now: number, isBounce: boolean): QueueRow {
     return {
       id,
       node_id: this.nodeId,
+      body_in_database: this.databaseBodies ? 1 : 0,
       state: 'incoming',
       reverse_path: envelope.reversePath,
       recipients: JSON.stringify(envelope.recipients),
@@ -298,7 +362,12 @@ export class MessageQueue {
 
   /** The body as a stream: from memory when it was kept, from the spool file otherwise. */
   body(message: QueuedMessage): Readable {
-    return message.cachedBody ? Readable.from([message.cachedBody]) : this.spool.read(message.id);
+    return message.cachedBody ? Readable.from([message.cachedBody]) : this.#read(message.id, message.bodyInDatabase);
+  }
+
+  /** A stored body: from the database or from the spool (rows from before the database held bodies). */
+  #read(id: string, inDatabase: boolean): Readable {
+    return inDatabase && this.databaseBodies ? this.databaseBodies.read(id) : this.spool.read(id);
   }
 
   /** Drops a kept body (after the first attempt, or when the message is handed back to the database). */
@@ -309,10 +378,10 @@ export class MessageQueue {
   }
 
   /** The header block of a spooled body (for a DSN), at most `limit` bytes. */
-  async readHeaders(id: string, limit = 64 * 1024): Promise<Buffer> {
+  async readHeaders(id: string, limit = 64 * 1024, inDatabase = this.databaseBodies !== undefined): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let length = 0;
-    for await (const chunk of this.spool.read(id)) {
+    for await (const chunk of this.#read(id, inDatabase)) {
       chunks.push(chunk as Buffer);
       length += (chunk as Buffer).length;
       const joined = Buffer.concat(chunks, length);
@@ -323,27 +392,38 @@ export class MessageQueue {
     return Buffer.concat(chunks, length);
   }
 
-  /** The earliest next attempt among waiting messages of this node (for the manager's timer). */
+  /** The earliest next attempt among waiting messages this node may deliver (for the manager's timer). */
   async nextDueAt(): Promise<number | undefined> {
     const row = await this.#store.db
       .selectFrom('queue_messages')
       .select((eb) => eb.fn.min<number>('next_attempt_at').as('at'))
-      .where('node_id', '=', this.nodeId)
+      .where((eb) => this.#mine(eb))
       .where('state', 'in', ['incoming', 'deferred'])
       .executeTakeFirst();
     return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
   }
 
+  /**
+   * The rows this node may deliver: its own; with bodies in the database also every row whose body is
+   * there, whoever accepted it.
+   */
+  #mine(eb: ExpressionBuilder<Database, 'queue_messages'>) {
+    return this.databaseBodies ? eb.or([eb('node_id', '=', this.nodeId), eb('body_in_database', '=', 1)]) : eb('node_id', '=', this.nodeId);
+  }
+
   // ---- the queue manager's side ---------------------------------------------------------------------
 
-  /** Due messages of this node: waiting ones whose time has come, and active ones whose lease ran out. */
+  /**
+   * Due messages this node may deliver: waiting ones whose time has come, and active ones whose lease ran out
+   * (with bodies in the database, also those of an instance that died while delivering them).
+   */
   async due(limit: number, excludeIds: Iterable<string> = []): Promise<QueuedMessage[]> {
     const now = this.#now();
     const exclude = [...excludeIds];
     let query = this.#store.db
       .selectFrom('queue_messages')
       .selectAll()
-      .where('node_id', '=', this.nodeId)
+      .where((eb) => this.#mine(eb))
       .where((eb) =>
         eb.or([
           eb.and([eb('state', 'in', ['incoming', 'deferred']), eb('next_attempt_at', '<=', now)]),
@@ -424,9 +504,19 @@ export class MessageQueue {
     return won;
   }
 
+  /** Extends the leases this owner holds on `ids` to `until` (deliveries still in progress). */
+  async renewLeases(ids: string[], owner: string, until: number): Promise<void> {
+    if (ids.length === 0) return;
+    await this.#batcher.run(async (trx) => {
+      await trx.updateTable('queue_messages').set({ lease_until: until }).where('id', 'in', ids).where('state', '=', 'active').where('lease_owner', '=', owner).execute();
+    }, { durable: false });
+  }
+
   /** Writes the DSN body to the spool (durably) before the transaction that creates its row. */
   async #spoolBounce(bounce: BounceMessage): Promise<{ id: string; size: number }> {
     const id = Spool.newId();
+    // In the database the body is inserted with the bounce's row, in the outcome's transaction.
+    if (this.databaseBodies) return { id, size: bounce.body.length };
     const writer = await this.spool.create(id);
     await new Promise<void>((resolve, reject) => writer.end(bounce.body, (error?: Error | null) => (error ? reject(error) : resolve())));
     await writer.commit();
@@ -501,6 +591,8 @@ export class MessageQueue {
           .where('lease_owner', '=', owner)
           .executeTakeFirst();
         if (Number(result.numUpdatedRows) !== 1) throw new LeaseLostError(message.id);
+        // A body in the database goes with the outcome that makes its message final, in one transaction.
+        if (this.databaseBodies && (state === 'sent' || state === 'bounced')) await this.databaseBodies.removeIn(trx, message.id);
         if (outcome.delivered.length > 0 && !outcome.deliveredRecorded) {
           await this.#log(trx, message.id, 'sent', { recipients: outcome.delivered, code: outcome.deliveredReply?.code ?? 250, reply: outcome.deliveredReply?.reply ?? null }, now);
         }
@@ -511,6 +603,7 @@ export class MessageQueue {
           await this.#log(trx, message.id, 'bounced', { recipients: [r.recipient], code: r.code, reply: r.reply, advice: r.advice ?? null }, now);
         }
         if (bounce && outcome.bounce) {
+          if (this.databaseBodies) await this.databaseBodies.insertIn(trx, bounce.id, outcome.bounce.body);
           await trx
             .insertInto('queue_messages')
             .values(
@@ -537,10 +630,10 @@ export class MessageQueue {
         }
       }, { durable: bounce !== undefined || outcome.delivered.length > 0, urgent: outcome.delivered.length > 0 && !outcome.deliveredRecorded });
     } catch (error) {
-      if (bounce) await this.spool.remove(bounce.id).catch(() => undefined);
+      if (bounce && !this.databaseBodies) await this.spool.remove(bounce.id).catch(() => undefined);
       throw error;
     }
-    if (state === 'sent' || state === 'bounced') {
+    if ((state === 'sent' || state === 'bounced') && !message.bodyInDatabase) {
       // Only once the outcome is on disk (a returned message's outcome may be relaxed): after a power loss the
       // row could roll back to active, and its body must still be there to be tried again (a repeat, never a
       // loss). A crash before the removal leaves a file that start-up removes (its row is final).
@@ -580,7 +673,7 @@ export class MessageQueue {
 
   /** Held messages of this node become due again (the token is usable again). Returns how many. */
   releaseHeld(): Promise<number> {
-    return this.#makeDue('held', 'released', 'Token Status is Active again', false);
+    return this.#makeDue('held', 'released', 'Token Status is Active again', false, true);
   }
 
   /** Due waiting messages go on hold without an attempt (no usable token). Returns how many. */
@@ -591,7 +684,7 @@ export class MessageQueue {
       const rows = await trx
         .selectFrom('queue_messages')
         .select(['id', 'recipients'])
-        .where('node_id', '=', this.nodeId)
+        .where((eb) => this.#mine(eb))
         .where('state', 'in', ['incoming', 'deferred'])
         .where('next_attempt_at', '<=', now)
         .execute();
@@ -615,20 +708,26 @@ export class MessageQueue {
    * or kill -9). They become due again at once (durably: their leases are gone). Returns how many.
    */
   requeueActive(): Promise<number> {
-    return this.#makeDue('active', 'requeued', 'delivery interrupted by a restart; trying again', true);
+    // Only this node's own: another instance's active rows are leased by a process that may well be running.
+    return this.#makeDue('active', 'requeued', 'delivery interrupted by a restart; trying again', true, false);
   }
 
   /** This node's messages in state `from` become due at once, unleased, each with a log line. Returns how many. */
-  async #makeDue(from: 'held' | 'active', event: DeliveryEvent, reply: string, durable: boolean): Promise<number> {
+  async #makeDue(from: 'held' | 'active', event: DeliveryEvent, reply: string, durable: boolean, shared: boolean): Promise<number> {
     const now = this.#now();
     let count = 0;
     await this.#batcher.run(async (trx) => {
-      const rows = await trx.selectFrom('queue_messages').select('id').where('node_id', '=', this.nodeId).where('state', '=', from).execute();
+      const rows = await trx
+        .selectFrom('queue_messages')
+        .select('id')
+        .where((eb) => (shared ? this.#mine(eb) : eb('node_id', '=', this.nodeId)))
+        .where('state', '=', from)
+        .execute();
       if (rows.length === 0) return;
       await trx
         .updateTable('queue_messages')
         .set({ state: 'deferred', lease_owner: null, lease_until: null, next_attempt_at: now })
-        .where('node_id', '=', this.nodeId)
+        .where('id', 'in', rows.map((r) => r.id))
         .where('state', '=', from)
         .execute();
       for (const row of rows) await this.#log(trx, row.id, event, { reply }, now);
@@ -639,6 +738,16 @@ export class MessageQueue {
 
   /** Removes bodies that have no queue row (a crash between spooling and committing). Returns how many. */
   async removeOrphans(): Promise<number> {
+    let fromDatabase = 0;
+    if (this.databaseBodies) {
+      fromDatabase = await this.databaseBodies.removeOrphans(async (slice) =>
+        new Set((await this.#store.db.selectFrom('queue_messages').select('id').where('id', 'in', slice).where('state', 'in', ACTIVE_STATES).execute()).map((r) => r.id)),
+      );
+    }
+    return fromDatabase + (await this.#removeSpoolOrphans());
+  }
+
+  async #removeSpoolOrphans(): Promise<number> {
     const ids = await this.spool.ids();
     let removed = await this.spool.removeTemporaryFiles();
     for (let i = 0; i < ids.length; i += 500) {
@@ -701,6 +810,7 @@ export class MessageQueue {
       if (!row) return;
       removed = toMessage(row);
       await trx.deleteFrom('queue_messages').where('id', '=', id).execute();
+      if (this.databaseBodies) await this.databaseBodies.removeIn(trx, id);
       const what = `from ${row.reverse_path || '<>'}${row.subject ? `, subject "${row.subject}"` : ''}`;
       await this.#log(trx, id, 'deleted', { recipients: removed.recipients, reply: `Deleted by ${actor} (${what})` }, now);
     });
@@ -807,6 +917,8 @@ export interface WaitingMessage {
   nodeId: string;
   state: QueueState;
   size: number;
+  /** The body is in the database (PostgreSQL, message_bodies): pg_dump has it, no spool holds it. */
+  bodyInDatabase: boolean;
 }
 
 /** Counts by state and the messages not finished, of the whole database or of one node's rows. */
@@ -906,7 +1018,8 @@ export class QueueReads {
   /** Counts by state and the messages not finished: of every node, or of the node `nodeId` only. */
   async census(nodeId?: string): Promise<QueueCensus> {
     let counted = this.store.db.selectFrom('queue_messages').select(['state', (eb) => eb.fn.countAll<number | string>().as('n')]).groupBy('state');
-    let waiting = this.store.db.selectFrom('queue_messages').select(['id', 'node_id', 'state', 'size']).where('state', 'in', ACTIVE_STATES).orderBy('received_at');
+    // All columns, not a list: a copy made before migration 010 has no body_in_database (its bodies are files).
+    let waiting = this.store.db.selectFrom('queue_messages').selectAll().where('state', 'in', ACTIVE_STATES).orderBy('received_at');
     if (nodeId !== undefined) {
       counted = counted.where('node_id', '=', nodeId);
       waiting = waiting.where('node_id', '=', nodeId);
@@ -914,7 +1027,7 @@ export class QueueReads {
     const counts: Record<QueueState, number> = { incoming: 0, active: 0, deferred: 0, held: 0, sent: 0, bounced: 0 };
     for (const row of await counted.execute()) counts[row.state] = Number(row.n);
     const rows = await waiting.execute();
-    return { counts, waiting: rows.map((row) => ({ id: row.id, nodeId: row.node_id, state: row.state, size: Number(row.size) })) };
+    return { counts, waiting: rows.map((row) => ({ id: row.id, nodeId: row.node_id, state: row.state, size: Number(row.size), bodyInDatabase: row.body_in_database === 1 })) };
   }
 
   /** The state of each message now; a message absent from the map was deleted, or finished and purged. */

@@ -11,7 +11,9 @@
  *   bodies can also be kept in memory (`keepBytes`), so the first delivery attempt need not read them back.
  * Failure modes: a full disk or I/O error fails the write; the relay answers 451 and the device retries.
  * Known limits: bodies live on this node's disk, so only the node that accepted a message delivers it
- *   (queue rows carry the node id). A node id file in the spool keeps that identity across restarts.
+ *   (queue rows carry the node id). A node id file in the spool keeps that identity across restarts. With
+ *   PostgreSQL new bodies go to the database instead (database-bodies.ts), where every instance reads them;
+ *   the spool then only holds bodies accepted before that.
  *   Callback-style fs calls are used on purpose: each file costs five system calls, and the promise API
  *   adds measurable overhead per call at hundreds of messages a second.
  */

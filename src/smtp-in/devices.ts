@@ -127,6 +127,12 @@ export class DeviceAccounts {
   }
 
   /** After a write has committed: reads still in flight may have seen the old row, so they must not remember it. */
+  /** Forgets every remembered Allowed Sender list: another instance changed device accounts. */
+  forgetAllowedSenders(): void {
+    this.#edits++;
+    this.#senders.clear();
+  }
+
   #forgetSenders(id: string): void {
     this.#edits++;
     this.#senders.delete(id);

@@ -94,6 +94,12 @@ export interface RelayServerOptions {
   upstream?: () => Promise<UpstreamCapabilities>;
   /** How often settings are re-read (other instances may have changed them). */
   settingsRefreshMs?: number;
+  /**
+   * Load balancers that connect with a PROXY protocol v1 header (POSTERN_SMTP_PROXY_PROTOCOL): from these
+   * addresses the header is required, and the address it names is the session's (Allowed Networks, the
+   * per-address limits, the sign-in throttle, the log). A header from any other peer is not read.
+   */
+  proxyFrom?: string[] | undefined;
   maxRecipients?: number;
 }
 
@@ -380,6 +386,7 @@ export class RelayServer {
       hideREQUIRETLS: true,
       hideENHANCEDSTATUSCODES: false,
       disableReverseLookup: true,
+      ...(this.#options.proxyFrom && this.#options.proxyFrom.length > 0 ? { useProxy: this.#options.proxyFrom } : {}),
       maxClients: this.#limits.maxConnections,
       maxRecipients: this.#options.maxRecipients ?? 100,
       socketTimeout: 120_000,

@@ -3,7 +3,7 @@
  * so one migration serves SQLite and PostgreSQL; the only dialect-specific piece is the auto-increment key.
  * Never edit a migration that has shipped: add a new one.
  */
-import type { Kysely, Migration, MigrationProvider } from 'kysely';
+import { sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 
 export type DialectName = 'sqlite' | 'postgres';
 
@@ -341,6 +341,47 @@ const migrations: Record<string, MigrationFactory> = {
         .addColumn('revoked_by', 'text')
         .execute();
       await db.schema.createIndex('api_tokens_prefix').on('api_tokens').column('prefix').execute();
+    },
+  }),
+  '010_shared_bodies': (dialect) => ({
+    async up(db: Kysely<any>) {
+      // Message bodies every instance can read (queue/database-bodies.ts, docs/decisions/028). Only
+      // PostgreSQL puts bodies here; SQLite keeps its spool files, the table stays empty. An older instance
+      // tolerates this migration: it ignores the new table and column, and the rows it delivers (its own
+      // node's) still have their bodies in its spool.
+      await db.schema
+        .createTable('message_bodies')
+        .addColumn('message_id', 'text', (c) => c.notNull())
+        .addColumn('seq', 'integer', (c) => c.notNull())
+        .addColumn('data', dialect === 'postgres' ? 'bytea' : 'blob', (c) => c.notNull())
+        .addPrimaryKeyConstraint('message_bodies_pk', ['message_id', 'seq'])
+        .execute();
+      await db.schema.alterTable('queue_messages').addColumn('body_in_database', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      // Settings changed by one instance reach the others (store/settings-watch.ts): a trigger bumps one
+      // row (polled) and sends a notification (LISTEN, the fast path). A device's sign-in time is not a
+      // setting: an update that changes only last_login_at does not count.
+      await db.schema
+        .createTable('settings_version')
+        .addColumn('id', 'integer', (c) => c.primaryKey())
+        .addColumn('version', 'bigint', (c) => c.notNull())
+        .execute();
+      await db.insertInto('settings_version').values({ id: 1, version: 0 }).execute();
+      if (dialect !== 'postgres') return;
+      await sql`
+        create function postern_settings_changed() returns trigger language plpgsql as $$
+        begin
+          if tg_table_name = 'relay_devices' and tg_op = 'UPDATE' then
+            if new.username = old.username and new.password_hash = old.password_hash and new.allowed_senders = old.allowed_senders then
+              return null;
+            end if;
+          end if;
+          update settings_version set version = version + 1 where id = 1;
+          perform pg_notify('postern_settings', tg_table_name);
+          return null;
+        end $$`.execute(db);
+      for (const table of ['relay_settings', 'email_settings', 'relay_devices', 'notification_settings', 'ca_certificates']) {
+        await sql`create trigger ${sql.raw(`${table}_changed`)} after insert or update or delete on ${sql.raw(table)} for each row execute function postern_settings_changed()`.execute(db);
+      }
     },
   }),
 };

@@ -208,11 +208,16 @@ export interface RelayDevicesTable {
 /** Queue states, named as Postfix names its queues (docs/decisions/005-queue-states-leases-holds-and-bounces.md). */
 export type QueueState = 'incoming' | 'active' | 'deferred' | 'held' | 'sent' | 'bounced';
 
-/** One relayed message; its body is a file in the spool directory of the node that accepted it. */
+/**
+ * One relayed message. Its body is a file in the spool directory of the node that accepted it (SQLite), or
+ * rows of `message_bodies` that every instance reads (PostgreSQL, `body_in_database` = 1).
+ */
 export interface QueueMessagesTable {
   id: string;
-  /** The Postern node whose spool holds the body (only that node delivers it). */
+  /** The Postern node that accepted it; with a spooled body the only node that delivers it. */
   node_id: string;
+  /** 1 when the body is in `message_bodies` (any instance delivers it); 0 (the default) for a spool file. */
+  body_in_database: Generated<number>;
   state: QueueState;
   /** The device's envelope sender (MAIL FROM); '' for the null sender. Bounces go here. */
   reverse_path: string;
@@ -320,7 +325,23 @@ export interface NotificationsTable {
   done_at: number | null;
 }
 
+/** A message body in the database (PostgreSQL), in chunks of at most 256 KB (queue/database-bodies.ts). */
+export interface MessageBodiesTable {
+  message_id: string;
+  /** 0, 1, 2, …: the chunks in order. */
+  seq: number;
+  data: Buffer;
+}
+
+/** One row, bumped by a trigger whenever a setting changes (PostgreSQL): what other instances poll. */
+export interface SettingsVersionTable {
+  id: number;
+  version: number;
+}
+
 export interface Database {
+  message_bodies: MessageBodiesTable;
+  settings_version: SettingsVersionTable;
   email_settings: EmailSettingsTable;
   relay_settings: RelaySettingsTable;
   relay_devices: RelayDevicesTable;

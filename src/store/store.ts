@@ -53,6 +53,11 @@ export interface Store {
    * source's journal mode until it is opened with `openDatabaseCopy`. PostgreSQL: rejects (pg_dump copies it).
    */
   copyDatabase(path: string): Promise<void>;
+  /**
+   * PostgreSQL: LISTEN on `channel` on a connection of its own; `onNotify` gets each payload, `onError` a
+   * lost connection (the listener is then closed; listen again). SQLite: undefined (one process per file).
+   */
+  listen?: ((channel: string, onNotify: (payload: string) => void, onError: (error: Error) => void) => Promise<{ close(): Promise<void> }>) | undefined;
   close(): Promise<void>;
 }
 
@@ -81,6 +86,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   let dialect: DialectName;
   let databaseFile: string | undefined;
   let sqlite: BetterSqlite3.Database | undefined;
+  let listen: Store['listen'];
   if (options.databaseUrl) {
     dialect = 'postgres';
     // Loaded only for PostgreSQL: the embedded default has no use for it.
@@ -91,6 +97,33 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10, connectionTimeoutMillis: 10_000 });
     pool.on('error', (error) => options.onConnectionError?.(error));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    const url = options.databaseUrl;
+    listen = async (channel, onNotify, onError) => {
+      if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new TypeError(`not a channel name: ${channel}`);
+      const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: 10_000 });
+      let closed = false;
+      const close = async () => {
+        if (closed) return;
+        closed = true;
+        await client.end().catch(() => undefined);
+      };
+      client.on('notification', (message) => {
+        if (message.channel === channel) onNotify(message.payload ?? '');
+      });
+      client.on('error', (error) => {
+        void close();
+        onError(error);
+      });
+      client.on('end', () => {
+        if (!closed) {
+          closed = true;
+          onError(new Error('the LISTEN connection ended'));
+        }
+      });
+      await client.connect();
+      await client.query(`listen ${channel}`);
+      return { close };
+    };
   } else {
     dialect = 'sqlite';
     databaseFile = join(options.dataDir, DATABASE_FILE);
@@ -152,6 +185,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
       await sql`select 1`.execute(db);
     },
     schemaVersion: () => schemaVersionOf(db),
+    listen,
     async copyDatabase(path) {
       if (!sqlite) throw new Error('a PostgreSQL database is copied with pg_dump, not by Postern');
       await sqlite.backup(path, { progress: () => ALL_PAGES });

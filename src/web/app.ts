@@ -61,11 +61,16 @@ const STATIC_FILES: Record<string, string> = {
   '/static/favicon.svg': 'image/svg+xml',
 };
 
-export async function buildWebApp(deps: WebDependencies): Promise<FastifyInstance> {
+/**
+ * `trustedProxies` (POSTERN_HTTP_TRUSTED_PROXIES): the addresses of the reverse proxies in front of the Remote
+ * UI (HAProxy in HTTP mode, docs/several-instances.md). Only a request from one of them has its
+ * X-Forwarded-For believed; from anyone else the peer address is the client, as without a proxy.
+ */
+export async function buildWebApp(deps: WebDependencies & { trustedProxies?: string[] | undefined }): Promise<FastifyInstance> {
   const app: FastifyInstance = Fastify({
     loggerInstance: deps.log.child({ component: 'web' }) as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
-    trustProxy: false,
+    trustProxy: deps.trustedProxies && deps.trustedProxies.length > 0 ? deps.trustedProxies : false,
     bodyLimit: 1024 * 1024,
     genReqId: () => randomUUID(),
   });

@@ -1,0 +1,187 @@
+/**
+ * `npm run bench`, PostgreSQL part (called from bench/run.ts after the SQLite figures, same run, same
+ * upstream and authorization server): the relay with POSTERN_DATABASE_URL, bodies in the database.
+ *
+ * 1. One instance: the same load as the SQLite relay figures (10 device sessions, a new connection per
+ *    message, 10 KB, from an Allowed Network), accepted and delivered msg/s, p50/p99 session latency, RSS.
+ * 2. Two instances on the same database, the 10 sessions split between them (5 each, straight to each
+ *    instance's port: the figure is of the instances and the database, not of a load balancer), the same
+ *    figures, RSS of each.
+ *
+ * Needs a PostgreSQL server: POSTERN_TEST_DATABASE_URL (as the tests), where a database of the bench's own is
+ * created and dropped. Without it the part is skipped and says so. Everything shares the machine's cores
+ * (PostgreSQL, both instances, the driver, the upstream): two instances on one machine measure the cost of
+ * sharing the work, not a gain in capacity.
+ */
+import { connect } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { MicrosoftStandin } from '../test/support/oauth-standins.js';
+import { createTestDatabase, POSTGRES_ADMIN_URL } from '../test/support/postgres.js';
+import { spawnPostern, type PosternProcess } from '../test/support/postern-process.js';
+import { WebClient } from '../test/support/postern.js';
+import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
+import type { TestPki } from '../test/support/test-ca.js';
+
+const HOST = '127.0.0.1';
+const SESSIONS = 10;
+const SIZE = 10 * 1024;
+
+export interface RelayFigures {
+  accepted: number;
+  delivered: number;
+  p50: number;
+  p99: number;
+  /** Peak RSS of each instance, bytes. */
+  rss: number[];
+}
+
+export interface PostgresBenchContext {
+  pki: TestPki;
+  microsoft: MicrosoftStandin;
+  upstream: { port: number; messages: number; waitFor(n: number): Promise<void> };
+  nodeArgs: string[];
+  messages: number;
+  /** The SQLite figures of the same run, printed beside. */
+  sqlite: RelayFigures;
+  /** SQLite: peak RSS of a fresh instance relaying 5 concurrent 25 MB messages end to end. */
+  sqliteBigRss: number;
+}
+
+function session(port: number, body: Buffer): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const socket = connect({ host: HOST, port });
+    socket.setNoDelay(true);
+    const script = ['EHLO device.bench', 'MAIL FROM:<scanner@printers.local>', 'RCPT TO:<bob@example.test>', 'DATA', body, 'QUIT'];
+    const expected = ['220', '250', '250', '250', '354', '250', '221'];
+    let step = 0;
+    let buffer = '';
+    socket.on('data', (data: Buffer) => {
+      buffer += data.toString('latin1');
+      for (;;) {
+        const match = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3})(?: [^\r\n]*)?\r\n/.exec(buffer);
+        if (!match) return;
+        buffer = buffer.slice(match[0].length);
+        if (match[1] !== expected[step]) {
+          socket.destroy();
+          return reject(new Error(`step ${step}: expected ${expected[step]}, got ${match[0].trim()}`));
+        }
+        if (step === expected.length - 1) {
+          socket.end();
+          return resolve(performance.now() - started);
+        }
+        const next = script[step]!;
+        socket.write(typeof next === 'string' ? next + '\r\n' : next);
+        step++;
+      }
+    });
+    socket.on('error', reject);
+  });
+}
+
+function message(i: number, size = SIZE): Buffer {
+  const head = `From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: pg bench ${i}\r\n\r\n`;
+  const line = 'a'.repeat(76) + '\r\n';
+  return Buffer.from(head + line.repeat(Math.floor((size - head.length - 5) / line.length)) + '.\r\n');
+}
+
+const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+
+/** `count` messages over 10 sessions, spread over `ports` in turn; waits until the upstream has them all. */
+async function load(ports: number[], count: number, first: number, context: PostgresBenchContext, instances: PosternProcess[]): Promise<RelayFigures> {
+  const bodies = Array.from({ length: count }, (_, i) => message(first + i));
+  const baseline = context.upstream.messages;
+  const latencies: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: SESSIONS }, async (_, s) => {
+      const port = ports[s % ports.length]!;
+      while (next < count) latencies.push(await session(port, bodies[next++]!));
+    }),
+  );
+  const acceptedMs = performance.now() - t0;
+  await context.upstream.waitFor(baseline + count);
+  const deliveredMs = performance.now() - t0;
+  latencies.sort((a, b) => a - b);
+  return {
+    accepted: count / (acceptedMs / 1000),
+    delivered: count / (deliveredMs / 1000),
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    rss: instances.map((p) => peakRss(p.child.pid!)),
+  };
+}
+
+/** Runs the PostgreSQL part and prints its rows beside SQLite's; returns the figures (undefined: skipped). */
+export async function benchPostgres(context: PostgresBenchContext): Promise<{ one: RelayFigures; two: RelayFigures; bigRss: number } | undefined> {
+  if (!POSTGRES_ADMIN_URL) {
+    process.stdout.write('\n  PostgreSQL: skipped (set POSTERN_TEST_DATABASE_URL to a server where a scratch database may be made)\n');
+    return undefined;
+  }
+  const database = await createTestDatabase('postern_bench');
+  const dirs: string[] = [];
+  const instances: PosternProcess[] = [];
+  const key = Buffer.from(Array.from({ length: 32 }, (_, i) => i)).toString('hex');
+  const env = () => {
+    const dir = mkdtempSync(join(tmpdir(), 'postern-bench-pg-'));
+    dirs.push(dir);
+    return { POSTERN_DATA_DIR: dir, POSTERN_DATABASE_URL: database.url, POSTERN_SECRET_KEY: key, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: context.pki.caFile, POSTERN_LOG_LEVEL: 'info', POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: '100' };
+  };
+  try {
+    const first = await spawnPostern(env(), { nodeArgs: context.nodeArgs, entry: 'dist' });
+    instances.push(first);
+    const web = new WebClient(`http://${HOST}:${first.httpPort}`);
+    await web.login('admin', 'bench-admin-password');
+    await authorizeMicrosoft(web, context.microsoft, context.pki, first.log);
+    await saveEmailSettings(web, { smtpPort: String(context.upstream.port), messagesPerMinute: '0' });
+    await saveRelaySettings(web, { allowedNetworks: HOST });
+    const warm = async (ports: number[]) => {
+      const baseline = context.upstream.messages;
+      await Promise.all(Array.from({ length: 50 }, (_, i) => session(ports[i % ports.length]!, message(i))));
+      await context.upstream.waitFor(baseline + 50);
+    };
+    await warm([first.smtpPort]);
+    const one = await load([first.smtpPort], context.messages, 1, context, instances);
+    const second = await spawnPostern(env(), { nodeArgs: context.nodeArgs, entry: 'dist' });
+    instances.push(second);
+    await warm([first.smtpPort, second.smtpPort]);
+    const two = await load([first.smtpPort, second.smtpPort], context.messages, 1 + context.messages, context, instances);
+
+    // Memory: a fresh instance (the second one stopped), 5 concurrent 25 MB messages streamed into the
+    // database and out to the upstream, as the SQLite memory figure.
+    for (const instance of instances.splice(0)) await instance.stop();
+    const fresh = await spawnPostern(env(), { nodeArgs: context.nodeArgs, entry: 'dist' });
+    instances.push(fresh);
+    const big = Array.from({ length: 5 }, (_, i) => message(200_000 + i, 25_000_000));
+    const bigBaseline = context.upstream.messages;
+    const bigStarted = performance.now();
+    await Promise.all(big.map((body) => session(fresh.smtpPort, body)));
+    await context.upstream.waitFor(bigBaseline + big.length);
+    const bigMs = performance.now() - bigStarted;
+    const bigRss = peakRss(fresh.child.pid!);
+
+    const mb = (n: number) => `${(n / 1024 / 1024).toFixed(0)} MB`;
+    const rows: Array<[string, string, string, string]> = [
+      ['accepted msg/s', context.sqlite.accepted.toFixed(0), one.accepted.toFixed(0), two.accepted.toFixed(0)],
+      ['delivered msg/s (end to end)', context.sqlite.delivered.toFixed(0), one.delivered.toFixed(0), two.delivered.toFixed(0)],
+      ['session latency p50', `${context.sqlite.p50.toFixed(1)} ms`, `${one.p50.toFixed(1)} ms`, `${two.p50.toFixed(1)} ms`],
+      ['session latency p99', `${context.sqlite.p99.toFixed(1)} ms`, `${one.p99.toFixed(1)} ms`, `${two.p99.toFixed(1)} ms`],
+      ['peak RSS per instance', context.sqlite.rss.map(mb).join(' + '), one.rss.map(mb).join(' + '), two.rss.map(mb).join(' + ')],
+      [`peak RSS, 5 concurrent 25 MB messages (${(bigMs / 1000).toFixed(1)} s on PostgreSQL)`, mb(context.sqliteBigRss), mb(bigRss), ''],
+    ];
+    process.stdout.write(`\n  PostgreSQL beside SQLite (${context.messages} × 10 KB, 10 sessions, new connection each; two instances: 5 sessions each)\n`);
+    const header: [string, string, string, string] = ['', 'SQLite', 'PostgreSQL ×1', 'PostgreSQL ×2'];
+    const width = Math.max(...rows.map((r) => r[0].length));
+    for (const [name, ...values] of [header, ...rows]) process.stdout.write(`  ${name.padEnd(width)}  ${values.map((v) => v.padStart(18)).join('')}\n`);
+    return { one, two, bigRss };
+  } finally {
+    for (const instance of instances) await instance.stop().catch(() => undefined);
+    await database.drop().catch(() => undefined);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+}
