@@ -13,7 +13,7 @@
  * Bench infrastructure only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -117,6 +117,8 @@ export function isPostfixInstalled(): boolean {
 
 export async function startPostfixRelay(options: PostfixRelayOptions): Promise<PostfixRelay> {
   const dir = mkdtempSync(join(tmpdir(), 'postern-bench-postfix-'));
+  // Postfix's daemons drop to the postfix user and must reach their data directory.
+  chmodSync(dir, 0o755);
   for (const sub of ['etc', 'queue', 'data']) mkdirSync(join(dir, sub));
   chownSync(join(dir, 'data'), postfixUid(), -1);
   writeFileSync(join(dir, 'etc', 'main.cf'), mainCf(dir, options));
