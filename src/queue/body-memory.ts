@@ -20,7 +20,6 @@ export const BODY_BYTES_PER_COLLECTION = 4 * 1024 * 1024;
 type Collect = (options: { type: 'minor' }) => void;
 
 let streamed = 0;
-let collections = 0;
 
 export function bodyBytesStreamed(bytes: number): void {
   streamed += bytes;
@@ -28,11 +27,5 @@ export function bodyBytesStreamed(bytes: number): void {
   streamed = 0;
   const collect = (globalThis as { gc?: Collect }).gc;
   if (typeof collect !== 'function') return;
-  collections++;
   collect({ type: 'minor' });
-}
-
-/** Scavenges requested so far (diagnostics). */
-export function bodyCollections(): number {
-  return collections;
 }
