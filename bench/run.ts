@@ -40,7 +40,7 @@ const SESSIONS = 10;
 const SIZE = 10 * 1024;
 const BIG = 25_000_000;
 const BIG_COUNT = 5;
-const DEADLINE_MS = 5 * 60_000;
+const DEADLINE_MS = 10 * 60_000;
 /**
  * Node options of the Postern process: those of `npm start` (read from package.json, so the bench measures
  * what users run), plus BENCH_NODE_ARGS, e.g. BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'.
