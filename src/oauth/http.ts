@@ -10,7 +10,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as oauth from 'oauth4webapi';
-import { Agent, Pool, ProxyAgent, fetch as undiciFetch, type Dispatcher } from 'undici';
+import type { Agent, Dispatcher, Pool, ProxyAgent } from 'undici';
 import { ProxyTunnelError, type OutboundProxy } from '../outbound-proxy.js';
 import { tlsClientOptions, type TlsPolicy, type TrustStore } from '../tls/trust.js';
 
@@ -19,6 +19,17 @@ export const HTTP_TIMEOUT_MS = 15_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 export type Fetch = (url: string, init: RequestInit) => Promise<Response>;
+
+type Undici = typeof import('undici');
+let undiciModule: Promise<Undici> | undefined;
+/**
+ * undici is loaded at the first OAuth HTTP request (a token refresh, a sign-in, a webhook), not at start:
+ * its fetch, with its WebAssembly HTTP parser, is several MB of a gateway that mostly sits idle
+ * (docs/decisions/026-memory-footprint.md).
+ */
+function loadUndici(): Promise<Undici> {
+  return (undiciModule ??= import('undici'));
+}
 
 export interface HttpOptions {
   [oauth.customFetch]: Fetch;
@@ -44,6 +55,7 @@ export class OAuthHttp {
   ) {}
 
   async fetchFor(policy: TlsPolicy): Promise<Fetch> {
+    const undici = await loadUndici();
     const ca = await this.trust.caList();
     const key = [
       policy.verifyServerCertificate ? 1 : 0,
@@ -62,15 +74,15 @@ export class OAuthHttp {
       const limits = { headersTimeout: HTTP_TIMEOUT_MS, bodyTimeout: HTTP_TIMEOUT_MS, keepAliveTimeout: 10_000 };
       const requestTls = { ...tlsClientOptions(policy, ca), timeout: CONNECT_TIMEOUT_MS };
       agents = {
-        direct: new Agent({ connect: requestTls, ...limits }),
-        viaProxy: this.proxy ? proxyAgent(this.proxy, requestTls, ca, limits) : undefined,
+        direct: new undici.Agent({ connect: requestTls, ...limits }),
+        viaProxy: this.proxy ? proxyAgent(undici, this.proxy, requestTls, ca, limits) : undefined,
       };
       this.#agents.set(key, agents);
     }
     const { direct, viaProxy } = agents;
     const proxy = this.proxy;
     return (url, init) =>
-      undiciFetch(url, {
+      undici.fetch(url, {
         ...(init as object),
         signal: init.signal ?? AbortSignal.timeout(HTTP_TIMEOUT_MS),
         dispatcher: viaProxy && proxy?.isUsedFor(new URL(url)) ? viaProxy : direct,
@@ -103,19 +115,20 @@ async function closeAll({ direct, viaProxy }: Dispatchers): Promise<void> {
  * ProxyTunnelError carrying the status or the cause (decision record 010).
  */
 function proxyAgent(
+  undici: Undici,
   proxy: OutboundProxy,
   requestTls: ReturnType<typeof tlsClientOptions> & { timeout: number },
   ca: string[],
   limits: { headersTimeout: number; bodyTimeout: number; keepAliveTimeout: number },
 ): ProxyAgent {
-  return new ProxyAgent({
+  return new undici.ProxyAgent({
     uri: proxy.origin,
     ...(proxy.authorization ? { token: proxy.authorization } : {}),
     requestTls,
     proxyTls: { minVersion: 'TLSv1.2', rejectUnauthorized: true, ca, timeout: CONNECT_TIMEOUT_MS },
     ...limits,
     // A proxy that accepts the connection but never answers CONNECT must not hold a socket for undici's 300 s default.
-    clientFactory: (origin, options) => reportingTunnelFailures(new Pool(origin, { ...options, headersTimeout: HTTP_TIMEOUT_MS }), proxy),
+    clientFactory: (origin, options) => reportingTunnelFailures(new undici.Pool(origin, { ...options, headersTimeout: HTTP_TIMEOUT_MS }), proxy),
   });
 }
 

@@ -56,6 +56,7 @@ import { SMTPServer, type SMTPServerAuthentication, type SMTPServerDataStream, t
 import { SMTPConnection, type SMTPConnectionOptions } from 'smtp-server/lib/smtp-connection.js';
 import { ErrorCodes, PosternError, type ErrorCode } from '../errors.js';
 import { describeError, type Logger } from '../log.js';
+import { bodyBytesStreamed } from '../queue/body-memory.js';
 import type { IncomingMessage, MessageEnvelope, QueuedMessage } from '../queue/queue.js';
 import { RELAY_LIMIT_DEFAULTS, type RelayLimits } from '../config.js';
 import { tryAgainIn, type LoginThrottle } from '../login-throttle.js';
@@ -250,6 +251,7 @@ class SizeGuard extends Transform {
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
+    bodyBytesStreamed(chunk.length);
     callback(null, this.exceeded ? undefined : chunk);
   }
 }

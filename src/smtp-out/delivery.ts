@@ -29,6 +29,7 @@ import SMTPConnection from 'nodemailer/lib/smtp-connection';
 import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { TokenUnavailableError, type AccessToken, type GetAccessTokenOptions } from '../oauth/token-service.js';
+import { bodyBytesStreamed } from '../queue/body-memory.js';
 import type { UpstreamTlsMode } from '../store/schema.js';
 import { tlsClientOptions, type TlsPolicy } from '../tls/trust.js';
 import { FastDataSmtpConnection } from './dot-stuffing.js';
@@ -115,6 +116,7 @@ class ByteCounter extends Transform {
   bytes = 0;
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null, data?: Buffer) => void): void {
     this.bytes += chunk.length;
+    bodyBytesStreamed(chunk.length);
     callback(null, chunk);
   }
 }
