@@ -54,4 +54,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 # main.js stops the relay, the queue and the Remote UI on SIGTERM, well within docker stop's 10 seconds.
 STOPSIGNAL SIGTERM
 # Node directly, as PID 1 (not through npm): the flags of `npm start`.
-CMD ["node", "--max-semi-space-size=2", "dist/main.js"]
+CMD ["node", "--max-semi-space-size=2", "--expose-gc", "dist/main.js"]

@@ -293,11 +293,11 @@ describe('the container image', () => {
 
     // Node itself is PID 1 inside, as the node user; no npm, no shell in between.
     const cmdline = (await docker(['exec', CONTAINER, 'cat', '/proc/1/cmdline'])).split('\0').filter(Boolean);
-    expect(cmdline).toEqual(['node', '--max-semi-space-size=2', 'dist/main.js']);
+    expect(cmdline).toEqual(['node', '--max-semi-space-size=2', '--expose-gc', 'dist/main.js']);
     const processes = (await docker(['top', CONTAINER, '-o', 'pid,user,args'])).trim().split('\n').slice(1);
     const gateway = processes.filter((line) => !/ node -e /.test(line)); // a health check may be running
     expect(gateway).toHaveLength(1);
-    expect(gateway[0]).toMatch(/ node --max-semi-space-size=2 dist\/main\.js$/);
+    expect(gateway[0]).toMatch(/ node --max-semi-space-size=2 --expose-gc dist\/main\.js$/);
     expect(processes.join('\n')).not.toMatch(/npm/);
     expect((await docker(['exec', CONTAINER, 'id', '-u'])).trim()).toBe('1000');
     expect(await inspect('{{.Config.User}}')).toBe('node');
