@@ -2,7 +2,8 @@
  * `engines.node` in package.json tells the truth: every Node.js version it admits can install and run what is
  * installed. Each installed package's own `engines.node` must cover the whole declared range, or `npm ci` on
  * a version we call supported prints EBADENGINE and the package may not work there (decision record 024).
- * The installed tree is read with `npm ls`, so what is checked is what npm installed, overrides included.
+ * The installed tree is read with `npm ls`, so what is checked is what npm installed, overrides included; the
+ * lockfile adds the packages npm installs only on other platforms.
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -60,6 +61,17 @@ describe('engines.node', () => {
 
   test('no development dependency does either, so npm ci is quiet on every supported version', () => {
     expect(narrower(installed(false))).toEqual([]);
+  });
+
+  test('no package in the lockfile does either, including the optional ones for other platforms', () => {
+    const lock = JSON.parse(readFileSync(join(ROOT, 'package-lock.json'), 'utf8')) as { packages: Record<string, { version?: string; engines?: unknown }> };
+    const found: string[] = [];
+    for (const [path, entry] of Object.entries(lock.packages)) {
+      if (path === '' || typeof entry.engines !== 'object' || entry.engines === null || Array.isArray(entry.engines)) continue;
+      const wanted = (entry.engines as { node?: string }).node;
+      if (wanted !== undefined && (!semver.validRange(wanted) || !semver.subset(declared, wanted))) found.push(`${path}@${entry.version} wants node ${wanted}`);
+    }
+    expect(found).toEqual([]);
   });
 
   test('@types/node follows the lowest supported major, so the types offer nothing it lacks', () => {
