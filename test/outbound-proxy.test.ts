@@ -191,6 +191,24 @@ describe('a proxy that requires authentication', () => {
 });
 
 describe('an https:// proxy', () => {
+  // First in this file to open TLS to a proxy: Node prints each deprecation once per process.
+  test('a proxy given by IP address is not named in SNI (no DEP0123 DeprecationWarning on stderr)', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error) => warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      const proxy = await startTestProxy({ tls: { key: pki.server.key, cert: pki.server.cert } });
+      cleanups.push(() => proxy.close());
+      expect(proxy.address).toMatch(/^127\.0\.0\.1:/);
+      const result = await saveMicrosoftSettings(await startGateway({ POSTERN_HTTPS_PROXY: proxy.url() }), ms);
+      expect(result.status).toBe('Successfully Connected');
+      expect(proxy.connects.map((c) => c.target)).toContain(hostOf(ms));
+    } finally {
+      process.off('warning', onWarning);
+    }
+    expect(warnings.map((warning) => `${warning.name}: ${warning.message}`)).toEqual([]);
+  });
+
   test('its certificate is verified against the trusted CAs, and the tunnelled TLS still follows the account', async () => {
     const proxy = await startTestProxy({ tls: { key: pki.server.key, cert: pki.server.cert } });
     cleanups.push(() => proxy.close());

@@ -9,6 +9,7 @@
  * surfaces as a ProxyTunnelError naming the proxy (see docs/decisions/010-outbound-proxy-connect-errors.md).
  */
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import * as oauth from 'oauth4webapi';
 import type { Agent, Dispatcher, Pool, ProxyAgent } from 'undici';
 import { ProxyTunnelError, type OutboundProxy } from '../outbound-proxy.js';
@@ -136,9 +137,12 @@ function reportingTunnelFailures(pool: Pool, proxy: OutboundProxy): Pool {
   const connect = pool.connect.bind(pool) as (options: Dispatcher.ConnectOptions) => Promise<Dispatcher.ConnectData>;
   const tunnel = async (options: Dispatcher.ConnectOptions): Promise<Dispatcher.ConnectData> => {
     const target = String(options.path ?? '');
+    // undici names an https:// proxy given by IP address in SNI, which RFC 6066 forbids and Node reports with a
+    // DeprecationWarning (DEP0123) on stderr; without a name it sends no SNI, and the certificate is still checked.
+    const { servername, ...rest } = options as Dispatcher.ConnectOptions & { servername?: string };
     let data: Dispatcher.ConnectData;
     try {
-      data = await connect(options);
+      data = await connect(servername && isIP(servername) !== 0 ? rest : options);
     } catch (error) {
       throw new ProxyTunnelError(proxy, target, undefined, { cause: error });
     }
