@@ -13,8 +13,7 @@
  * (PostgreSQL, both instances, the driver, the upstream): two instances on one machine measure the cost of
  * sharing the work, not a gain in capacity.
  */
-import { connect } from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -24,10 +23,12 @@ import { spawnPostern, type PosternProcess } from '../test/support/postern-proce
 import { WebClient } from '../test/support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
 import type { TestPki } from '../test/support/test-ca.js';
+import { message as sizedMessage, peakRss, percentile, session } from './device-session.js';
 
 const HOST = '127.0.0.1';
 const SESSIONS = 10;
 const SIZE = 10 * 1024;
+const message = (i: number, size = SIZE) => sizedMessage(i, size);
 
 export interface RelayFigures {
   accepted: number;
@@ -50,46 +51,8 @@ export interface PostgresBenchContext {
   sqliteBigRss: number;
 }
 
-function session(port: number, body: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const socket = connect({ host: HOST, port });
-    socket.setNoDelay(true);
-    const script = ['EHLO device.bench', 'MAIL FROM:<scanner@printers.local>', 'RCPT TO:<bob@example.test>', 'DATA', body, 'QUIT'];
-    const expected = ['220', '250', '250', '250', '354', '250', '221'];
-    let step = 0;
-    let buffer = '';
-    socket.on('data', (data: Buffer) => {
-      buffer += data.toString('latin1');
-      for (;;) {
-        const match = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3})(?: [^\r\n]*)?\r\n/.exec(buffer);
-        if (!match) return;
-        buffer = buffer.slice(match[0].length);
-        if (match[1] !== expected[step]) {
-          socket.destroy();
-          return reject(new Error(`step ${step}: expected ${expected[step]}, got ${match[0].trim()}`));
-        }
-        if (step === expected.length - 1) {
-          socket.end();
-          return resolve(performance.now() - started);
-        }
-        const next = script[step]!;
-        socket.write(typeof next === 'string' ? next + '\r\n' : next);
-        step++;
-      }
-    });
-    socket.on('error', reject);
-  });
-}
 
-function message(i: number, size = SIZE): Buffer {
-  const head = `From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: pg bench ${i}\r\n\r\n`;
-  const line = 'a'.repeat(76) + '\r\n';
-  return Buffer.from(head + line.repeat(Math.floor((size - head.length - 5) / line.length)) + '.\r\n');
-}
 
-const peakRss = (pid: number) => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
-const percentile = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 
 /** `count` messages over 10 sessions, spread over `ports` in turn; waits until the upstream has them all. */
 async function load(ports: number[], count: number, first: number, context: PostgresBenchContext, instances: PosternProcess[]): Promise<RelayFigures> {

@@ -32,6 +32,7 @@ import { WebClient } from '../test/support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
 import { createTestPki, type TestPki } from '../test/support/test-ca.js';
 import { createIntrospector } from '../test/support/upstream-smtp.js';
+import { currentRss, message, peakRss, percentile, session } from './device-session.js';
 import { benchPostgres } from './postgres.js';
 import { startPostfixRelay } from './postfix-relay.js';
 
@@ -235,59 +236,10 @@ async function startUpstream(pki: TestPki, microsoft: MicrosoftStandin, plain?: 
   };
 }
 
-/** One device session per message over a raw socket: EHLO, MAIL, RCPT, DATA, QUIT. Resolves with its duration. */
-function session(port: number, body: Buffer): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const socket = connect({ host: HOST, port });
-    socket.setNoDelay(true);
-    const script = ['EHLO device.bench', 'MAIL FROM:<scanner@printers.local>', 'RCPT TO:<bob@example.test>', 'DATA', body, 'QUIT'];
-    const expected = ['220', '250', '250', '250', '354', '250', '221'];
-    let step = 0;
-    let buffer = '';
-    socket.on('data', (data: Buffer) => {
-      buffer += data.toString('latin1');
-      for (;;) {
-        const match = /^(?:\d{3}-[^\r\n]*\r\n)*(\d{3})(?: [^\r\n]*)?\r\n/.exec(buffer);
-        if (!match) return;
-        buffer = buffer.slice(match[0].length);
-        if (match[1] !== expected[step]) {
-          socket.destroy();
-          return reject(new Error(`step ${step}: expected ${expected[step]}, got ${match[0].trim()}`));
-        }
-        if (step === expected.length - 1) {
-          socket.end();
-          return resolve(performance.now() - started);
-        }
-        const next = script[step]!;
-        socket.write(typeof next === 'string' ? next + '\r\n' : next);
-        step++;
-      }
-    });
-    socket.on('error', reject);
-  });
-}
 
-function message(i: number, size: number): Buffer {
-  const head = `From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: bench ${i}\r\n\r\n`;
-  const line = 'a'.repeat(76) + '\r\n';
-  const lines = Math.max(1, Math.floor((size - head.length - 5) / line.length));
-  return Buffer.from(head + line.repeat(lines) + '.\r\n');
-}
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
 
-function peakRss(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) * 1024;
-}
 
-function currentRss(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) * 1024;
-}
 
 /**
  * smtp-source against Postern, end to end: each of three runs sends 1000 × 10 KB with 10 sessions, a new
