@@ -18,7 +18,7 @@
  *   where every instance on the database delivers every message: a dead instance's leased messages are
  *   taken over by another once their lease has run out (docs/decisions/028).
  */
-import type { ExpressionBuilder, Selectable } from 'kysely';
+import type { ExpressionBuilder, Kysely, Selectable } from 'kysely';
 import { Readable } from 'node:stream';
 import type { QueueTuning } from '../config.js';
 import { ErrorCodes, PosternError } from '../errors.js';
@@ -225,23 +225,13 @@ export class MessageQueue {
         const row = this.#newRow(id, envelope, body.bytesWritten, now, false);
         try {
           await this.#batcher.run(async (trx) => {
-            await trx.insertInto('queue_messages').values(row).execute();
-            await trx
-              .insertInto('delivery_log')
-              .values({ queue_id: id, at: now, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes`, advice: null })
-              .execute();
+            await this.#insertAccepted(trx, row, envelope);
           });
         } catch (error) {
           await this.spool.remove(id).catch(() => undefined);
           throw new PosternError(ErrorCodes.QUEUE_COMMIT_FAILED, `queue message ${id} could not be recorded in the database: ${reasonOf(error)}`, { cause: error });
         }
-        const message = toMessage(row);
-        const kept = body.kept();
-        if (kept && this.#cachedBytes + kept.length <= KEEP_BODIES_TOTAL) {
-          message.cachedBody = kept;
-          this.#cachedBytes += kept.length;
-        }
-        return message;
+        return this.#accepted(row, body.kept());
       },
       abort: async () => {
         if (settled) return;
@@ -266,22 +256,12 @@ export class MessageQueue {
         const row = this.#newRow(id, envelope, body.bytesWritten, now, false);
         try {
           await body.commit(async (trx) => {
-            await trx.insertInto('queue_messages').values(row).execute();
-            await trx
-              .insertInto('delivery_log')
-              .values({ queue_id: id, at: now, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes`, advice: null })
-              .execute();
+            await this.#insertAccepted(trx, row, envelope);
           });
         } catch (error) {
           throw new PosternError(ErrorCodes.QUEUE_COMMIT_FAILED, `queue message ${id} could not be recorded in the database: ${reasonOf(error)}`, { cause: error });
         }
-        const message = toMessage(row);
-        const kept = body.kept();
-        if (kept && this.#cachedBytes + kept.length <= KEEP_BODIES_TOTAL) {
-          message.cachedBody = kept;
-          this.#cachedBytes += kept.length;
-        }
-        return message;
+        return this.#accepted(row, body.kept());
       },
       abort: async () => {
         if (settled) return;
@@ -289,6 +269,25 @@ export class MessageQueue {
         await body.abort();
       },
     };
+  }
+
+  /** The new message's row and its "accepted" log line, in the transaction that makes it durable. */
+  async #insertAccepted(trx: Kysely<Database>, row: QueueRow, envelope: MessageEnvelope): Promise<void> {
+    await trx.insertInto('queue_messages').values(row).execute();
+    await trx
+      .insertInto('delivery_log')
+      .values({ queue_id: row.id, at: row.received_at, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes`, advice: null })
+      .execute();
+  }
+
+  /** The committed message, with its body kept in memory for the first delivery while the cache has room. */
+  #accepted(row: QueueRow, kept: Buffer | undefined): QueuedMessage {
+    const message = toMessage(row);
+    if (kept && this.#cachedBytes + kept.length <= KEEP_BODIES_TOTAL) {
+      message.cachedBody = kept;
+      this.#cachedBytes += kept.length;
+    }
+    return message;
   }
 
   #newRow(id: string, envelope: MessageEnvelope, size: number, now: number, isBounce: boolean): QueueRow {
