@@ -23,7 +23,7 @@ import { spawnPostern, type PosternProcess } from '../test/support/postern-proce
 import { WebClient } from '../test/support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
 import type { TestPki } from '../test/support/test-ca.js';
-import { message as sizedMessage, peakRss, percentile, session } from './device-session.js';
+import { currentRss, message as sizedMessage, peakRss, percentile, session } from './device-session.js';
 
 const HOST = '127.0.0.1';
 const SESSIONS = 10;
@@ -78,6 +78,70 @@ async function load(ports: number[], count: number, first: number, context: Post
     p99: percentile(latencies, 99),
     rss: instances.map((p) => peakRss(p.child.pid!)),
   };
+}
+
+/** RSS in a quiet moment: sampled until two readings 100 ms apart agree within 1 MB (or 3 s). */
+async function settledRss(pid: number): Promise<number> {
+  let last = currentRss(pid);
+  for (let i = 0; i < 30; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const now = currentRss(pid);
+    if (Math.abs(now - last) < 1024 * 1024) return now;
+    last = now;
+  }
+  return last;
+}
+
+export interface MemoryFigures {
+  /** RSS once started, settled. */
+  idle: number;
+  /** Peak RSS (VmHWM) relaying `count` concurrent messages of `size` bytes end to end. */
+  peak: number;
+  /** RSS settled after that run. */
+  after: number;
+  seconds: number;
+}
+
+/**
+ * BENCH_MEMORY_ONLY=1, PostgreSQL: a fresh instance on a database of its own, authorized and configured as the
+ * SQLite memory figure's, then stopped and started again (so the idle figure is of a plain start, not of the
+ * first start's set-up); idle RSS, then the peak relaying `count` concurrent messages of `size` bytes.
+ */
+export async function benchPostgresMemory(context: Omit<PostgresBenchContext, 'messages' | 'sqlite' | 'sqliteBigRss'>, count: number, size: number): Promise<MemoryFigures | undefined> {
+  if (!POSTGRES_ADMIN_URL) {
+    process.stdout.write('\n  PostgreSQL: skipped (set POSTERN_TEST_DATABASE_URL to a server where a scratch database may be made)\n');
+    return undefined;
+  }
+  const database = await createTestDatabase('postern_bench_memory');
+  const dir = mkdtempSync(join(tmpdir(), 'postern-bench-pg-'));
+  const key = Buffer.from(Array.from({ length: 32 }, (_, i) => i)).toString('hex');
+  const env = { POSTERN_DATA_DIR: dir, POSTERN_DATABASE_URL: database.url, POSTERN_SECRET_KEY: key, POSTERN_ADMIN_PASSWORD: 'bench-admin-password', NODE_EXTRA_CA_CERTS: context.pki.caFile, POSTERN_LOG_LEVEL: 'info', POSTERN_SMTP_MAX_CONNECTIONS_PER_ADDRESS: '100' };
+  let instance: PosternProcess | undefined;
+  try {
+    instance = await spawnPostern(env, { nodeArgs: context.nodeArgs, entry: 'dist' });
+    const web = new WebClient(`http://${HOST}:${instance.httpPort}`);
+    await web.login('admin', 'bench-admin-password');
+    await authorizeMicrosoft(web, context.microsoft, context.pki, instance.log);
+    await saveEmailSettings(web, { smtpPort: String(context.upstream.port), messagesPerMinute: '0' });
+    await saveRelaySettings(web, { allowedNetworks: HOST });
+    await instance.stop();
+    instance = await spawnPostern(env, { nodeArgs: context.nodeArgs, entry: 'dist' });
+    const pid = instance.child.pid!;
+    const idle = await settledRss(pid);
+    const big = Array.from({ length: count }, (_, i) => message(300_000 + i, size));
+    const baseline = context.upstream.messages;
+    const started = performance.now();
+    await Promise.all(big.map((body) => session(instance!.smtpPort, body)));
+    await context.upstream.waitFor(baseline + count);
+    const seconds = (performance.now() - started) / 1000;
+    const peak = peakRss(pid);
+    const after = await settledRss(pid);
+    return { idle, peak, after, seconds };
+  } finally {
+    await instance?.stop().catch(() => undefined);
+    await database.drop().catch(() => undefined);
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 /** Runs the PostgreSQL part and prints its rows beside SQLite's; returns the figures (undefined: skipped). */

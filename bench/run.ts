@@ -33,7 +33,7 @@ import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../tes
 import { createTestPki, type TestPki } from '../test/support/test-ca.js';
 import { createIntrospector } from '../test/support/upstream-smtp.js';
 import { currentRss, message, peakRss, percentile, session } from './device-session.js';
-import { benchPostgres } from './postgres.js';
+import { benchPostgres, benchPostgresMemory } from './postgres.js';
 import { startPostfixRelay } from './postfix-relay.js';
 
 const HOST = '127.0.0.1';
@@ -455,6 +455,15 @@ async function main(): Promise<void> {
   for (const [name, value, note] of rows) process.stdout.write(`  ${name.padEnd(width)}  ${value.padStart(10)}  ${note}\n`);
   if (relay) {
     await benchPostgres({ pki, microsoft, upstream, nodeArgs, messages: MESSAGES, sqlite: { accepted: relay.accepted, delivered: relay.delivered, p50: percentile(relay.latencies, 50), p99: percentile(relay.latencies, 99), rss: [relay.peak] }, sqliteBigRss: bigPeak });
+  }
+  if (MEMORY_ONLY) {
+    const pg = await benchPostgresMemory({ pki, microsoft, upstream, nodeArgs }, BIG_COUNT, BIG);
+    if (pg) {
+      process.stdout.write(`\n  PostgreSQL beside SQLite, fresh instance, ${BIG_COUNT} concurrent 25 MB messages (${pg.seconds.toFixed(1)} s on PostgreSQL)\n`);
+      for (const [name, a, b] of [['idle RSS', idle, pg.idle], ['peak RSS', bigPeak, pg.peak], ['  growth over idle', bigPeak - idle, pg.peak - pg.idle], ['idle RSS after the run', after, pg.after]] as const) {
+        process.stdout.write(`  ${name.padEnd(24)}  ${mb(a).padStart(8)} (SQLite)  ${mb(b).padStart(8)} (PostgreSQL)\n`);
+      }
+    }
   }
   const envText = Object.entries(startEnv).map(([k, v]) => `${k}=${v} `).join('');
   process.stdout.write(`\n  Postern ran as: ${envText}node ${[...nodeArgs, 'dist/main.js'].join(' ')}\n  node ${process.version}, ${((performance.now() - started) / 1000).toFixed(0)} s in total\n`);
