@@ -1,5 +1,5 @@
 import { afterEach, expect, test } from 'vitest';
-import { BODY_BYTES_PER_COLLECTION, bodyBytesStreamed } from './body-memory.js';
+import { BODY_BYTES_PER_COLLECTION, bodyBytesStreamed, DATABASE_BODY_BYTES_PER_FULL_COLLECTION, databaseBodyBytes } from './body-memory.js';
 
 const global = globalThis as { gc?: unknown };
 const original = global.gc;
@@ -21,4 +21,14 @@ test('asks for one scavenge per BODY_BYTES_PER_COLLECTION body bytes, in and out
 test('does nothing when node runs without --expose-gc', () => {
   global.gc = undefined;
   expect(() => bodyBytesStreamed(10 * BODY_BYTES_PER_COLLECTION)).not.toThrow();
+});
+
+test('asks for one full collection per DATABASE_BODY_BYTES_PER_FULL_COLLECTION database body bytes', () => {
+  const calls: unknown[] = [];
+  global.gc = (options: unknown) => calls.push(options);
+  databaseBodyBytes(DATABASE_BODY_BYTES_PER_FULL_COLLECTION);
+  calls.length = 0;
+  const chunk = 256 * 1024;
+  for (let sent = 0; sent < 2 * DATABASE_BODY_BYTES_PER_FULL_COLLECTION; sent += chunk) databaseBodyBytes(chunk);
+  expect(calls).toEqual([undefined, undefined]);
 });

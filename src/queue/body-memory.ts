@@ -29,3 +29,23 @@ export function bodyBytesStreamed(bytes: number): void {
   if (typeof collect !== 'function') return;
   collect({ type: 'minor' });
 }
+
+/** Body bytes through the database (in and out together) between two requested full collections. */
+export const DATABASE_BODY_BYTES_PER_FULL_COLLECTION = 8 * 1024 * 1024;
+
+let throughDatabase = 0;
+
+/**
+ * The database body path's chunks (BODY_CHUNK_BYTES each) live across a database round trip, so a scavenge
+ * finds them alive and moves them to the old generation, where only a full collection frees them: V8 starts
+ * one when outside-heap memory has grown by tens of MB. Every DATABASE_BODY_BYTES_PER_FULL_COLLECTION this
+ * asks for one (needs `gc` too).
+ */
+export function databaseBodyBytes(bytes: number): void {
+  throughDatabase += bytes;
+  if (throughDatabase < DATABASE_BODY_BYTES_PER_FULL_COLLECTION) return;
+  throughDatabase = 0;
+  const collect = (globalThis as { gc?: () => void }).gc;
+  if (typeof collect !== 'function') return;
+  collect();
+}

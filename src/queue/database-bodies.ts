@@ -16,6 +16,8 @@
  *   with its transaction) are removed at start all the same.
  * Failure modes: a failed insert fails the writer; the relay answers 451 and the device retries. A body
  *   without rows fails the read stream with POSTERN_QUEUE_SPOOL_MISSING.
+ * Memory: every chunk in or out is reported to databaseBodyBytes (body-memory.ts), which asks for a full
+ *   collection every few MB: a chunk lives across a round trip, so scavenges promote it instead of freeing it.
  * Known limits: a long body holds one pooled connection while it arrives; at most `maxOpen` do at once
  *   (the others wait, and their devices with them), so the rest of Postern always has connections left.
  */
@@ -23,6 +25,7 @@ import { Readable, Writable } from 'node:stream';
 import type { ControlledTransaction, Kysely } from 'kysely';
 import { ErrorCodes, PosternError } from '../errors.js';
 import type { Database } from '../store/schema.js';
+import { databaseBodyBytes } from './body-memory.js';
 
 /** The largest chunk of a body in one row. */
 export const BODY_CHUNK_BYTES = 256 * 1024;
@@ -131,6 +134,7 @@ export class DatabaseBodies {
                 return;
               }
               seq++;
+              databaseBodyBytes(row.data.length);
               if (row.data.length === 0) this.push(null);
               else this.push(row.data);
             },
@@ -189,6 +193,7 @@ export class DatabaseBodyWriter extends Writable {
       this.#pendingBytes = rest.length;
       const trx = await this.#transaction();
       await trx.insertInto('message_bodies').values({ message_id: this.id, seq: this.#seq++, data: chunk }).execute();
+      databaseBodyBytes(chunk.length);
     }
   }
 
