@@ -529,6 +529,74 @@ export const en = {
   'domain.googleSecretSpaces': 'The Client Secret cannot contain spaces.',
   'domain.tryAgain': 'try again in {wait} (after {time} UTC)',
   'domain.sendersHint': 'Write one per line: an address (scanner@example.com) or @domain (@example.com).',
+  'domain.smtpAuthDisabled':
+    'SMTP AUTH is disabled for this mailbox or tenant: enable Authenticated SMTP for the mailbox (Microsoft 365 admin center > Users > Active users > Mail > Manage email apps, or Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false). Security defaults also turn it off.',
+  'domain.smtpSendAs':
+    'The mailbox is not allowed to send as this sender address: set Sender E-Mail Address in E-Mail Settings to the authorized mailbox, or give the mailbox Send As rights on that address.',
+  'domain.smtpBasicAuth':
+    "The server says basic authentication is not supported for client submission. Postern signs in with OAuth 2.0 only; check that E-Mail Settings use the account that holds the token (Sending Account) and the provider's SMTP server.",
+  'domain.smtpExchangeToken':
+    'Exchange Online refused the OAuth token: check that the app registration has the delegated permission SMTP.Send (with consent) and that the authorized account is the sending mailbox; if it persists, get a new user code in OAuth 2.0 (Microsoft) Settings.',
+  'domain.smtpGmailToken':
+    'Gmail refused the token: the authorization may have been revoked or may lack Gmail access (https://mail.google.com/). Register the authorization again in OAuth 2.0 (Google) Settings.',
+  'domain.smtpNotAuthenticated': 'The server wants an authenticated session before MAIL FROM: check the SMTP Server and Port in E-Mail Settings.',
+  'domain.smtpTooLarge':
+    'The message is larger than the upstream server accepts; ask the sender to send a smaller file (lower the scan resolution or split the document).',
+  'domain.smtpNoRecipient': 'The recipient address does not exist at its mail server; check the address.',
+  'domain.smtpThrottled':
+    'The provider is throttling this mailbox (too many messages or connections). Postern retries automatically; lower Maximum Messages per Minute in E-Mail Settings if this keeps happening.',
+  'domain.smtpTempAuth': 'A temporary authentication failure at the server; Postern retries automatically.',
+  'domain.smtpTokenRefused':
+    'The server refused the OAuth token, also after a fresh one was obtained: check the mailbox may use SMTP and that the authorization is for this mailbox. Postern retries automatically.',
+  'domain.smtpTemporary': 'A temporary failure at the server; Postern retries automatically.',
+  'domain.smtpPermanent': 'The server refused the message permanently; it was returned to its sender.',
+  'domain.smtpStartTls':
+    'The server did not accept STARTTLS, and Postern never signs in over an unencrypted connection. Check SMTP Server, Port and TLS Mode in E-Mail Settings (587 = STARTTLS, 465 = SSL/TLS).',
+  'domain.smtpPortTls': 'Check that the port and TLS mode match (587 = STARTTLS, 465 = SSL/TLS).',
+  'domain.netUntrusted':
+    'The server certificate of {host} is not trusted ({code}). Register the issuing CA certificate in CA Certificate Settings, or turn off Verify Server Certificate.',
+  'domain.netCertDate': "The server certificate of {host} is {state}. Check the server's certificate and this computer's date and time.",
+  'domain.stateExpired': 'expired',
+  'domain.stateNotYetValid': 'not yet valid',
+  'domain.netNameMismatch': 'The server certificate does not match the host name {host} ({altnames}). Check the URL, or turn off Add CN to Verification Items.',
+  'domain.netDns': "The host name {host} could not be resolved (DNS{dnsNote}). Check the URL and this computer's DNS settings.",
+  'domain.dnsTemporary': ', temporary failure',
+  'domain.netRefused': '{host} refused the connection. Check the URL and port, and any firewall or proxy.',
+  'domain.netTimeout': 'The connection to {host} timed out. Check the network path, firewall and proxy.',
+  'domain.netReset': '{host} closed the connection unexpectedly. A firewall or TLS-inspecting proxy may be interfering.',
+  'domain.netHandshake': 'The TLS handshake with {host} failed ({code}).',
+  'domain.netOther': 'Could not connect to {host}: {detail}.',
+  'domain.netServerError': '{host} answered HTTP {code} (server error). The authorization server or a proxy in between is failing; try again later.',
+  'domain.testSent': 'Sent: {server} accepted the test e-mail from {from} to {to}.',
+  'domain.testNotSent': 'Not sent: {server} {what}.',
+  'domain.whatUnreachable': 'could not be reached or the session failed',
+  'domain.whatSignIn': 'refused the sign-in with the OAuth token',
+  'domain.whatRefused': 'refused the message',
+  'domain.testRecipient': 'Not sent: {server} refused the recipient {to}.',
+  'domain.testNoToken': 'Not sent: {account} has no usable token.',
+  'domain.holdNotInUse': 'Turn on Use {account} in {account} Settings, or choose the other account in E-Mail Settings.',
+  'domain.holdExpired': 'Authorize again in {account} Settings; held messages are sent as soon as Token Status is Active.',
+  'domain.holdError': 'Postern keeps retrying the token refresh; held messages are sent as soon as Token Status is Active again.',
+  'domain.holdAuthorize': 'Authorize the account in {account} Settings; held messages are sent as soon as Token Status is Active.',
+  'domain.oauthInvalidGrant': 'The authorization is no longer valid. Get a new user code and sign in again.',
+  'domain.oauthRefreshExpired': 'The refresh token expired because it was not used for a long time. Get a new user code and sign in again.',
+  'domain.oauthRevoked':
+    'The authorization was revoked (for example after a password change or an administrator revoking sessions). Get a new user code and sign in again.',
+  'domain.oauthPublicFlows':
+    'The app registration does not allow public client flows. In Microsoft Entra ID > App registrations > your app > Authentication > Advanced settings, set "Allow public client flows" to Yes, save, then get a new user code.',
+  'domain.oauthAppNotFound':
+    'The application was not found in this tenant. Check the Application (Client) ID, and that the tenant in the endpoint is the one the app is registered in.',
+  'domain.oauthConsent':
+    'Consent for SMTP.Send is missing. In the app registration add the delegated permission Office 365 Exchange Online > SMTP.Send (grant admin consent if your tenant requires it), then authorize again.',
+  'domain.oauthNoConnection':
+    'Postern could not reach the authorization server, so no user code was requested. Fix the connection, then click Get New User Code.',
+  'domain.googleInvalidGrant':
+    'The authorization is no longer valid (revoked, the Gmail password was changed, or the consent screen is in "Testing" status, which limits refresh tokens to 7 days). Register the authorization information again.',
+  'domain.googleMalformed': 'The authorization code was damaged in copying. Register again and paste the whole URL from the browser.',
+  'domain.googleClient':
+    'Google refused the client. Check the Client ID and Client Secret (Google Cloud console > APIs & Services > Credentials; the client type must be "Desktop app").',
+  // Last: the sentence a longer advice ends with.
+  'domain.retries': 'Postern retries automatically.',
 } as const;
 
 export type MessageKey = keyof typeof en;

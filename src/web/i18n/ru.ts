@@ -521,4 +521,71 @@ export const ru: Messages = {
   'domain.googleSecretSpaces': 'Client Secret не может содержать пробелов.',
   'domain.tryAgain': 'повторите попытку через {wait} (после {time} UTC)',
   'domain.sendersHint': 'Пишите по одному в строке: адрес (scanner@example.com) или @домен (@example.com).',
+  'domain.smtpAuthDisabled':
+    'Для этого почтового ящика или клиента (tenant) отключен SMTP AUTH: включите Authenticated SMTP для ящика (Центр администрирования Microsoft 365 > Пользователи > Активные пользователи > Почта > Управление приложениями электронной почты, или Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false). Его также отключают параметры безопасности по умолчанию (Security defaults).',
+  'domain.smtpSendAs':
+    'Почтовому ящику не разрешено отправлять от имени этого адреса отправителя: укажите в E-Mail Settings в поле Sender E-Mail Address авторизованный ящик или дайте ящику право Send As на этот адрес.',
+  'domain.smtpBasicAuth':
+    'Сервер сообщает, что базовая аутентификация для отправки клиентами не поддерживается. Postern входит только по OAuth 2.0; проверьте, что в E-Mail Settings выбрана учетная запись, у которой есть токен (Sending Account), и SMTP-сервер провайдера.',
+  'domain.smtpExchangeToken':
+    'Exchange Online отклонил токен OAuth: проверьте, что у регистрации приложения есть делегированное разрешение SMTP.Send (с согласием) и что авторизованная учетная запись — это ящик-отправитель; если ошибка повторяется, получите новый код пользователя в OAuth 2.0 (Microsoft) Settings.',
+  'domain.smtpGmailToken':
+    'Gmail отклонил токен: авторизация могла быть отозвана или не включать доступ к Gmail (https://mail.google.com/). Зарегистрируйте авторизацию заново в OAuth 2.0 (Google) Settings.',
+  'domain.smtpNotAuthenticated': 'Сервер требует аутентифицированный сеанс до MAIL FROM: проверьте SMTP Server и Port в E-Mail Settings.',
+  'domain.smtpTooLarge':
+    'Сообщение больше, чем принимает вышестоящий сервер; попросите отправителя прислать файл меньшего размера (снизить разрешение сканирования или разделить документ).',
+  'domain.smtpNoRecipient': 'Адрес получателя не существует на его почтовом сервере; проверьте адрес.',
+  'domain.smtpThrottled':
+    'Провайдер ограничивает этот почтовый ящик (слишком много сообщений или соединений). Postern повторяет попытки автоматически; если это повторяется, уменьшите Maximum Messages per Minute в E-Mail Settings.',
+  'domain.smtpTempAuth': 'Временный сбой аутентификации на сервере; Postern повторяет попытки автоматически.',
+  'domain.smtpTokenRefused':
+    'Сервер отклонил токен OAuth, в том числе после получения нового: проверьте, что ящику разрешено использовать SMTP и что авторизация выдана для этого ящика. Postern повторяет попытки автоматически.',
+  'domain.smtpTemporary': 'Временный сбой на сервере; Postern повторяет попытки автоматически.',
+  'domain.smtpPermanent': 'Сервер окончательно отклонил сообщение; оно возвращено отправителю.',
+  'domain.smtpStartTls':
+    'Сервер не принял STARTTLS, а Postern никогда не входит по незашифрованному соединению. Проверьте SMTP Server, Port и TLS Mode в E-Mail Settings (587 = STARTTLS, 465 = SSL/TLS).',
+  'domain.smtpPortTls': 'Проверьте, что порт соответствует режиму TLS (587 = STARTTLS, 465 = SSL/TLS).',
+  'domain.netUntrusted':
+    'Сертификат сервера {host} не является доверенным ({code}). Зарегистрируйте сертификат выдавшего его ЦС в CA Certificate Settings или отключите Verify Server Certificate.',
+  'domain.netCertDate': 'Сертификат сервера {host}: {state}. Проверьте сертификат сервера, а также дату и время на этом компьютере.',
+  'domain.stateExpired': 'срок действия истек',
+  'domain.stateNotYetValid': 'срок действия еще не начался',
+  'domain.netNameMismatch': 'Сертификат сервера не соответствует имени узла {host} ({altnames}). Проверьте URL или отключите Add CN to Verification Items.',
+  'domain.netDns': 'Не удалось разрешить имя узла {host} (DNS{dnsNote}). Проверьте URL и настройки DNS этого компьютера.',
+  'domain.dnsTemporary': ', временный сбой',
+  'domain.netRefused': '{host} отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер.',
+  'domain.netTimeout': 'Истекло время ожидания соединения с {host}. Проверьте сетевой путь, брандмауэр и прокси-сервер.',
+  'domain.netReset': '{host} неожиданно закрыл соединение. Возможно, мешает брандмауэр или прокси-сервер с проверкой TLS.',
+  'domain.netHandshake': 'Не удалось выполнить согласование TLS с {host} ({code}).',
+  'domain.netOther': 'Не удалось подключиться к {host}: {detail}.',
+  'domain.netServerError': '{host} ответил HTTP {code} (ошибка сервера). Сбой на сервере авторизации или на промежуточном прокси-сервере; повторите попытку позже.',
+  'domain.testSent': 'Отправлено: {server} принял тестовое письмо от {from} для {to}.',
+  'domain.testNotSent': 'Не отправлено: {server} {what}.',
+  'domain.whatUnreachable': 'недоступен, или сеанс завершился ошибкой',
+  'domain.whatSignIn': 'отклонил вход с токеном OAuth',
+  'domain.whatRefused': 'отклонил сообщение',
+  'domain.testRecipient': 'Не отправлено: {server} отклонил получателя {to}.',
+  'domain.testNoToken': 'Не отправлено: у {account} нет пригодного токена.',
+  'domain.holdNotInUse': 'Включите Use {account} в {account} Settings или выберите другую учетную запись в E-Mail Settings.',
+  'domain.holdExpired': 'Авторизуйтесь заново в {account} Settings; задержанные сообщения будут отправлены, как только Token Status станет Active.',
+  'domain.holdError': 'Postern продолжает попытки обновить токен; задержанные сообщения будут отправлены, как только Token Status снова станет Active.',
+  'domain.holdAuthorize': 'Авторизуйте учетную запись в {account} Settings; задержанные сообщения будут отправлены, как только Token Status станет Active.',
+  'domain.oauthInvalidGrant': 'Авторизация больше не действительна. Получите новый код пользователя и войдите снова.',
+  'domain.oauthRefreshExpired': 'Срок действия токена обновления истек, так как он долго не использовался. Получите новый код пользователя и войдите снова.',
+  'domain.oauthRevoked':
+    'Авторизация отозвана (например, после смены пароля или отзыва сеансов администратором). Получите новый код пользователя и войдите снова.',
+  'domain.oauthPublicFlows':
+    'Регистрация приложения не разрешает потоки общедоступных клиентов. В Microsoft Entra ID > Регистрация приложений > ваше приложение > Проверка подлинности > Дополнительные параметры установите «Разрешить потоки общедоступных клиентов» в «Да», сохраните и получите новый код пользователя.',
+  'domain.oauthAppNotFound':
+    'Приложение не найдено в этом клиенте (tenant). Проверьте Application (Client) ID и то, что клиент в конечной точке — тот, в котором зарегистрировано приложение.',
+  'domain.oauthConsent':
+    'Нет согласия на SMTP.Send. В регистрации приложения добавьте делегированное разрешение Office 365 Exchange Online > SMTP.Send (предоставьте согласие администратора, если этого требует ваш клиент), затем авторизуйтесь снова.',
+  'domain.oauthNoConnection':
+    'Postern не удалось подключиться к серверу авторизации, поэтому код пользователя не запрошен. Устраните проблему с подключением, затем нажмите Get New User Code.',
+  'domain.googleInvalidGrant':
+    'Авторизация больше не действительна (отозвана, изменен пароль Gmail или экран согласия в статусе «Testing», при котором токены обновления действуют 7 дней). Зарегистрируйте сведения об авторизации заново.',
+  'domain.googleMalformed': 'Код авторизации поврежден при копировании. Зарегистрируйтесь снова и вставьте URL из браузера целиком.',
+  'domain.googleClient':
+    'Google отклонил клиента. Проверьте Client ID и Client Secret (консоль Google Cloud > APIs & Services > Credentials; тип клиента должен быть «Desktop app»).',
+  'domain.retries': 'Postern повторяет попытки автоматически.',
 };
