@@ -140,7 +140,7 @@ describe('the services\' sentences in the page\'s language', () => {
     const { classifyConnectionError } = await import('../src/tls/trust.js');
     const t = translator('ru');
     const ru = (text: string) => domainText('ru', t, text);
-    const cyrillicOnly = (text: string) => expect(ru(text), text).toMatch(/[А-Яа-я]/);
+    const inRussian = (text: string) => expect(ru(text), text).toMatch(/[А-Яа-я]/);
     // Every advice the reply classifier writes has a template.
     const replies = [
       '535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.',
@@ -154,14 +154,14 @@ describe('the services\' sentences in the page\'s language', () => {
       '421 4.3.2 Service not available, too many connections',
       '454 4.7.0 Temporary authentication failure',
     ];
-    for (const reply of replies) cyrillicOnly(adviceFor(Number(reply.slice(0, 3)), reply));
-    for (const code of [535, 451, 550, null]) cyrillicOnly(adviceFor(code, 'no known words'));
+    for (const reply of replies) inRussian(adviceFor(Number(reply.slice(0, 3)), reply));
+    for (const code of [535, 451, 550, null]) inRussian(adviceFor(code, 'no known words'));
     expect(ru(adviceFor(550, '550 5.1.1 User unknown'))).toBe('Адрес получателя не существует на его почтовом сервере; проверьте адрес.');
     // Connection failures, with the retry sentence the queue adds after them; a host stays as it is.
     const refused = classifySmtpError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:2525'), { code: 'ESOCKET', originalCode: 'ECONNREFUSED' }), '127.0.0.1:2525');
     expect(ru(refused.advice)).toBe('127.0.0.1:2525 отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер. Postern повторяет попытки автоматически.');
     const startTls = classifySmtpError(Object.assign(new Error('STARTTLS refused'), { code: 'ETLS', responseCode: 502, response: '502 5.5.1 Unrecognized command', command: 'STARTTLS' }), 'smtp.example');
-    cyrillicOnly(startTls.advice);
+    inRussian(startTls.advice);
     for (const code of ['ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'EPROTO']) {
       const { reason } = classifyConnectionError(Object.assign(new Error(`failure ${code}`), { code }), 'login.example:443');
       expect(ru(reason), `${code}: ${reason}`).not.toMatch(/\b(The|Check|Could|refused|timed)\b/);
@@ -174,6 +174,22 @@ describe('the services\' sentences in the page\'s language', () => {
     expect(ru('Not sent: OAuth 2.0 (Microsoft) has no usable token. AADSTS70008: The refresh token has expired.')).toBe(
       'Не отправлено: у OAuth 2.0 (Microsoft) нет пригодного токена. AADSTS70008: The refresh token has expired.',
     );
+    // OAuth provider advice shown with Token Status.
+    const { adviceFor: providerAdvice } = await import('../src/oauth/provider-errors.js');
+    expect(ru(providerAdvice('microsoft', 'invalid_grant', 'AADSTS70008: The provided authorization code or refresh token has expired')!)).toBe(
+      'Срок действия токена обновления истек, так как он долго не использовался. Получите новый код пользователя и войдите снова.',
+    );
+    for (const [provider, error, description] of [
+      ['microsoft', 'invalid_grant', undefined],
+      ['microsoft', 'invalid_client', undefined],
+      ['microsoft', 'invalid_grant', 'AADSTS7000218: public client'],
+      ['microsoft', 'invalid_grant', 'AADSTS65001: consent'],
+      ['google', 'invalid_grant', undefined],
+      ['google', 'invalid_grant', 'Malformed auth code.'],
+      ['google', 'invalid_client', undefined],
+    ] as const) {
+      inRussian(providerAdvice(provider, error, description)!);
+    }
     expect(domainText('en', translator('en'), refused.advice)).toBe(refused.advice);
   });
 

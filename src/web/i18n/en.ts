@@ -596,6 +596,32 @@ export const en = {
   'domain.googleClient':
     'Google refused the client. Check the Client ID and Client Secret (Google Cloud console > APIs & Services > Credentials; the client type must be "Desktop app").',
   // Last: the sentence a longer advice ends with.
+  'domain.oauthRefreshUnused90': 'The refresh token expired because it was not used for 90 days. Get a new user code and sign in again.',
+  'domain.oauthInvalidClient':
+    'The application was refused. Check the Application (Client) ID, and that "Allow public client flows" is enabled in the app registration.',
+  'domain.oauthUnauthorizedClient': 'The app registration may not use this flow. Enable "Allow public client flows" in the app registration.',
+  'domain.oauthInvalidScope': 'The scope was refused. Add the delegated permission SMTP.Send (Office 365 Exchange Online) to the app registration.',
+  'domain.oauthSignInAgain': 'The user must sign in again. Get a new user code.',
+  'domain.oauthMfa': 'Multi-factor authentication is now required. Get a new user code and sign in again, completing MFA.',
+  'domain.oauthConditionalAccess': 'Conditional Access blocked the sign-in. Ask your Entra ID administrator to allow this sign-in for the gateway mailbox.',
+  'domain.oauthAdminConsent': 'An administrator must grant consent to this app (API permissions > Grant admin consent), then authorize again.',
+  'domain.oauthClock': "Check this computer's date, time and time zone, and set the time automatically (NTP); then try again.",
+  'domain.oauthBusy': 'The authorization server is busy or failing. Postern retries with backoff.',
+  'domain.oauthNotServer': 'Check that the endpoint URL points at the authorization server itself and not at a web page or proxy.',
+  'domain.googleAdminPolicy': 'A Google Workspace administrator restricted this app. Allow it in the Admin console (Security > API controls).',
+  'domain.googleScope': 'The scope https://mail.google.com/ was refused. Add it to the OAuth consent screen.',
+  'domain.googleDenied': 'Access was not granted: the Google account holder clicked Cancel or denied access (access_denied). Nothing was registered.',
+  'domain.googleStartAgainAllow': 'Click Register to start again, and allow access at Google.',
+  'domain.googleStateMismatch':
+    'The pasted URL belongs to another authorization attempt (state does not match). Use the URL from the sign-in you started on this screen.',
+  'domain.googleStartAgain': 'Click Register to start again.',
+  'domain.googleNoPending': 'No authorization is pending for this session. Open URL for Google Authorization Server first, then paste the code.',
+  'domain.googleCodeWrong': 'The code is wrong, expired or already used, or it was not copied whole. Click Register to start again and paste the whole URL.',
+  'domain.googleNoRefresh': 'Google issued no refresh token, so Postern could not keep the authorization. Nothing was registered.',
+  'domain.deviceDeclined': 'The sign-in was declined at the verification page. Click Get New User Code to try again.',
+  'domain.deviceCodeExpired': 'The user code expired before the sign-in was completed. Click Get New User Code to try again.',
+  'domain.deviceNoRefresh':
+    'Signed in, but no refresh token was issued, so Postern could not keep the authorization. Check that the app registration allows the offline_access permission, then click Get New User Code.',
   'domain.retries': 'Postern retries automatically.',
 } as const;
 
