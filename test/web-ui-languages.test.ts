@@ -3,9 +3,11 @@
  * Remote UI's own forms (no browser): the language from Accept-Language and the switch, Relay Settings'
  * device account on a page of its own, the confirmation before a change of client discards an Active
  * authorization, Delete Token without a token, the portal as a status page, the Audit Log's paging, filter
- * and CSV export (CSV injection), the relay certificate as PEM and DER, and the favicon.
+ * and CSV export (CSV injection), the relay certificate as PEM and DER, the favicon, and the services' advice
+ * and results (a deferred message, Send Test E-Mail, Server Connection Status) in Russian.
  */
 import { X509Certificate } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { LOG } from './support/events.js';
 import { startGoogleStandin, startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
@@ -401,5 +403,23 @@ describe('the services\' advice and results in Russian', () => {
     html = await stack.web.post('/settings/send/email/test', { testTo: 'bob@example.test' });
     expect(field(html, 'test-result')).toBe('Не отправлено: 127.0.0.1:1 недоступен, или сеанс завершился ошибкой.');
     expect(field(html, 'test-advice')).toBe('127.0.0.1 отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер.');
+  });
+
+  test('Server Connection Status: a refused connection\'s reason in Russian', async () => {
+    // Last in this group: the changed endpoint discards the authorization the tests above send with.
+    // A port that was free a moment ago: nothing listens there (fetch itself refuses port 1).
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await stack.web.get(`${MS}/edit`);
+    const form = { enabled: 'on', verifyServerCertificate: 'on', addCnToVerificationItems: 'on', endpoint: `https://127.0.0.1:${port}/organizations/oauth2/v2.0`, clientId: stack.microsoft.publicClientId };
+    await stack.web.post(`${MS}/edit`, { ...form, confirmDiscard: '1' });
+    expect(stack.web.lastStatus).toBe(303);
+    await stack.gw.postern.oauth.whenIdle('microsoft');
+    const status = await stack.web.get(`${MS}/status`);
+    expect(field(status, 'connection-status')).toBe('Connection Failed');
+    expect(field(status, 'connection-detail')).toBe(`127.0.0.1:${port} отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер.`);
+    expect((await stack.gw.postern.oauth.status('microsoft')).connection.detail).toBe(`127.0.0.1:${port} refused the connection. Check the URL and port, and any firewall or proxy.`);
   });
 });
