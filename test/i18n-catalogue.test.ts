@@ -190,6 +190,12 @@ describe('the services\' sentences in the page\'s language', () => {
     ] as const) {
       inRussian(providerAdvice(provider, error, description)!);
     }
+    // Notification results (Notifications page), the receiver's own words verbatim.
+    const { describeAnswer } = await import('../src/notify/webhook.js');
+    expect(ru(describeAnswer(404, 'Not found. Gone').summary)).toBe(
+      'Получатель ответил HTTP 404 Not Found: по этому адресу нет веб-перехватчика. Возможно, он удален (или его рабочий процесс отключен) либо URL неполный. Скопируйте Webhook URL у получателя заново. Ответ получателя: «Not found. Gone».',
+    );
+    for (const status of [202, 302, 429, 503, 401, 400, 405, 413, 418]) inRussian(describeAnswer(status).summary);
     expect(domainText('en', translator('en'), refused.advice)).toBe(refused.advice);
   });
 

@@ -110,6 +110,14 @@ export const DOMAIN_KEYS = [
   'domain.deviceDeclined',
   'domain.deviceCodeExpired',
   'domain.deviceNoRefresh',
+  'domain.notifyAccepted',
+  'domain.notifyRedirect',
+  'domain.notifyBusy',
+  'domain.notifyReceiverFailed',
+  'domain.notifySaid',
+  'domain.notifyAnswered',
+  'domain.notifyNoUrl',
+  'domain.notifyGaveUp',
   'domain.netOther',
   'domain.retries',
   // Generic ("the {label} …") last: the sentences above would match them too.
@@ -125,6 +133,7 @@ export const CHOICES: Record<string, MessageKey[]> = {
   state: ['domain.stateExpired', 'domain.stateNotYetValid'],
   dnsNote: ['domain.dnsTemporary'],
   what: ['domain.whatUnreachable', 'domain.whatSignIn', 'domain.whatRefused'],
+  meaning: ['domain.meaningNoWebhook', 'domain.meaningRefusedSecret', 'domain.meaningFormat', 'domain.meaningNoPost', 'domain.meaningTooLarge', 'domain.meaningRefused'],
 };
 /** Placeholders that may be empty (the sender of a test e-mail without a mailbox, no DNS note). */
 const OPTIONAL = new Set(['from', 'dnsNote']);
@@ -149,7 +158,7 @@ const TEMPLATES: Template[] = DOMAIN_KEYS.map((key) => {
       const choices = CHOICES[name];
       if (choices) return `(${choices.map((k) => escape(CATALOGUES.en[k])).join('|')}${OPTIONAL.has(name) ? '|' : ''})`;
       // A value never runs over a "; " or into the next sentence (a certificate's name list may hold ". ").
-      if (name === 'altnames') return '([^;]+?)';
+      if (name === 'altnames' || name === 'said') return '([^;]+?)';
       return OPTIONAL.has(name) ? '((?:(?!\\. )[^;])*?)' : '((?:(?!\\. )[^;])+?)';
     })
     .join('');

@@ -622,6 +622,24 @@ export const en = {
   'domain.deviceCodeExpired': 'The user code expired before the sign-in was completed. Click Get New User Code to try again.',
   'domain.deviceNoRefresh':
     'Signed in, but no refresh token was issued, so Postern could not keep the authorization. Check that the app registration allows the offline_access permission, then click Get New User Code.',
+  'domain.notifyAccepted': 'The receiver accepted the notification ({http}).',
+  'domain.notifyRedirect':
+    "The receiver answered {http}, a redirect to another address. Postern does not follow redirects with a webhook: enter the webhook's final URL.",
+  'domain.notifyBusy': 'The receiver is busy ({http}) and asked to try again later.',
+  'domain.notifyReceiverFailed': "The receiver failed ({http}): a problem on the receiver's side, not in Postern's settings.",
+  'domain.notifySaid': 'The receiver said: "{said}".',
+  'domain.notifyAnswered': 'The receiver answered {http}: {meaning}',
+  'domain.meaningNoWebhook':
+    'there is no webhook at this address. It may have been deleted (or its workflow turned off), or the URL is incomplete. Copy the Webhook URL again from the receiver.',
+  'domain.meaningRefusedSecret':
+    'the receiver refused the request: the secret in the Webhook URL is wrong or no longer valid, or the receiver does not accept requests from this network. Copy the Webhook URL again from the receiver.',
+  'domain.meaningFormat':
+    'the receiver did not accept the message. Check that Format matches the receiver: Microsoft Teams Workflows expects the Adaptive Card format, Slack and its kin expect {"text": …}.',
+  'domain.meaningNoPost': 'the address does not take webhook messages (POST). Check the Webhook URL.',
+  'domain.meaningTooLarge': 'the receiver found the message too large.',
+  'domain.meaningRefused': 'the receiver refused the notification.',
+  'domain.notifyNoUrl': 'Save a Webhook URL first.',
+  'domain.notifyGaveUp': 'Postern gave up after {count} attempts.',
   'domain.retries': 'Postern retries automatically.',
 } as const;
 

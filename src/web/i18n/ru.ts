@@ -613,5 +613,23 @@ export const ru: Messages = {
   'domain.deviceCodeExpired': 'Срок действия кода пользователя истек до завершения входа. Нажмите Get New User Code, чтобы повторить попытку.',
   'domain.deviceNoRefresh':
     'Вход выполнен, но токен обновления не выдан, поэтому Postern не может сохранить авторизацию. Проверьте, что регистрации приложения разрешено разрешение offline_access, затем нажмите Get New User Code.',
+  'domain.notifyAccepted': 'Получатель принял уведомление ({http}).',
+  'domain.notifyRedirect':
+    'Получатель ответил {http} — перенаправлением на другой адрес. Postern не следует перенаправлениям для веб-перехватчика: введите окончательный URL веб-перехватчика.',
+  'domain.notifyBusy': 'Получатель занят ({http}) и просит повторить попытку позже.',
+  'domain.notifyReceiverFailed': 'Сбой у получателя ({http}): проблема на стороне получателя, а не в настройках Postern.',
+  'domain.notifySaid': 'Ответ получателя: «{said}».',
+  'domain.notifyAnswered': 'Получатель ответил {http}: {meaning}',
+  'domain.meaningNoWebhook':
+    'по этому адресу нет веб-перехватчика. Возможно, он удален (или его рабочий процесс отключен) либо URL неполный. Скопируйте Webhook URL у получателя заново.',
+  'domain.meaningRefusedSecret':
+    'получатель отклонил запрос: секрет в Webhook URL неверен или больше не действует, либо получатель не принимает запросы из этой сети. Скопируйте Webhook URL у получателя заново.',
+  'domain.meaningFormat':
+    'получатель не принял сообщение. Проверьте, что Format соответствует получателю: Microsoft Teams Workflows ожидает формат Adaptive Card, Slack и подобные — {"text": …}.',
+  'domain.meaningNoPost': 'этот адрес не принимает сообщения веб-перехватчика (POST). Проверьте Webhook URL.',
+  'domain.meaningTooLarge': 'получатель счел сообщение слишком большим.',
+  'domain.meaningRefused': 'получатель отклонил уведомление.',
+  'domain.notifyNoUrl': 'Сначала сохраните Webhook URL.',
+  'domain.notifyGaveUp': 'Postern прекратил попытки (всего попыток: {count}).',
   'domain.retries': 'Postern повторяет попытки автоматически.',
 };
