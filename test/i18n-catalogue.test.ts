@@ -111,11 +111,13 @@ describe('choosing the language', () => {
 
 describe('the services\' sentences in the page\'s language', () => {
   test('each template still matches its service: its fixed words occur in the source', async () => {
-    const { DOMAIN_KEYS } = await import('../src/web/i18n/domain.js');
+    const { CHOICES, DOMAIN_KEYS } = await import('../src/web/i18n/domain.js');
     const sources = files(join(WEB, '..'), ['.ts'])
       .filter((path) => !path.includes(join('web', 'i18n')))
       .map((path) => readFileSync(path, 'utf8'))
-      .join('\n');
+      .join('\n')
+      // The sentence as written, not as quoted in the source ('provider\'s').
+      .replace(/\\'/g, "'");
     const stale = DOMAIN_KEYS.filter((key) =>
       en[key]
         .split(/\{\w+\}/)
@@ -124,6 +126,77 @@ describe('the services\' sentences in the page\'s language', () => {
         .some((part) => !sources.includes(part)),
     );
     expect(stale).toEqual([]);
+    // Each fixed phrase a choice placeholder stands for is still written by a service.
+    const staleChoices = Object.values(CHOICES)
+      .flat()
+      .filter((key) => !sources.includes(en[key].trim()));
+    expect(staleChoices).toEqual([]);
+  });
+
+  test('upstream advice, connection reasons and test e-mail results, as the services write them, read in Russian', async () => {
+    const { domainText } = await import('../src/web/i18n/domain.js');
+    const { translator } = await import('../src/web/i18n/index.js');
+    const { adviceFor, classifySmtpError } = await import('../src/smtp-out/replies.js');
+    const { classifyConnectionError } = await import('../src/tls/trust.js');
+    const t = translator('ru');
+    const ru = (text: string) => domainText('ru', t, text);
+    const inRussian = (text: string) => expect(ru(text), text).toMatch(/[А-Яа-я]/);
+    // Every advice the reply classifier writes has a template.
+    const replies = [
+      '535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.',
+      '554 5.2.252 SendAsDenied',
+      '535 5.7.30 Basic authentication is not supported for Client Submission.',
+      '535 5.7.3 Authentication unsuccessful',
+      '535 5.7.8 Username and Password not accepted. BadCredentials',
+      '530 5.7.57 Client not authenticated to send mail.',
+      '552 5.3.4 Message size exceeds fixed maximum message size',
+      '550 5.1.1 User unknown',
+      '421 4.3.2 Service not available, too many connections',
+      '454 4.7.0 Temporary authentication failure',
+    ];
+    for (const reply of replies) inRussian(adviceFor(Number(reply.slice(0, 3)), reply));
+    for (const code of [535, 451, 550, null]) inRussian(adviceFor(code, 'no known words'));
+    expect(ru(adviceFor(550, '550 5.1.1 User unknown'))).toBe('Адрес получателя не существует на его почтовом сервере; проверьте адрес.');
+    // Connection failures, with the retry sentence the queue adds after them; a host stays as it is.
+    const refused = classifySmtpError(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:2525'), { code: 'ESOCKET', originalCode: 'ECONNREFUSED' }), '127.0.0.1:2525');
+    expect(ru(refused.advice)).toBe('127.0.0.1:2525 отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер. Postern повторяет попытки автоматически.');
+    const startTls = classifySmtpError(Object.assign(new Error('STARTTLS refused'), { code: 'ETLS', responseCode: 502, response: '502 5.5.1 Unrecognized command', command: 'STARTTLS' }), 'smtp.example');
+    inRussian(startTls.advice);
+    for (const code of ['ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'EPROTO']) {
+      const { reason } = classifyConnectionError(Object.assign(new Error(`failure ${code}`), { code }), 'login.example:443');
+      expect(ru(reason), `${code}: ${reason}`).not.toMatch(/\b(The|Check|Could|refused|timed)\b/);
+    }
+    // Send Test E-Mail's results.
+    expect(ru('Not sent: smtp.example:587 refused the message.')).toBe('Не отправлено: smtp.example:587 отклонил сообщение.');
+    expect(ru('Not sent: smtp.example:587 could not be reached or the session failed.')).toBe('Не отправлено: smtp.example:587 недоступен, или сеанс завершился ошибкой.');
+    expect(ru('Sent: smtp.example:587 accepted the test e-mail from a@example.test to b@example.test.')).toBe('Отправлено: smtp.example:587 принял тестовое письмо от a@example.test для b@example.test.');
+    // A provider's own words stay verbatim beside Postern's translated ones.
+    expect(ru('Not sent: OAuth 2.0 (Microsoft) has no usable token. AADSTS70008: The refresh token has expired.')).toBe(
+      'Не отправлено: у OAuth 2.0 (Microsoft) нет пригодного токена. AADSTS70008: The refresh token has expired.',
+    );
+    // OAuth provider advice shown with Token Status.
+    const { adviceFor: providerAdvice } = await import('../src/oauth/provider-errors.js');
+    expect(ru(providerAdvice('microsoft', 'invalid_grant', 'AADSTS70008: The provided authorization code or refresh token has expired')!)).toBe(
+      'Срок действия токена обновления истек, так как он долго не использовался. Получите новый код пользователя и войдите снова.',
+    );
+    for (const [provider, error, description] of [
+      ['microsoft', 'invalid_grant', undefined],
+      ['microsoft', 'invalid_client', undefined],
+      ['microsoft', 'invalid_grant', 'AADSTS7000218: public client'],
+      ['microsoft', 'invalid_grant', 'AADSTS65001: consent'],
+      ['google', 'invalid_grant', undefined],
+      ['google', 'invalid_grant', 'Malformed auth code.'],
+      ['google', 'invalid_client', undefined],
+    ] as const) {
+      inRussian(providerAdvice(provider, error, description)!);
+    }
+    // Notification results (Notifications page), the receiver's own words verbatim.
+    const { describeAnswer } = await import('../src/notify/webhook.js');
+    expect(ru(describeAnswer(404, 'Not found. Gone').summary)).toBe(
+      'Получатель ответил HTTP 404 Not Found: по этому адресу нет веб-перехватчика. Возможно, он удален (или его рабочий процесс отключен) либо URL неполный. Скопируйте Webhook URL у получателя заново. Ответ получателя: «Not found. Gone».',
+    );
+    for (const status of [202, 302, 429, 503, 401, 400, 405, 413, 418]) inRussian(describeAnswer(status).summary);
+    expect(domainText('en', translator('en'), refused.advice)).toBe(refused.advice);
   });
 
   test('validation sentences are translated whole, with their values, and part by part when joined', async () => {

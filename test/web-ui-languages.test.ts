@@ -3,14 +3,17 @@
  * Remote UI's own forms (no browser): the language from Accept-Language and the switch, Relay Settings'
  * device account on a page of its own, the confirmation before a change of client discards an Active
  * authorization, Delete Token without a token, the portal as a status page, the Audit Log's paging, filter
- * and CSV export (CSV injection), the relay certificate as PEM and DER, and the favicon.
+ * and CSV export (CSV injection), the relay certificate as PEM and DER, the favicon, and the services' advice
+ * and results (a deferred message, Send Test E-Mail, Server Connection Status) in Russian.
  */
 import { X509Certificate } from 'node:crypto';
+import { createServer, type AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { LOG } from './support/events.js';
 import { startGoogleStandin, startMicrosoftStandin, type MicrosoftStandin } from './support/oauth-standins.js';
 import { field, startTestPostern, WebClient, type TestPostern } from './support/postern.js';
-import { authorizeGoogle, pythonSend, saveGoogleSettings } from './support/sending.js';
+import { waitForState } from './support/queue.js';
+import { authorizeGoogle, pythonSend, RawSmtp, saveEmailSettings, saveGoogleSettings, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
 import { approveDeviceCode } from './support/user-agent.js';
 import { csvCell } from '../src/web/audit-view.js';
@@ -340,5 +343,83 @@ describe('OAuth 2.0 (Google): nothing authorized is discarded without asking', (
     } finally {
       await google.close();
     }
+  });
+});
+
+describe('the services\' advice and results in Russian', () => {
+  let stack: SendingStack;
+
+  beforeAll(async () => {
+    // A failed attempt is tried again only after an hour: the deferred message waits on the Queue page.
+    stack = await startSendingStack({ config: { queue: { retryBaseMs: 3_600_000, retryMaxMs: 3_600_000, lifetimeMs: 86_400_000, concurrency: 2 } } });
+    await saveRelaySettings(stack.web, { allowedNetworks: '127.0.0.1' });
+    await stack.web.get('/language?lang=ru&next=/');
+  });
+
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  async function submit(subject: string): Promise<string> {
+    const smtp = await RawSmtp.open(stack.relayPort);
+    await smtp.command('EHLO device.test');
+    expect(await smtp.command('MAIL FROM:<scanner@printers.local>')).toMatch(/^250 /);
+    expect(await smtp.command('RCPT TO:<bob@example.test>')).toMatch(/^250 /);
+    expect(await smtp.command('DATA')).toMatch(/^354 /);
+    smtp.write(`From: scanner@printers.local\r\nTo: bob@example.test\r\nSubject: ${subject}\r\n\r\nbody\r\n.\r\n`);
+    const reply = await smtp.reply();
+    smtp.close();
+    return /queued as ([0-9a-f-]{36})/.exec(reply)![1]!;
+  }
+
+  test('a deferred message\'s advice on the Queue and Log pages, while the JSON-facing row stays English', async () => {
+    // Nothing listens on port 1: the upstream connection is refused.
+    await saveEmailSettings(stack.web, { smtpPort: '1' });
+    const id = await submit('advice in russian');
+    const deferred = await waitForState(stack.gw.postern.queueManager, stack.gw.postern.queue, id, 'deferred');
+    expect(deferred.lastAdvice).toBe('127.0.0.1 refused the connection. Check the URL and port, and any firewall or proxy. Postern retries automatically.');
+    const queue = await stack.web.get('/settings/queue');
+    expect(queue).toContain('<html lang="ru">');
+    expect(field(queue, 'last-advice')).toBe('127.0.0.1 отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер. Postern повторяет попытки автоматически.');
+    const log = await stack.web.get(`/settings/log?id=${id}`);
+    expect(log).toContain('127.0.0.1 отклонил соединение.');
+    expect(log).not.toContain('refused the connection');
+    // The same page in English shows the service's own sentence.
+    await stack.web.get('/language?lang=en&next=/');
+    expect(field(await stack.web.get('/settings/queue'), 'last-advice')).toBe(deferred.lastAdvice);
+    await stack.web.get('/language?lang=ru&next=/');
+  });
+
+  test('Send Test E-Mail: a refused message and an unreachable server in Russian, the server\'s reply verbatim', async () => {
+    await saveEmailSettings(stack.web, { smtpPort: String(stack.upstream.port) });
+    stack.upstream.failNext({ phase: 'data', code: 554, message: '5.2.252 SendAsDenied; alice@example.test not allowed to send as x@example.test' });
+    await stack.web.get('/settings/send/email');
+    let html = await stack.web.post('/settings/send/email/test', { testTo: 'bob@example.test' });
+    expect(field(html, 'test-result')).toBe(`Не отправлено: 127.0.0.1:${stack.upstream.port} отклонил сообщение.`);
+    expect(field(html, 'test-advice')).toMatch(/^Почтовому ящику не разрешено отправлять от имени этого адреса отправителя: укажите в E-Mail Settings/);
+    expect(field(html, 'test-reply')).toMatch(/^554 5\.2\.252 SendAsDenied/);
+
+    await saveEmailSettings(stack.web, { smtpPort: '1' });
+    html = await stack.web.post('/settings/send/email/test', { testTo: 'bob@example.test' });
+    expect(field(html, 'test-result')).toBe('Не отправлено: 127.0.0.1:1 недоступен, или сеанс завершился ошибкой.');
+    expect(field(html, 'test-advice')).toBe('127.0.0.1 отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер.');
+  });
+
+  test('Server Connection Status: a refused connection\'s reason in Russian', async () => {
+    // Last in this group: the changed endpoint discards the authorization the tests above send with.
+    // A port that was free a moment ago: nothing listens there (fetch itself refuses port 1).
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await stack.web.get(`${MS}/edit`);
+    const form = { enabled: 'on', verifyServerCertificate: 'on', addCnToVerificationItems: 'on', endpoint: `https://127.0.0.1:${port}/organizations/oauth2/v2.0`, clientId: stack.microsoft.publicClientId };
+    await stack.web.post(`${MS}/edit`, { ...form, confirmDiscard: '1' });
+    expect(stack.web.lastStatus).toBe(303);
+    await stack.gw.postern.oauth.whenIdle('microsoft');
+    const status = await stack.web.get(`${MS}/status`);
+    expect(field(status, 'connection-status')).toBe('Connection Failed');
+    expect(field(status, 'connection-detail')).toBe(`127.0.0.1:${port} отклонил соединение. Проверьте URL и порт, а также брандмауэр и прокси-сервер.`);
+    expect((await stack.gw.postern.oauth.status('microsoft')).connection.detail).toBe(`127.0.0.1:${port} refused the connection. Check the URL and port, and any firewall or proxy.`);
   });
 });

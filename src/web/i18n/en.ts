@@ -529,6 +529,118 @@ export const en = {
   'domain.googleSecretSpaces': 'The Client Secret cannot contain spaces.',
   'domain.tryAgain': 'try again in {wait} (after {time} UTC)',
   'domain.sendersHint': 'Write one per line: an address (scanner@example.com) or @domain (@example.com).',
+  'domain.smtpAuthDisabled':
+    'SMTP AUTH is disabled for this mailbox or tenant: enable Authenticated SMTP for the mailbox (Microsoft 365 admin center > Users > Active users > Mail > Manage email apps, or Set-CASMailbox <mailbox> -SmtpClientAuthenticationDisabled $false). Security defaults also turn it off.',
+  'domain.smtpSendAs':
+    'The mailbox is not allowed to send as this sender address: set Sender E-Mail Address in E-Mail Settings to the authorized mailbox, or give the mailbox Send As rights on that address.',
+  'domain.smtpBasicAuth':
+    "The server says basic authentication is not supported for client submission. Postern signs in with OAuth 2.0 only; check that E-Mail Settings use the account that holds the token (Sending Account) and the provider's SMTP server.",
+  'domain.smtpExchangeToken':
+    'Exchange Online refused the OAuth token: check that the app registration has the delegated permission SMTP.Send (with consent) and that the authorized account is the sending mailbox; if it persists, get a new user code in OAuth 2.0 (Microsoft) Settings.',
+  'domain.smtpGmailToken':
+    'Gmail refused the token: the authorization may have been revoked or may lack Gmail access (https://mail.google.com/). Register the authorization again in OAuth 2.0 (Google) Settings.',
+  'domain.smtpNotAuthenticated': 'The server wants an authenticated session before MAIL FROM: check the SMTP Server and Port in E-Mail Settings.',
+  'domain.smtpTooLarge':
+    'The message is larger than the upstream server accepts; ask the sender to send a smaller file (lower the scan resolution or split the document).',
+  'domain.smtpNoRecipient': 'The recipient address does not exist at its mail server; check the address.',
+  'domain.smtpThrottled':
+    'The provider is throttling this mailbox (too many messages or connections). Postern retries automatically; lower Maximum Messages per Minute in E-Mail Settings if this keeps happening.',
+  'domain.smtpTempAuth': 'A temporary authentication failure at the server; Postern retries automatically.',
+  'domain.smtpTokenRefused':
+    'The server refused the OAuth token, also after a fresh one was obtained: check the mailbox may use SMTP and that the authorization is for this mailbox. Postern retries automatically.',
+  'domain.smtpTemporary': 'A temporary failure at the server; Postern retries automatically.',
+  'domain.smtpPermanent': 'The server refused the message permanently; it was returned to its sender.',
+  'domain.smtpStartTls':
+    'The server did not accept STARTTLS, and Postern never signs in over an unencrypted connection. Check SMTP Server, Port and TLS Mode in E-Mail Settings (587 = STARTTLS, 465 = SSL/TLS).',
+  'domain.smtpPortTls': 'Check that the port and TLS mode match (587 = STARTTLS, 465 = SSL/TLS).',
+  'domain.netUntrusted':
+    'The server certificate of {host} is not trusted ({code}). Register the issuing CA certificate in CA Certificate Settings, or turn off Verify Server Certificate.',
+  'domain.netCertDate': "The server certificate of {host} is {state}. Check the server's certificate and this computer's date and time.",
+  'domain.stateExpired': 'expired',
+  'domain.stateNotYetValid': 'not yet valid',
+  'domain.netNameMismatch': 'The server certificate does not match the host name {host} ({altnames}). Check the URL, or turn off Add CN to Verification Items.',
+  'domain.netDns': "The host name {host} could not be resolved (DNS{dnsNote}). Check the URL and this computer's DNS settings.",
+  'domain.dnsTemporary': ', temporary failure',
+  'domain.netRefused': '{host} refused the connection. Check the URL and port, and any firewall or proxy.',
+  'domain.netTimeout': 'The connection to {host} timed out. Check the network path, firewall and proxy.',
+  'domain.netReset': '{host} closed the connection unexpectedly. A firewall or TLS-inspecting proxy may be interfering.',
+  'domain.netHandshake': 'The TLS handshake with {host} failed ({code}).',
+  'domain.netOther': 'Could not connect to {host}: {detail}.',
+  'domain.netServerError': '{host} answered HTTP {code} (server error). The authorization server or a proxy in between is failing; try again later.',
+  'domain.testSent': 'Sent: {server} accepted the test e-mail from {from} to {to}.',
+  'domain.testNotSent': 'Not sent: {server} {what}.',
+  'domain.whatUnreachable': 'could not be reached or the session failed',
+  'domain.whatSignIn': 'refused the sign-in with the OAuth token',
+  'domain.whatRefused': 'refused the message',
+  'domain.testRecipient': 'Not sent: {server} refused the recipient {to}.',
+  'domain.testNoToken': 'Not sent: {account} has no usable token.',
+  'domain.holdNotInUse': 'Turn on Use {account} in {account} Settings, or choose the other account in E-Mail Settings.',
+  'domain.holdExpired': 'Authorize again in {account} Settings; held messages are sent as soon as Token Status is Active.',
+  'domain.holdError': 'Postern keeps retrying the token refresh; held messages are sent as soon as Token Status is Active again.',
+  'domain.holdAuthorize': 'Authorize the account in {account} Settings; held messages are sent as soon as Token Status is Active.',
+  'domain.oauthInvalidGrant': 'The authorization is no longer valid. Get a new user code and sign in again.',
+  'domain.oauthRefreshExpired': 'The refresh token expired because it was not used for a long time. Get a new user code and sign in again.',
+  'domain.oauthRevoked':
+    'The authorization was revoked (for example after a password change or an administrator revoking sessions). Get a new user code and sign in again.',
+  'domain.oauthPublicFlows':
+    'The app registration does not allow public client flows. In Microsoft Entra ID > App registrations > your app > Authentication > Advanced settings, set "Allow public client flows" to Yes, save, then get a new user code.',
+  'domain.oauthAppNotFound':
+    'The application was not found in this tenant. Check the Application (Client) ID, and that the tenant in the endpoint is the one the app is registered in.',
+  'domain.oauthConsent':
+    'Consent for SMTP.Send is missing. In the app registration add the delegated permission Office 365 Exchange Online > SMTP.Send (grant admin consent if your tenant requires it), then authorize again.',
+  'domain.oauthNoConnection':
+    'Postern could not reach the authorization server, so no user code was requested. Fix the connection, then click Get New User Code.',
+  'domain.googleInvalidGrant':
+    'The authorization is no longer valid (revoked, the Gmail password was changed, or the consent screen is in "Testing" status, which limits refresh tokens to 7 days). Register the authorization information again.',
+  'domain.googleMalformed': 'The authorization code was damaged in copying. Register again and paste the whole URL from the browser.',
+  'domain.googleClient':
+    'Google refused the client. Check the Client ID and Client Secret (Google Cloud console > APIs & Services > Credentials; the client type must be "Desktop app").',
+  // Last: the sentence a longer advice ends with.
+  'domain.oauthRefreshUnused90': 'The refresh token expired because it was not used for 90 days. Get a new user code and sign in again.',
+  'domain.oauthInvalidClient':
+    'The application was refused. Check the Application (Client) ID, and that "Allow public client flows" is enabled in the app registration.',
+  'domain.oauthUnauthorizedClient': 'The app registration may not use this flow. Enable "Allow public client flows" in the app registration.',
+  'domain.oauthInvalidScope': 'The scope was refused. Add the delegated permission SMTP.Send (Office 365 Exchange Online) to the app registration.',
+  'domain.oauthSignInAgain': 'The user must sign in again. Get a new user code.',
+  'domain.oauthMfa': 'Multi-factor authentication is now required. Get a new user code and sign in again, completing MFA.',
+  'domain.oauthConditionalAccess': 'Conditional Access blocked the sign-in. Ask your Entra ID administrator to allow this sign-in for the gateway mailbox.',
+  'domain.oauthAdminConsent': 'An administrator must grant consent to this app (API permissions > Grant admin consent), then authorize again.',
+  'domain.oauthClock': "Check this computer's date, time and time zone, and set the time automatically (NTP); then try again.",
+  'domain.oauthBusy': 'The authorization server is busy or failing. Postern retries with backoff.',
+  'domain.oauthNotServer': 'Check that the endpoint URL points at the authorization server itself and not at a web page or proxy.',
+  'domain.googleAdminPolicy': 'A Google Workspace administrator restricted this app. Allow it in the Admin console (Security > API controls).',
+  'domain.googleScope': 'The scope https://mail.google.com/ was refused. Add it to the OAuth consent screen.',
+  'domain.googleDenied': 'Access was not granted: the Google account holder clicked Cancel or denied access (access_denied). Nothing was registered.',
+  'domain.googleStartAgainAllow': 'Click Register to start again, and allow access at Google.',
+  'domain.googleStateMismatch':
+    'The pasted URL belongs to another authorization attempt (state does not match). Use the URL from the sign-in you started on this screen.',
+  'domain.googleStartAgain': 'Click Register to start again.',
+  'domain.googleNoPending': 'No authorization is pending for this session. Open URL for Google Authorization Server first, then paste the code.',
+  'domain.googleCodeWrong': 'The code is wrong, expired or already used, or it was not copied whole. Click Register to start again and paste the whole URL.',
+  'domain.googleNoRefresh': 'Google issued no refresh token, so Postern could not keep the authorization. Nothing was registered.',
+  'domain.deviceDeclined': 'The sign-in was declined at the verification page. Click Get New User Code to try again.',
+  'domain.deviceCodeExpired': 'The user code expired before the sign-in was completed. Click Get New User Code to try again.',
+  'domain.deviceNoRefresh':
+    'Signed in, but no refresh token was issued, so Postern could not keep the authorization. Check that the app registration allows the offline_access permission, then click Get New User Code.',
+  'domain.notifyAccepted': 'The receiver accepted the notification ({http}).',
+  'domain.notifyRedirect':
+    "The receiver answered {http}, a redirect to another address. Postern does not follow redirects with a webhook: enter the webhook's final URL.",
+  'domain.notifyBusy': 'The receiver is busy ({http}) and asked to try again later.',
+  'domain.notifyReceiverFailed': "The receiver failed ({http}): a problem on the receiver's side, not in Postern's settings.",
+  'domain.notifySaid': 'The receiver said: "{said}".',
+  'domain.notifyAnswered': 'The receiver answered {http}: {meaning}',
+  'domain.meaningNoWebhook':
+    'there is no webhook at this address. It may have been deleted (or its workflow turned off), or the URL is incomplete. Copy the Webhook URL again from the receiver.',
+  'domain.meaningRefusedSecret':
+    'the receiver refused the request: the secret in the Webhook URL is wrong or no longer valid, or the receiver does not accept requests from this network. Copy the Webhook URL again from the receiver.',
+  'domain.meaningFormat':
+    'the receiver did not accept the message. Check that Format matches the receiver: Microsoft Teams Workflows expects the Adaptive Card format, Slack and its kin expect {"text": …}.',
+  'domain.meaningNoPost': 'the address does not take webhook messages (POST). Check the Webhook URL.',
+  'domain.meaningTooLarge': 'the receiver found the message too large.',
+  'domain.meaningRefused': 'the receiver refused the notification.',
+  'domain.notifyNoUrl': 'Save a Webhook URL first.',
+  'domain.notifyGaveUp': 'Postern gave up after {count} attempts.',
+  'domain.retries': 'Postern retries automatically.',
 } as const;
 
 export type MessageKey = keyof typeof en;

@@ -75,7 +75,7 @@ export function viewHelpers(lang: Lang): ViewHelpers {
     connectionDetail: (s) => {
       const detail = s.connection.detail ?? '';
       const match = s.connection.status === 'SuccessfullyConnected' ? CONNECTED.exec(detail) : null;
-      if (!match) return detail;
+      if (!match) return domainText(lang, t, detail);
       const [, host = '', code = ''] = match;
       return code === '200' ? t('connection.connectedDetail200', { host }) : t('connection.connectedDetail', { host, code });
     },
