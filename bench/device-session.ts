@@ -62,3 +62,15 @@ function statusField(pid: number, field: 'VmHWM' | 'VmRSS'): number {
 export const peakRss = (pid: number) => statusField(pid, 'VmHWM');
 /** Resident memory of a process now (VmRSS), bytes. */
 export const currentRss = (pid: number) => statusField(pid, 'VmRSS');
+
+/** RSS of a process in a quiet moment: sampled until two readings 100 ms apart agree within 1 MB (or 3 s). */
+export async function settledRss(pid: number): Promise<number> {
+  let last = currentRss(pid);
+  for (let i = 0; i < 30; i++) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const now = currentRss(pid);
+    if (Math.abs(now - last) < 1024 * 1024) return now;
+    last = now;
+  }
+  return last;
+}

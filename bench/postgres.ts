@@ -23,7 +23,7 @@ import { spawnPostern, type PosternProcess } from '../test/support/postern-proce
 import { WebClient } from '../test/support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
 import type { TestPki } from '../test/support/test-ca.js';
-import { currentRss, message as sizedMessage, peakRss, percentile, session } from './device-session.js';
+import { message as sizedMessage, peakRss, percentile, session, settledRss } from './device-session.js';
 
 const HOST = '127.0.0.1';
 const SESSIONS = 10;
@@ -80,17 +80,6 @@ async function load(ports: number[], count: number, first: number, context: Post
   };
 }
 
-/** RSS in a quiet moment: sampled until two readings 100 ms apart agree within 1 MB (or 3 s). */
-async function settledRss(pid: number): Promise<number> {
-  let last = currentRss(pid);
-  for (let i = 0; i < 30; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const now = currentRss(pid);
-    if (Math.abs(now - last) < 1024 * 1024) return now;
-    last = now;
-  }
-  return last;
-}
 
 export interface MemoryFigures {
   /** RSS once started, settled. */

@@ -32,7 +32,7 @@ import { WebClient } from '../test/support/postern.js';
 import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../test/support/sending.js';
 import { createTestPki, type TestPki } from '../test/support/test-ca.js';
 import { createIntrospector } from '../test/support/upstream-smtp.js';
-import { currentRss, message, peakRss, percentile, session } from './device-session.js';
+import { message, peakRss, percentile, session, settledRss } from './device-session.js';
 import { benchPostgres, benchPostgresMemory } from './postgres.js';
 import { startPostfixRelay } from './postfix-relay.js';
 
@@ -304,17 +304,6 @@ async function postfixReference(pki: TestPki, microsoft: MicrosoftStandin) {
   }
 }
 
-/** RSS of a process in a quiet moment: sampled until two readings 100 ms apart agree within 1 MB (or 3 s). */
-async function settledRss(pid: number): Promise<number> {
-  let last = currentRss(pid);
-  for (let i = 0; i < 30; i++) {
-    await new Promise((resolve) => setTimeout(resolve, 100));
-    const now = currentRss(pid);
-    if (Math.abs(now - last) < 1024 * 1024) return now;
-    last = now;
-  }
-  return last;
-}
 
 async function main(): Promise<void> {
   const started = performance.now();
