@@ -21,7 +21,7 @@ import { OAuthHttp } from './oauth/http.js';
 import { createOAuthService, type OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
 import { StorePacer } from './queue/pacing.js';
-import { MessageQueue } from './queue/queue.js';
+import { MessageQueue, type QueuedMessage } from './queue/queue.js';
 import { QueueManager } from './queue/queue-manager.js';
 import { Spool, spoolDirectory } from './queue/spool.js';
 import { DeviceAccounts } from './smtp-in/devices.js';
@@ -34,6 +34,7 @@ import { relayExtensions } from './smtp-out/extensions.js';
 import { AuditLog } from './store/audit.js';
 import { CaCertificates } from './store/ca-certificates.js';
 import { SettingsWatch } from './store/settings-watch.js';
+import { SendingRoutes } from './smtp-in/routing.js';
 import { openStore, type Store } from './store/store.js';
 import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
@@ -109,6 +110,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const emailSettings = new EmailSettings(store);
   const relaySettings = new RelaySettings(store);
   const devices = new DeviceAccounts(store);
+  // Which sending account each message goes through, decided when the relay accepts it (smtp-in/routing.ts).
+  const routes = new SendingRoutes(store);
   await relaySettings.ensureCertificate(relayCertificateNames(config.host));
   // What sessions see the upstream advertise is kept in E-Mail Settings; the relay promises no more (docs/protocol.md §5.3).
   const delivery = new SmtpDelivery({
@@ -117,15 +120,16 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     log,
     clientName: name,
     onExtensions: (target, extensions) =>
-      emailSettings.recordExtensions(target.host, target.port, extensions).then(
+      emailSettings.recordExtensions(target.host, target.port, extensions, target.accountId).then(
         () => undefined,
         (error: unknown) => log.warn({ err: describeError(error) }, 'could not record what the upstream supports'),
       ),
   });
-  const transport = new UpstreamTransport(emailSettings, tokens, delivery, name);
+  const transport = new UpstreamTransport(emailSettings, tokens, delivery, name, accounts);
   // Pacing lives in the store, so every instance on a shared database keeps to one limit per account.
   const queueManager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning, reportingMta: name, leaseMs: config.queueLeaseMs ?? QUEUE_LEASE_DEFAULT_MS });
   emailSettings.onChange(() => {
+    routes.forget(); // the Default may have changed
     delivery.closeIdle();
     queueManager.invalidateRoute();
   });
@@ -138,10 +142,10 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     if (event.type === 'delivery' && event.outcome) metrics.onOutcome(event.outcome);
   });
   tokens.onRefresh((account, outcome) => metrics.onTokenRefresh(account, outcome));
-  // The account a message goes out through is E-Mail Settings' (read from its short cache, as deliveries do).
-  const countAccepted = () =>
-    void emailSettings.get().then(
-      (settings) => metrics.onAccepted(settings.accountId),
+  // The account a message goes out through is the one it was routed to ('' only from an older instance).
+  const countAccepted = (message: QueuedMessage) =>
+    void (message.accountId ? Promise.resolve(message.accountId) : emailSettings.defaultAccountId()).then(
+      (accountId) => metrics.onAccepted(accountId),
       () => metrics.onAccepted('unknown'),
     );
   const relay = new RelayServer({
@@ -155,14 +159,19 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     intake: queue,
     log,
     proxyFrom: config.smtpProxyFrom,
+    routes,
     onAccepted: (message) => {
-      countAccepted();
+      countAccepted(message);
       queueManager.offer(message);
     },
+    // A device's route is known only after EHLO: the relay promises what every account that sends by SMTP
+    // and is in use can pass on (Graph takes the MIME as it is).
     upstream: async () => {
-      const settings = await emailSettings.get();
-      const advertised = relayExtensions(settings.smtpHost, settings.smtpPort, settings.upstreamExtensions);
-      return { eightBitMime: advertised['8BITMIME'], smtpUtf8: advertised.SMTPUTF8 };
+      const inUse = new Set((await accounts.listEnabled()).filter((a) => a.delivery_method !== 'graph').map((a) => a.id));
+      const all = (await emailSettings.all()).filter((settings) => inUse.has(settings.accountId));
+      const views = all.length > 0 ? all : [await emailSettings.get()];
+      const advertised = views.map((settings) => relayExtensions(settings.smtpHost, settings.smtpPort, settings.upstreamExtensions));
+      return { eightBitMime: advertised.every((a) => a['8BITMIME']), smtpUtf8: advertised.every((a) => a.SMTPUTF8) };
     },
   });
   relay.onAuthFailure((reason) => metrics.onRelayAuthFailure(reason));
@@ -211,6 +220,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   settingsWatch.onChange(async (table) => {
     log.info({ table }, 'settings changed in the database: applied');
     devices.forgetAllowedSenders();
+    routes.forget();
+    emailSettings.forget();
     queueManager.invalidateRoute();
     delivery.closeIdle();
     await relay.reload().catch((error: unknown) => log.error({ err: describeError(error) }, 'could not apply Relay Settings changed by another instance'));

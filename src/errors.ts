@@ -33,6 +33,8 @@ export const ErrorCodes = {
   OAUTH_INVALID_RESPONSE: 'POSTERN_OAUTH_INVALID_RESPONSE',
   /** No usable token: the account is not registered, expired, or its provider is turned off. */
   OAUTH_TOKEN_UNAVAILABLE: 'POSTERN_OAUTH_TOKEN_UNAVAILABLE',
+  /** A sending account named by a route, a device account or a message no longer exists. */
+  OAUTH_ACCOUNT_NOT_FOUND: 'POSTERN_OAUTH_ACCOUNT_NOT_FOUND',
   /** A pasted authorization response was refused before any token request. */
   OAUTH_AUTHORIZATION_RESPONSE_REJECTED: 'POSTERN_OAUTH_AUTHORIZATION_RESPONSE_REJECTED',
   /** The outbound HTTP proxy answered CONNECT with a status other than 200 (e.g. 407, 403). */

@@ -236,7 +236,7 @@ export function deviceShape(device: DeviceAccount): z.infer<typeof Device> {
 // ---- settings ----------------------------------------------------------------------------------------
 
 export const EmailSettingsShape = z.object({
-  accountId: z.enum(['microsoft', 'google']),
+  accountId: z.string().describe('The sending account: microsoft, google, or the id of an account added later'),
   smtpHost: z.string(),
   smtpPort: z.number().int(),
   tlsMode: z.enum(['starttls', 'tls']),

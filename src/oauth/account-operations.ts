@@ -40,7 +40,7 @@ export class AccountOperations {
   }
 
   /** Runs `operation` after the account's earlier ones have finished. */
-  runInBackground(id: ProviderId, operation: () => Promise<void>): void {
+  runInBackground(id: string, operation: () => Promise<void>): void {
     const previous = this.#running.get(id) ?? Promise.resolve();
     const run = previous
       .then(operation)
@@ -52,11 +52,11 @@ export class AccountOperations {
   }
 
   /** Resolves when the account's background operations (if any) have finished. */
-  async whenIdle(id: ProviderId): Promise<void> {
+  async whenIdle(id: string): Promise<void> {
     while (this.#running.has(id)) await this.#running.get(id);
   }
 
-  isBusy(id: ProviderId): boolean {
+  isBusy(id: string): boolean {
     return this.#running.has(id);
   }
 
@@ -80,7 +80,7 @@ export class AccountOperations {
    * After a save with Use on: shows "Connecting…", then checks the connection. Undefined when Use is off
    * by the time the step runs.
    */
-  async connect(id: ProviderId): Promise<{ row: AccountRow; connected: boolean } | undefined> {
+  async connect(id: string): Promise<{ row: AccountRow; connected: boolean } | undefined> {
     const row = await this.#accounts.getOrCreate(id);
     if (row.enabled !== 1) return undefined;
     await this.#accounts.setConnection(id, { status: null, detail: 'Connecting…' });
@@ -88,7 +88,7 @@ export class AccountOperations {
   }
 
   /** With Use off there is nothing to connect to: the status shows "Not in use". */
-  async forgetConnection(id: ProviderId): Promise<void> {
+  async forgetConnection(id: string): Promise<void> {
     await this.#accounts.setConnection(id, { status: null, detail: null });
   }
 }

@@ -1,6 +1,7 @@
 /**
  * OAuth accounts in the store: settings, Server Connection Status, Token Status and the (encrypted) tokens,
- * plus the pending device authorization. One account per provider (ids 'microsoft' and 'google').
+ * plus the pending device authorization. Any number of accounts of either provider: the seed's two have the
+ * ids 'microsoft' and 'google', and accounts added later ids of their own (`microsoft-<hex>`).
  *
  * Token Status (the seed's values, docs/protocol.md §4.1): Not Registered → Waiting for Authorization →
  * Active; Active → Expired (re-authorization required: invalid_grant and kin) or Error (transient; retrying,
@@ -9,8 +10,9 @@
  * stored tokens; `update` refuses those four columns, so every change of status reaches the `onTokenChange`
  * listeners.
  */
-import type { Selectable, Updateable } from 'kysely';
-import { createHash } from 'node:crypto';
+import type { Insertable, Selectable, Updateable } from 'kysely';
+import { createHash, randomBytes } from 'node:crypto';
+import { ErrorCodes, PosternError } from '../errors.js';
 import type { AuthorizationAttemptsTable, DeviceAuthorizationsTable, OAuthAccountsTable, ProviderId, TokenStatus } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { TlsPolicy } from '../tls/trust.js';
@@ -112,6 +114,53 @@ export interface TokenTransitions {
 
 type TokenTransition = { [To in keyof TokenTransitions]: { to: To } & TokenTransitions[To] }[keyof TokenTransitions];
 
+/** No sending account has this id (it was removed, or never existed). */
+export class AccountNotFoundError extends PosternError {
+  constructor(readonly accountId: string) {
+    super(ErrorCodes.OAUTH_ACCOUNT_NOT_FOUND, `There is no sending account "${accountId}".`);
+    this.name = 'AccountNotFoundError';
+  }
+}
+
+/** A new account's row: Use off, both TLS checks on, delegated, SMTP, Not Registered. */
+function newAccountRow(id: string, provider: ProviderId, name: string, now: number): Insertable<OAuthAccountsTable> {
+  return {
+    id,
+    provider,
+    name,
+    authorization_type: 'delegated',
+    delivery_method: 'smtp',
+    client_certificate: null,
+    client_key_enc: null,
+    service_account_key_enc: null,
+    app_mailbox: null,
+    graph_large_messages: 0,
+    enabled: 0,
+    verify_server_certificate: 1,
+    add_cn_to_verification_items: 1,
+    endpoint: null,
+    client_id: null,
+    client_secret_enc: null,
+    authorization_endpoint: null,
+    token_endpoint: null,
+    connection_status: null,
+    connection_detail: null,
+    connection_checked_at: null,
+    token_status: 'NotRegistered',
+    token_error: null,
+    token_advice: null,
+    token_status_at: now,
+    mailbox: null,
+    display_name: null,
+    ...NO_TOKENS,
+    clock_offset_ms: null,
+    clock_server_host: null,
+    clock_checked_at: null,
+    created_at: now,
+    updated_at: now,
+  };
+}
+
 const secretContext = (accountId: string, column: string) => `oauth_accounts.${column}:${accountId}`;
 const deviceCodeContext = (accountId: string) => `device_authorizations.device_code:${accountId}`;
 
@@ -143,43 +192,47 @@ export class OAuthAccounts {
     return this.store.db.selectFrom('oauth_accounts').selectAll().where('id', '=', id).executeTakeFirst();
   }
 
-  /** The account row, created with defaults (Use off, both TLS checks on) on first access. */
-  async getOrCreate(id: ProviderId): Promise<AccountRow> {
+  /** The account row, created with defaults (Use off, both TLS checks on) on first access: the seed's two accounts. */
+  async getOrCreate(id: string): Promise<AccountRow> {
     const existing = await this.get(id);
     if (existing) return existing;
-    const now = Date.now();
+    if (id !== 'microsoft' && id !== 'google') throw new AccountNotFoundError(id);
     await this.store.db
       .insertInto('oauth_accounts')
-      .values({
-        id,
-        provider: id,
-        enabled: 0,
-        verify_server_certificate: 1,
-        add_cn_to_verification_items: 1,
-        endpoint: null,
-        client_id: null,
-        client_secret_enc: null,
-        authorization_endpoint: null,
-        token_endpoint: null,
-        connection_status: null,
-        connection_detail: null,
-        connection_checked_at: null,
-        token_status: 'NotRegistered',
-        token_error: null,
-        token_advice: null,
-        token_status_at: now,
-        mailbox: null,
-        display_name: null,
-        ...NO_TOKENS,
-        clock_offset_ms: null,
-        clock_server_host: null,
-        clock_checked_at: null,
-        created_at: now,
-        updated_at: now,
-      })
+      .values(newAccountRow(id, id, '', Date.now()))
       .onConflict((oc) => oc.column('id').doNothing())
       .execute();
     return (await this.get(id))!;
+  }
+
+  /**
+   * Adds a sending account of `provider` (Use off, Not Registered). The first account of a provider is the
+   * seed's, with the provider's name as id; every later one gets an id of its own.
+   */
+  async add(provider: ProviderId, name: string): Promise<AccountRow> {
+    const seed = await this.get(provider);
+    const id = seed ? `${provider}-${randomBytes(5).toString('hex')}` : provider;
+    await this.store.db.insertInto('oauth_accounts').values(newAccountRow(id, provider, name, Date.now())).execute();
+    return (await this.get(id))!;
+  }
+
+  /** Every account of one provider, the seed's first. */
+  async listByProvider(provider: ProviderId): Promise<AccountRow[]> {
+    const rows = await this.store.db.selectFrom('oauth_accounts').selectAll().where('provider', '=', provider).orderBy('created_at').orderBy('id').execute();
+    return rows.sort((a, b) => Number(b.id === provider) - Number(a.id === provider));
+  }
+
+  /**
+   * Removes an account with its pending authorizations. The caller checks that nothing routes to it and
+   * no message waits for it (sending-accounts.ts).
+   */
+  async remove(id: string): Promise<void> {
+    await this.store.db.transaction().execute(async (trx) => {
+      await trx.deleteFrom('device_authorizations').where('account_id', '=', id).execute();
+      await trx.deleteFrom('authorization_attempts').where('account_id', '=', id).execute();
+      await trx.deleteFrom('oauth_accounts').where('id', '=', id).execute();
+    });
+    this.#tokenChanged(id);
   }
 
   /** Changes settings and bookkeeping columns. The four Token Status columns are refused: they change only through `transition`. */

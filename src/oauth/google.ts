@@ -54,9 +54,12 @@ export interface GoogleAuthorizationOptions {
   audit: AuditLog;
   log: Logger;
   now?: () => number;
+  /** The account these steps act on: the seed's ('google') unless told. */
+  accountId?: string;
 }
 
 export class GoogleAuthorization {
+  readonly #id: string;
   readonly #accounts: OAuthAccounts;
   readonly #http: OAuthHttp;
   readonly #operations: AccountOperations;
@@ -71,13 +74,19 @@ export class GoogleAuthorization {
     this.#audit = options.audit;
     this.#log = options.log.child({ component: 'oauth-google' });
     this.#now = options.now ?? Date.now;
+    this.#id = options.accountId ?? 'google';
+  }
+
+  /** The account these steps act on. */
+  get accountId(): string {
+    return this.#id;
   }
 
   async validateSettings(input: GoogleSettingsInput): Promise<FieldErrors> {
     const errors: FieldErrors = {};
     const clientId = validateGoogleClientId(input.clientId);
     if (!clientId.ok) errors.clientId = clientId.error;
-    const row = await this.#accounts.getOrCreate('google');
+    const row = await this.#accounts.getOrCreate(this.#id);
     if (input.clientSecret.trim() === '' && row.client_secret_enc === null) {
       errors.clientSecret = 'Enter the Client Secret of your OAuth client (Google Cloud console > APIs & Services > Credentials).';
     } else if (/\s/.test(input.clientSecret.trim())) {
@@ -100,7 +109,7 @@ export class GoogleAuthorization {
    */
   async wouldForgetAuthorization(input: GoogleSettingsInput): Promise<boolean> {
     if (Object.keys(await this.validateSettings(input)).length > 0) return false;
-    const before = await this.#accounts.getOrCreate('google');
+    const before = await this.#accounts.getOrCreate(this.#id);
     return before.refresh_token_enc !== null && this.#identityChangeOf(before, input).identityChanged;
   }
 
@@ -121,18 +130,18 @@ export class GoogleAuthorization {
   async saveSettings(input: GoogleSettingsInput, actor: string): Promise<SaveSettingsResult<{ identityChanged: boolean }>> {
     const errors = await this.validateSettings(input);
     if (Object.keys(errors).length > 0) return { ok: false, errors };
-    const before = await this.#accounts.getOrCreate('google');
+    const before = await this.#accounts.getOrCreate(this.#id);
     const { clientId, authorizationEndpoint, tokenEndpoint, secret, identityChanged } = this.#identityChangeOf(before, input);
-    await this.#accounts.update('google', {
+    await this.#accounts.update(this.#id, {
       ...useAndTlsColumns(input),
       client_id: clientId,
-      ...(secret !== '' ? { client_secret_enc: this.#accounts.encryptClientSecret('google', secret) } : {}),
+      ...(secret !== '' ? { client_secret_enc: this.#accounts.encryptClientSecret(this.#id, secret) } : {}),
       authorization_endpoint: authorizationEndpoint === GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT ? null : authorizationEndpoint,
       token_endpoint: tokenEndpoint === GOOGLE_DEFAULT_TOKEN_ENDPOINT ? null : tokenEndpoint,
     });
     if (identityChanged && before.refresh_token_enc !== null) {
       // Google's refresh tokens belong to the OAuth client that obtained them.
-      await this.#accounts.transition('google', 'NotRegistered', { forget: 'tokens-and-mailbox' });
+      await this.#accounts.transition(this.#id, 'NotRegistered', { forget: 'tokens-and-mailbox' });
     }
     await this.#audit.record(
       actor,
@@ -140,11 +149,11 @@ export class GoogleAuthorization {
       `${useAndTlsAudit(input)} client_id=${clientId}${secret ? ' client_secret=(changed)' : ''} authorization_endpoint=${authorizationEndpoint} token_endpoint=${tokenEndpoint}`,
     );
     if (input.enabled) {
-      this.#operations.runInBackground('google', async () => {
-        await this.#operations.connect('google');
+      this.#operations.runInBackground(this.#id, async () => {
+        await this.#operations.connect(this.#id);
       });
     } else {
-      await this.#operations.forgetConnection('google');
+      await this.#operations.forgetConnection(this.#id);
     }
     return { ok: true, identityChanged };
   }
@@ -154,13 +163,13 @@ export class GoogleAuthorization {
    * Authorization Server (with access_type=offline and prompt=consent, so a refresh token is issued).
    */
   async beginAuthorization(sessionId: string, redirectUri: string): Promise<{ url: string; expiresAt: number }> {
-    const row = await this.#accounts.getOrCreate('google');
+    const row = await this.#accounts.getOrCreate(this.#id);
     const request = await buildAuthorizationRequest(authorizationServerOf(row), clientOf(row, undefined), redirectUri, GOOGLE_SCOPE, {
       access_type: 'offline',
       prompt: 'consent',
     });
     const now = this.#now();
-    await this.#accounts.createAuthorizationAttempt('google', sessionId, request, now, ATTEMPT_TTL_MS);
+    await this.#accounts.createAuthorizationAttempt(this.#id, sessionId, request, now, ATTEMPT_TTL_MS);
     return { url: request.url, expiresAt: now + ATTEMPT_TTL_MS };
   }
 
@@ -187,7 +196,7 @@ export class GoogleAuthorization {
     let attempt;
     if (parsed.state !== undefined) {
       attempt = await this.#accounts.authorizationAttemptByState(parsed.state);
-      if (!attempt || attempt.session_id !== sessionId || attempt.account_id !== 'google') {
+      if (!attempt || attempt.session_id !== sessionId || attempt.account_id !== this.#id) {
         throw new AuthorizationRejected(
           'The pasted URL belongs to another authorization attempt (state does not match). Use the URL from the sign-in you started on this screen.',
           'state-mismatch',
@@ -195,7 +204,7 @@ export class GoogleAuthorization {
         );
       }
     } else {
-      attempt = await this.#accounts.latestAuthorizationAttempt('google', sessionId);
+      attempt = await this.#accounts.latestAuthorizationAttempt(this.#id, sessionId);
       if (!attempt) {
         throw new AuthorizationRejected(
           'No authorization is pending for this session. Open URL for Google Authorization Server first, then paste the code.',
@@ -221,7 +230,7 @@ export class GoogleAuthorization {
       throw new AuthorizationRejected('This authorization was already used.', 'reused');
     }
 
-    const row = await this.#accounts.getOrCreate('google');
+    const row = await this.#accounts.getOrCreate(this.#id);
     const parameters = new URLSearchParams(parsed.parameters);
     parameters.set('code', parsed.code);
     let tokens;
@@ -269,7 +278,7 @@ export class GoogleAuthorization {
         'Remove Postern from the account\'s third-party access (myaccount.google.com > Security), then click Register again.',
       );
     }
-    await this.#accounts.transition('google', 'Active', { tokens, keepRefreshToken: false, at: this.#now() });
+    await this.#accounts.transition(this.#id, 'Active', { tokens, keepRefreshToken: false, at: this.#now() });
     await this.#audit.record(actor, 'token.authorized', `OAuth 2.0 (Google): authorized as ${tokens.mailbox ?? 'unknown account'}`);
     this.#log.info({ mailbox: tokens.mailbox }, 'OAuth 2.0 (Google): authorization registered, Token Status is Active');
     return { mailbox: tokens.mailbox };

@@ -21,8 +21,6 @@ import type { OAuthHttp } from './http.js';
 import { MICROSOFT_SCOPE, PROVIDER_LABELS, validateMicrosoftClientId, validateMicrosoftEndpoint } from './profiles.js';
 import { toProviderError } from './provider-errors.js';
 
-const ID = 'microsoft';
-const LABEL = PROVIDER_LABELS[ID];
 
 export interface MicrosoftAuthorizationOptions {
   accounts: OAuthAccounts;
@@ -32,9 +30,12 @@ export interface MicrosoftAuthorizationOptions {
   audit: AuditLog;
   log: Logger;
   now?: () => number;
+  /** The account these steps act on: the seed's ('microsoft') unless told. */
+  accountId?: string;
 }
 
 export class MicrosoftAuthorization {
+  readonly #id: string;
   readonly #accounts: OAuthAccounts;
   readonly #http: OAuthHttp;
   readonly #poller: DevicePoller;
@@ -51,6 +52,12 @@ export class MicrosoftAuthorization {
     this.#audit = options.audit;
     this.#log = options.log.child({ component: 'oauth-microsoft' });
     this.#now = options.now ?? Date.now;
+    this.#id = options.accountId ?? 'microsoft';
+  }
+
+  /** The account these steps act on. */
+  get accountId(): string {
+    return this.#id;
   }
 
   validateSettings(input: MicrosoftSettingsInput): FieldErrors {
@@ -72,46 +79,46 @@ export class MicrosoftAuthorization {
     const clientId = validateMicrosoftClientId(input.clientId);
     if (!endpoint.ok || !clientId.ok) return { ok: false, errors };
 
-    const before = await this.#accounts.getOrCreate(ID);
+    const before = await this.#accounts.getOrCreate(this.#id);
     const identityChanged = before.endpoint !== endpoint.value.endpoint || before.client_id !== clientId.value;
-    await this.#accounts.update(ID, { ...useAndTlsColumns(input), endpoint: endpoint.value.endpoint, client_id: clientId.value });
+    await this.#accounts.update(this.#id, { ...useAndTlsColumns(input), endpoint: endpoint.value.endpoint, client_id: clientId.value });
     if (identityChanged && before.refresh_token_enc !== null) {
-      this.#poller.cancel(ID);
-      await this.#accounts.deleteDeviceAuthorization(ID);
-      await this.#accounts.transition(ID, 'NotRegistered', { forget: 'tokens-and-mailbox' });
+      this.#poller.cancel(this.#id);
+      await this.#accounts.deleteDeviceAuthorization(this.#id);
+      await this.#accounts.transition(this.#id, 'NotRegistered', { forget: 'tokens-and-mailbox' });
     }
     await this.#audit.record(actor, 'settings.oauth.microsoft', `${useAndTlsAudit(input)} endpoint=${endpoint.value.endpoint} client_id=${clientId.value}`);
 
     if (!input.enabled) {
-      this.#poller.cancel(ID);
-      const grant = await this.#accounts.deviceAuthorization(ID);
+      this.#poller.cancel(this.#id);
+      const grant = await this.#accounts.deviceAuthorization(this.#id);
       if (grant?.status === 'Pending') {
-        await this.#accounts.updateDeviceAuthorization(ID, { status: 'Cancelled', detail: `Cancelled: Use ${LABEL} was turned off.` });
-        const row = await this.#accounts.get(ID);
-        if (row?.refresh_token_enc === null) await this.#accounts.transition(ID, 'NotRegistered', {});
+        await this.#accounts.updateDeviceAuthorization(this.#id, { status: 'Cancelled', detail: `Cancelled: Use ${PROVIDER_LABELS.microsoft} was turned off.` });
+        const row = await this.#accounts.get(this.#id);
+        if (row?.refresh_token_enc === null) await this.#accounts.transition(this.#id, 'NotRegistered', {});
       }
-      await this.#operations.forgetConnection(ID);
+      await this.#operations.forgetConnection(this.#id);
       return { ok: true };
     }
-    const after = await this.#accounts.get(ID);
+    const after = await this.#accounts.get(this.#id);
     const needsAuthorization = after?.refresh_token_enc === null || after?.token_status === 'Expired';
-    this.#operations.runInBackground(ID, () => this.#connectAndAuthorize(needsAuthorization));
+    this.#operations.runInBackground(this.#id, () => this.#connectAndAuthorize(needsAuthorization));
     return { ok: true };
   }
 
   /** Get New User Code: checks the connection again and starts a fresh device authorization. */
   async requestNewUserCode(actor: string): Promise<void> {
-    await this.#audit.record(actor, 'oauth.user_code.requested', LABEL);
-    this.#operations.runInBackground(ID, () => this.#connectAndAuthorize(true));
+    await this.#audit.record(actor, 'oauth.user_code.requested', PROVIDER_LABELS.microsoft);
+    this.#operations.runInBackground(this.#id, () => this.#connectAndAuthorize(true));
   }
 
   async #connectAndAuthorize(startGrant: boolean): Promise<void> {
-    const connection = await this.#operations.connect(ID);
+    const connection = await this.#operations.connect(this.#id);
     if (!connection) return;
     const { row, connected } = connection;
     if (!connected) {
       if (startGrant && row.refresh_token_enc === null) {
-        await this.#accounts.transition(ID, 'NotRegistered', {
+        await this.#accounts.transition(this.#id, 'NotRegistered', {
           advice: 'Postern could not reach the authorization server, so no user code was requested. Fix the connection, then click Get New User Code.',
         });
       }
@@ -122,7 +129,7 @@ export class MicrosoftAuthorization {
 
   /** RFC 8628 §3.1–3.2: a new user code replaces any earlier one, and the poller starts on it. */
   async #startDeviceAuthorization(row: AccountRow): Promise<void> {
-    this.#poller.cancel(ID);
+    this.#poller.cancel(this.#id);
     const now = this.#now();
     try {
       const grant = await startDeviceAuthorization(
@@ -132,22 +139,22 @@ export class MicrosoftAuthorization {
         await this.#http.options(settingsOf(row).tls),
         this.#now,
       );
-      await this.#accounts.saveDeviceAuthorization(ID, grant, now);
+      await this.#accounts.saveDeviceAuthorization(this.#id, grant, now);
       if (row.refresh_token_enc === null || row.token_status === 'Expired') {
         // After Expired the mailbox stays on show: it is the one the admin signs in with again.
-        await this.#accounts.transition(ID, 'WaitingForAuthorization', { forget: row.token_status === 'Expired' ? 'tokens' : 'tokens-and-mailbox' });
+        await this.#accounts.transition(this.#id, 'WaitingForAuthorization', { forget: row.token_status === 'Expired' ? 'tokens' : 'tokens-and-mailbox' });
       }
-      this.#poller.schedule(ID, now + grant.interval * 1000);
-      this.#log.info({ account: ID, expiresAt: new Date(grant.expiresAt).toISOString() }, `${LABEL}: user code issued, waiting for sign-in`);
+      this.#poller.schedule(this.#id, now + grant.interval * 1000);
+      this.#log.info({ account: this.#id, expiresAt: new Date(grant.expiresAt).toISOString() }, `${PROVIDER_LABELS.microsoft}: user code issued, waiting for sign-in`);
     } catch (thrown) {
       const error = toProviderError(row.provider, thrown, new URL(authorizationServerOf(row).tokenEndpoint).host);
-      await this.#accounts.deleteDeviceAuthorization(ID);
+      await this.#accounts.deleteDeviceAuthorization(this.#id);
       if (row.refresh_token_enc === null) {
-        await this.#accounts.transition(ID, 'NotRegistered', { error: `No user code: ${error.providerText}`, advice: error.advice ?? null });
+        await this.#accounts.transition(this.#id, 'NotRegistered', { error: `No user code: ${error.providerText}`, advice: error.advice ?? null });
       } else {
-        await this.#accounts.transition(ID, 'Unchanged', { advice: `A new user code could not be requested: ${error.providerText}` });
+        await this.#accounts.transition(this.#id, 'Unchanged', { advice: `A new user code could not be requested: ${error.providerText}` });
       }
-      this.#log.warn({ account: ID, error: error.error, description: error.description }, 'device authorization request failed');
+      this.#log.warn({ account: this.#id, error: error.error, description: error.description }, 'device authorization request failed');
     }
   }
 }

@@ -12,6 +12,20 @@ export const PROVIDER_LABELS: Record<ProviderId, string> = {
 };
 
 /**
+ * The provider of an account id. Ids are made by OAuthAccounts: the seed's are the provider's own name, and
+ * every later one starts with it (`microsoft-3fa9…`).
+ */
+export function providerOf(accountId: string): ProviderId {
+  return accountId.startsWith('google') ? 'google' : 'microsoft';
+}
+
+/** How an account is named in sentences: its screen's title, and its name when it has one. */
+export function accountLabel(accountId: string, name?: string | null): string {
+  const label = PROVIDER_LABELS[providerOf(accountId)];
+  return name ? `${label} "${name}"` : label;
+}
+
+/**
  * Outlook-resource scopes only (mixing Graph scopes would yield a token for the wrong resource,
  * docs/protocol.md §1.3); offline_access for a refresh token, openid email profile to learn which mailbox
  * signed in.

@@ -8,7 +8,7 @@
  */
 import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
-import type { ProviderId } from '../store/schema.js';
+import type { AuthorizationType, DeliveryMethod, ProviderId } from '../store/schema.js';
 import { settingsOf, TOKEN_STATUS_LABELS, type OAuthAccounts, type TokenStatus } from './accounts.js';
 import { AccountOperations } from './account-operations.js';
 import { clockSkewWarningOf } from './clock-skew.js';
@@ -17,10 +17,18 @@ import type { DevicePoller } from './device-poller.js';
 import { GoogleAuthorization } from './google.js';
 import type { OAuthHttp } from './http.js';
 import { MicrosoftAuthorization } from './microsoft.js';
-import { MICROSOFT_DEFAULT_ENDPOINT, PROVIDER_LABELS } from './profiles.js';
+import { MICROSOFT_DEFAULT_ENDPOINT, PROVIDER_LABELS, accountLabel } from './profiles.js';
 
 export interface AccountStatusView {
+  /** The account's id ('microsoft' and 'google' for the seed's). */
+  id: string;
   provider: ProviderId;
+  /** The administrator's name for it ('' for the seed's until one is given). */
+  name: string;
+  authorizationType: AuthorizationType;
+  deliveryMethod: DeliveryMethod;
+  /** The mailbox an application sends as (client credentials, service account). */
+  appMailbox: string | null;
   label: string;
   enabled: boolean;
   busy: boolean;
@@ -58,7 +66,19 @@ export interface AccountStatusView {
   clockWarning: string | null;
 }
 
+/** What the authorizations of every account share. */
+export interface OAuthParts {
+  accounts: OAuthAccounts;
+  http: OAuthHttp;
+  poller: DevicePoller;
+  operations: AccountOperations;
+  audit: AuditLog;
+  log: Logger;
+}
+
 export interface OAuthServiceOptions {
+  /** What an account's own steps are built from (microsoftFor, googleFor). */
+  parts: OAuthParts;
   accounts: OAuthAccounts;
   operations: AccountOperations;
   microsoft: MicrosoftAuthorization;
@@ -76,6 +96,7 @@ export class OAuthService {
   readonly #audit: AuditLog;
   readonly #log: Logger;
   readonly #now: () => number;
+  readonly #parts: OAuthParts;
   /** OAuth 2.0 (Microsoft): Basic Settings and the device authorization grant. */
   readonly microsoft: MicrosoftAuthorization;
   /** OAuth 2.0 (Google): Basic Settings and Register Information for Authorization. */
@@ -83,6 +104,7 @@ export class OAuthService {
 
   constructor(options: OAuthServiceOptions) {
     this.#accounts = options.accounts;
+    this.#parts = options.parts;
     this.#operations = options.operations;
     this.microsoft = options.microsoft;
     this.google = options.google;
@@ -92,31 +114,57 @@ export class OAuthService {
     this.#now = options.now ?? Date.now;
   }
 
+  readonly #bound = new Map<string, MicrosoftAuthorization | GoogleAuthorization>();
+
+  /** OAuth 2.0 (Microsoft) steps for one Microsoft account (the seed's: `microsoft`). */
+  microsoftFor(id: string): MicrosoftAuthorization {
+    if (id === this.microsoft.accountId) return this.microsoft;
+    let bound = this.#bound.get(id);
+    if (!(bound instanceof MicrosoftAuthorization)) {
+      bound = new MicrosoftAuthorization({ ...this.#parts, accountId: id });
+      this.#bound.set(id, bound);
+    }
+    return bound;
+  }
+
+  /** OAuth 2.0 (Google) steps for one Google account (the seed's: `google`). */
+  googleFor(id: string): GoogleAuthorization {
+    if (id === this.google.accountId) return this.google;
+    let bound = this.#bound.get(id);
+    if (!(bound instanceof GoogleAuthorization)) {
+      bound = new GoogleAuthorization({ ...this.#parts, accountId: id });
+      this.#bound.set(id, bound);
+    }
+    return bound;
+  }
+
   /** Resolves when the account's background operation (if any) has finished. */
-  whenIdle(id: ProviderId): Promise<void> {
+  whenIdle(id: string): Promise<void> {
     return this.#operations.whenIdle(id);
   }
 
   /** Re-runs only the connection check (e.g. after registering a CA certificate). */
-  async recheckConnection(id: ProviderId): Promise<void> {
+  async recheckConnection(id: string): Promise<void> {
     this.#operations.runInBackground(id, async () => {
       await this.#operations.checkConnection(await this.#accounts.getOrCreate(id));
     });
   }
 
   /** Deletes the stored tokens (and stops any pending authorization). Token Status becomes Not Registered. */
-  async deleteToken(id: ProviderId, actor: string): Promise<void> {
+  async deleteToken(id: string, actor: string): Promise<void> {
     await this.whenIdle(id);
     this.#poller.cancel(id);
     await this.#accounts.deleteDeviceAuthorization(id);
     await this.#accounts.transition(id, 'NotRegistered', { forget: 'tokens-and-mailbox' });
-    await this.#audit.record(actor, 'oauth.token.deleted', PROVIDER_LABELS[id]);
-    this.#log.info({ account: id }, `${PROVIDER_LABELS[id]}: token deleted`);
+    const row = await this.#accounts.get(id);
+    const label = accountLabel(id, row?.name);
+    await this.#audit.record(actor, 'oauth.token.deleted', label);
+    this.#log.info({ account: id }, `${label}: token deleted`);
   }
 
   // ---- Status ----------------------------------------------------------------------------------------
 
-  async status(id: ProviderId): Promise<AccountStatusView> {
+  async status(id: string): Promise<AccountStatusView> {
     const row = await this.#accounts.getOrCreate(id);
     const grant = await this.#accounts.deviceAuthorization(id);
     const now = this.#now();
@@ -129,14 +177,19 @@ export class OAuthService {
     }
     const connectionStatus = (row.connection_status as ConnectionStatus | null) ?? null;
     return {
-      provider: id,
-      label: PROVIDER_LABELS[id],
+      id,
+      provider: row.provider,
+      name: row.name,
+      authorizationType: row.authorization_type,
+      deliveryMethod: row.delivery_method,
+      appMailbox: row.app_mailbox,
+      label: PROVIDER_LABELS[row.provider],
       enabled: settings.enabled,
       busy: this.#operations.isBusy(id),
       settings: {
         verifyServerCertificate: settings.tls.verifyServerCertificate,
         addCnToVerificationItems: settings.tls.addCnToVerificationItems,
-        endpoint: row.endpoint ?? (id === 'microsoft' ? MICROSOFT_DEFAULT_ENDPOINT : null),
+        endpoint: row.endpoint ?? (row.provider === 'microsoft' ? MICROSOFT_DEFAULT_ENDPOINT : null),
         clientId: row.client_id,
         hasClientSecret: settings.hasClientSecret,
         authorizationEndpoint: row.authorization_endpoint,
@@ -180,7 +233,8 @@ export class OAuthService {
 export function createOAuthService(options: Pick<OAuthServiceOptions, 'accounts' | 'poller' | 'audit' | 'log'> & { http: OAuthHttp }): OAuthService {
   const { accounts, http, poller, audit, log } = options;
   const operations = new AccountOperations({ accounts, http, log });
-  const microsoft = new MicrosoftAuthorization({ accounts, http, poller, operations, audit, log });
-  const google = new GoogleAuthorization({ accounts, http, operations, audit, log });
-  return new OAuthService({ accounts, operations, microsoft, google, poller, audit, log });
+  const parts: OAuthParts = { accounts, http, poller, operations, audit, log };
+  const microsoft = new MicrosoftAuthorization(parts);
+  const google = new GoogleAuthorization(parts);
+  return new OAuthService({ parts, accounts, operations, microsoft, google, poller, audit, log });
 }

@@ -48,13 +48,25 @@ export interface RouteStatus {
 /** `errorCode`: the catalogue's name for what went wrong (POSTERN_SMTP_UPSTREAM_*, …), for the log. */
 export type DeliveryResult =
   | { status: 'delivered'; code: number | null; reply: string; accepted: string[]; rejected: RecipientReply[] }
-  | { status: 'deferred'; code: number | null; reply: string; advice: string; errorCode?: ErrorCode | undefined }
+  | {
+      status: 'deferred';
+      code: number | null;
+      reply: string;
+      advice: string;
+      errorCode?: ErrorCode | undefined;
+      /** The upstream asked not to be tried again before this long (HTTP Retry-After). */
+      retryAfterMs?: number | undefined;
+    }
   | { status: 'failed'; code: number | null; reply: string; advice: string; errorCode?: ErrorCode | undefined }
   | { status: 'held'; reason: string; advice?: string | undefined; errorCode?: ErrorCode | undefined };
 
 /** The queue's view of smtp-out (wired in app.ts). */
 export interface OutboundTransport {
-  route(): Promise<RouteStatus>;
+  /**
+   * Where the messages routed to `accountId` go now ('' and an unknown id included: the Default, and a
+   * route that is not ready with the reason).
+   */
+  route(accountId: string): Promise<RouteStatus>;
   deliver(message: QueuedMessage, body: () => Readable, route: RouteStatus): Promise<DeliveryResult>;
   /** Ends in-flight sessions at once (shutdown after the grace period). */
   abort(): Promise<void>;
@@ -117,13 +129,14 @@ export class QueueManager {
   readonly #retentionMs: number;
   readonly #reportingMta: string;
   readonly #active = new Map<string, Promise<void>>();
-  #route: { status: RouteStatus; at: number } | undefined;
+  /** Route status by account key (a message's account_id), with when it was asked. */
+  readonly #routes = new Map<string, { status: RouteStatus; at: number }>();
   /**
-   * The pace's last "wait": until then the shared window has no start for this key, so passes do not ask the
-   * database for one. Starts leave the window by time; a give-back here clears this, one by another instance
-   * is noticed when it runs out.
+   * Each pace's last "wait", by sending account: until then the shared window has no start for it, so passes
+   * do not ask the database for one. Starts leave the window by time; a give-back here clears this, one by
+   * another instance is noticed when it runs out.
    */
-  #paceFullUntil: { key: string; at: number } | undefined;
+  readonly #paceFullUntil = new Map<string, number>();
   #heldMayExist = true;
   /** After a delivery found no usable token, held messages wait at least this long (no hot loop). */
   #releaseNotBefore = 0;
@@ -232,8 +245,8 @@ export class QueueManager {
 
   /** Forget the cached route status (E-Mail Settings or a token changed). */
   invalidateRoute(): void {
-    this.#route = undefined;
-    this.#paceFullUntil = undefined; // the limit may have been raised
+    this.#routes.clear();
+    this.#paceFullUntil.clear(); // the limit may have been raised
     this.#heldMayExist = true;
     this.#releaseNotBefore = 0;
     this.kick();
@@ -267,113 +280,179 @@ export class QueueManager {
       });
   }
 
-  async #routeStatus(): Promise<RouteStatus> {
-    const now = this.#now();
-    if (this.#route && now - this.#route.at < this.#routeCacheMs) return this.#route.status;
-    const status = await this.#transport.route();
-    this.#route = { status, at: this.#now() };
+  /** The route of one account key (a message's account_id; '' is the Default), cached for a moment. */
+  async #routeStatus(key: string): Promise<RouteStatus> {
+    const cached = this.#routes.get(key);
+    if (cached && this.#now() - cached.at < this.#routeCacheMs) return cached.status;
+    const status = await this.#transport.route(key);
+    this.#routes.set(key, { status, at: this.#now() });
     return status;
   }
 
+  /** The account keys whose pace is full now (their messages wait; others go on), soonest first. */
+  #paceFullKeys(): { keys: Set<string>; until: number } {
+    const now = this.#now();
+    const keys = new Set<string>();
+    let until = Infinity;
+    for (const [accountId, at] of this.#paceFullUntil) {
+      if (at <= now) {
+        this.#paceFullUntil.delete(accountId);
+        continue;
+      }
+      until = Math.min(until, at);
+      for (const [key, cached] of this.#routes) if (cached.status.accountId === accountId) keys.add(key);
+      keys.add(accountId);
+    }
+    return { keys, until };
+  }
+
+  /** Holds the due messages of each account that has no usable token. */
+  async #holdUnready(unready: Map<string, RouteStatus>): Promise<void> {
+    for (const [key, route] of unready) {
+      const held = await this.#queue.holdDue(route.reason ?? 'The sending account has no usable token.', route.advice, key);
+      if (held > 0) {
+        this.#heldMayExist = true;
+        this.#log.warn({ held, account: route.accountId, reason: route.reason }, 'messages held until the sending account has a usable token');
+      }
+    }
+  }
+
+  /** Held messages of accounts whose token is usable again become due. */
+  async #releaseReady(): Promise<void> {
+    if (!this.#heldMayExist || this.#now() < this.#releaseNotBefore) return;
+    this.#heldMayExist = false;
+    for (const key of await this.#queue.heldAccounts()) {
+      const route = await this.#routeStatus(key);
+      if (!route.ready) {
+        this.#heldMayExist = true;
+        continue;
+      }
+      const released = await this.#queue.releaseHeld(key);
+      if (released > 0) {
+        this.#scanNeeded = true;
+        this.#log.info({ released, account: route.accountId }, 'held messages released: the sending account has a usable token again');
+      }
+    }
+  }
+
+  /**
+   * One pass: every due message goes to the account it was routed to, each account with its own route
+   * (token), hold and pace; an account that cannot send (no token, pace full) holds up none of the others.
+   */
   async #pass(): Promise<void> {
     const now = this.#now();
     if (now - this.#lastPrune > PRUNE_EVERY_MS) {
       this.#lastPrune = now;
       await this.#queue.prune(now - this.#retentionMs);
     }
-    const route = await this.#routeStatus();
-    if (!route.ready) {
-      for (const message of this.#fresh) this.#queue.forgetBody(message);
-      this.#fresh = []; // they are due rows: holdDue takes them
-      const held = await this.#queue.holdDue(route.reason ?? 'The sending account has no usable token.', route.advice);
-      if (held > 0) {
-        this.#heldMayExist = true;
-        this.#log.warn({ held, reason: route.reason }, 'messages held until the sending account has a usable token');
-      }
-      return;
-    }
-    if (this.#heldMayExist && this.#now() >= this.#releaseNotBefore) {
-      this.#heldMayExist = false;
-      const released = await this.#queue.releaseHeld();
-      if (released > 0) {
-        this.#scanNeeded = true;
-        this.#log.info({ released }, 'held messages released: the sending account has a usable token again');
-      }
-    }
-    const paced = route.messagesPerMinute > 0;
-    for (;;) {
-      if (this.#stopping) return;
-      const free = this.#tuning.concurrency - this.#active.size;
-      if (free <= 0) return;
-      if (paced) {
-        const full = this.#paceFullUntil;
-        if (full && full.key === route.accountId && full.at > this.#now()) {
-          this.#wakeIn(full.at - this.#now());
+    if (this.#scanNeeded) await this.#releaseReady();
+    /** Accounts without a usable token found in this pass: their due messages are held at the end. */
+    const unready = new Map<string, RouteStatus>();
+    try {
+      for (;;) {
+        if (this.#stopping) return;
+        const free = this.#tuning.concurrency - this.#active.size;
+        if (free <= 0) return;
+        const full = this.#paceFullKeys();
+        const blocked = new Set([...full.keys, ...unready.keys()]);
+        const batch: QueuedMessage[] = [];
+        const waiting: QueuedMessage[] = [];
+        while (batch.length < free && this.#fresh.length > 0) {
+          const message = this.#fresh.shift()!;
+          if (this.#active.has(message.id)) continue;
+          if (unready.has(message.accountId)) this.#queue.forgetBody(message); // a due row: held below
+          else if (blocked.has(message.accountId)) waiting.push(message);
+          else batch.push(message);
+        }
+        this.#fresh.unshift(...waiting);
+        let scanned = false;
+        if (batch.length < free && this.#scanNeeded) {
+          scanned = true;
+          const want = free - batch.length;
+          const due = await this.#queue.due(want, [...this.#active.keys(), ...batch.map((m) => m.id), ...waiting.map((m) => m.id)], blocked);
+          if (due.length < want) this.#scanNeeded = false;
+          batch.push(...due);
+        }
+        if (batch.length === 0) {
+          // Paced accounts go on when their pace has room; the others when their next message is due.
+          if (full.until !== Infinity) this.#wakeIn(full.until - this.#now());
+          if (scanned) {
+            const next = await this.#queue.nextDueAt(blocked);
+            if (next !== undefined) this.#wakeIn(next - this.#now());
+          }
           return;
         }
-      }
-      const batch: QueuedMessage[] = [];
-      while (batch.length < free && this.#fresh.length > 0) {
-        const message = this.#fresh.shift()!;
-        if (!this.#active.has(message.id)) batch.push(message);
-      }
-      let scanned = false;
-      if (batch.length < free && this.#scanNeeded) {
-        scanned = true;
-        const want = free - batch.length;
-        const due = await this.#queue.due(want, [...this.#active.keys(), ...batch.map((m) => m.id)]);
-        if (due.length < want) this.#scanNeeded = false;
-        batch.push(...due);
-      }
-      if (batch.length === 0) {
-        if (scanned) {
-          const next = await this.#queue.nextDueAt();
-          if (next !== undefined) this.#wakeIn(next - this.#now());
+        // Each account on its own: its route (token), its pace.
+        const byKey = new Map<string, QueuedMessage[]>();
+        for (const message of batch) {
+          const group = byKey.get(message.accountId);
+          if (group) group.push(message);
+          else byKey.set(message.accountId, [message]);
         }
-        return;
-      }
-      const slots: PacingSlot[] = [];
-      if (paced) {
-        // Starts first, leases second: a start the window refuses costs nothing to put back, a lease would.
-        let grant: PacingGrant;
-        try {
-          grant = await this.#pacer.take(route.accountId, route.messagesPerMinute, batch.length);
-        } catch (error) {
-          for (const message of batch) this.#queue.forgetBody(message);
-          this.#scanNeeded = true; // they are due rows: a later scan finds them
-          throw error;
-        }
-        slots.push(...grant.slots);
-        if (slots.length < batch.length) {
-          this.#paceFullUntil = { key: route.accountId, at: this.#now() + grant.waitMs };
-          this.#fresh.unshift(...batch.splice(slots.length));
-          if (batch.length === 0) {
-            this.#wakeIn(grant.waitMs);
-            return;
+        let started = 0;
+        for (const [key, group] of byKey) {
+          const route = await this.#routeStatus(key);
+          if (!route.ready) {
+            unready.set(key, route);
+            for (const message of group) this.#queue.forgetBody(message); // due rows: held below
+            continue;
           }
+          started += await this.#start(group, route);
         }
+        if (started === 0 && !this.#scanNeeded && this.#fresh.every((m) => blocked.has(m.accountId) || unready.has(m.accountId))) return;
       }
-      const leased = await this.#queue.leaseMany(batch, this.owner, this.#leaseMs);
-      if (leased.length < batch.length) for (const message of batch) if (!leased.includes(message)) this.#queue.forgetBody(message);
-      // Starts are alike (one key): each delivery takes one; those of messages not leased go back.
-      for (const message of leased) {
-        if (this.#active.has(message.id)) continue;
-        let outcome: RecordedOutcome | undefined;
-        const run = this.#deliver(message, route, slots.pop())
-          .then((recorded) => {
-            outcome = recorded;
-          })
-          .finally(() => {
-            this.#active.delete(message.id);
-            this.#poke();
-            this.#notifyIdle();
-            this.#emit({ type: 'delivery', queueId: message.id, outcome });
-          });
-        this.#active.set(message.id, run);
+    } finally {
+      if (unready.size > 0) {
+        for (const message of this.#fresh) if (unready.has(message.accountId)) this.#queue.forgetBody(message);
+        this.#fresh = this.#fresh.filter((m) => !unready.has(m.accountId));
+        await this.#holdUnready(unready);
       }
-      if (slots.length > 0) this.#giveBack(slots);
-      if (leased.length === 0 && !this.#scanNeeded && this.#fresh.length === 0) return;
     }
+  }
+
+  /** Takes starts from the account's pace, leases the messages and starts their deliveries. Returns how many started. */
+  async #start(group: QueuedMessage[], route: RouteStatus): Promise<number> {
+    const slots: PacingSlot[] = [];
+    if (route.messagesPerMinute > 0) {
+      // Starts first, leases second: a start the window refuses costs nothing to put back, a lease would.
+      let grant: PacingGrant;
+      try {
+        grant = await this.#pacer.take(route.accountId, route.messagesPerMinute, group.length);
+      } catch (error) {
+        for (const message of group) this.#queue.forgetBody(message);
+        this.#scanNeeded = true; // they are due rows: a later scan finds them
+        throw error;
+      }
+      slots.push(...grant.slots);
+      if (slots.length < group.length) {
+        this.#paceFullUntil.set(route.accountId, this.#now() + grant.waitMs);
+        this.#fresh.unshift(...group.splice(slots.length));
+        this.#wakeIn(grant.waitMs);
+        if (group.length === 0) return 0;
+      }
+    }
+    const leased = await this.#queue.leaseMany(group, this.owner, this.#leaseMs);
+    if (leased.length < group.length) for (const message of group) if (!leased.includes(message)) this.#queue.forgetBody(message);
+    // Starts are alike (one key): each delivery takes one; those of messages not leased go back.
+    let started = 0;
+    for (const message of leased) {
+      if (this.#active.has(message.id)) continue;
+      started++;
+      let outcome: RecordedOutcome | undefined;
+      const run = this.#deliver(message, route, slots.pop())
+        .then((recorded) => {
+          outcome = recorded;
+        })
+        .finally(() => {
+          this.#active.delete(message.id);
+          this.#poke();
+          this.#notifyIdle();
+          this.#emit({ type: 'delivery', queueId: message.id, outcome });
+        });
+      this.#active.set(message.id, run);
+    }
+    if (slots.length > 0) this.#giveBack(slots);
+    return started;
   }
 
   /** A pass with a database scan in `ms` (a retry or the pace comes due), unless one comes sooner anyway. */
@@ -394,7 +473,7 @@ export class QueueManager {
   /** Returns starts that did not become deliveries; a failure only leaves them counted until they age out. */
   #giveBack(slots: PacingSlot[]): void {
     if (slots.length === 0) return;
-    this.#paceFullUntil = undefined;
+    this.#paceFullUntil.clear();
     const done: Promise<void> = this.#pacer
       .giveBack(slots)
       .then(
@@ -436,7 +515,7 @@ export class QueueManager {
   async #record(message: QueuedMessage, route: RouteStatus, result: DeliveryResult): Promise<RecordedOutcome | undefined> {
     const now = this.#now();
     if (result.status === 'held') {
-      this.#route = undefined;
+      this.#routes.delete(message.accountId);
       this.#heldMayExist = true;
       this.#releaseNotBefore = this.#now() + 5 * this.#tickMs;
       await this.#queue.hold(message, this.owner, result.reason, result.advice);
@@ -460,6 +539,8 @@ export class QueueManager {
     const expired: RecipientReply[] = [];
     if (retry.length > 0) {
       next = nextAttemptAt(message.attempts, now, message.expiresAt, this.#tuning, this.#random);
+      const notBefore = result.status === 'deferred' && result.retryAfterMs ? now + result.retryAfterMs : undefined;
+      if (next !== undefined && notBefore !== undefined && next < notBefore) next = notBefore <= message.expiresAt ? notBefore : undefined;
       if (next === undefined) {
         for (const r of retry) expired.push(r);
         retry = [];

@@ -55,6 +55,8 @@ export interface QueuedMessage {
   doneAt: number | null;
   /** The body is in the database (every instance reads it), not in the spool of the node that accepted it. */
   bodyInDatabase: boolean;
+  /** The sending account it was routed to ('' from an older instance: the Default). */
+  accountId: string;
   /** The body, while a small message is on its way from the relay to its first delivery attempt. */
   cachedBody?: Buffer | undefined;
 }
@@ -74,6 +76,11 @@ export interface MessageEnvelope {
   subject: string | null;
   messageId: string | null;
   client: string;
+  /**
+   * The sending account the message was routed to (smtp-in/routing.ts); it is sent through no other.
+   * Absent or '': the Default account at delivery time.
+   */
+  accountId?: string | undefined;
 }
 
 /** A message being received: stream the body into `body`, then `commit()` (durable) or `abort()`. */
@@ -142,6 +149,7 @@ export function toMessage(row: QueueRow): QueuedMessage {
     lastAdvice: row.last_advice,
     doneAt: row.done_at === null ? null : Number(row.done_at),
     bodyInDatabase: row.body_in_database === 1,
+    accountId: row.account_id,
   };
 }
 
@@ -295,6 +303,7 @@ export class MessageQueue {
       id,
       node_id: this.nodeId,
       body_in_database: this.databaseBodies ? 1 : 0,
+      account_id: envelope.accountId ?? '',
       state: 'incoming',
       reverse_path: envelope.reversePath,
       recipients: JSON.stringify(envelope.recipients),
@@ -392,12 +401,14 @@ export class MessageQueue {
   }
 
   /** The earliest next attempt among waiting messages this node may deliver (for the manager's timer). */
-  async nextDueAt(): Promise<number | undefined> {
+  async nextDueAt(excludeAccounts: Iterable<string> = []): Promise<number | undefined> {
+    const accounts = [...excludeAccounts];
     const row = await this.#store.db
       .selectFrom('queue_messages')
       .select((eb) => eb.fn.min<number>('next_attempt_at').as('at'))
       .where((eb) => this.#mine(eb))
       .where('state', 'in', ['incoming', 'deferred'])
+      .$if(accounts.length > 0, (q) => q.where('account_id', 'not in', accounts))
       .executeTakeFirst();
     return row?.at === null || row?.at === undefined ? undefined : Number(row.at);
   }
@@ -416,9 +427,10 @@ export class MessageQueue {
    * Due messages this node may deliver: waiting ones whose time has come, and active ones whose lease ran out
    * (with bodies in the database, also those of an instance that died while delivering them).
    */
-  async due(limit: number, excludeIds: Iterable<string> = []): Promise<QueuedMessage[]> {
+  async due(limit: number, excludeIds: Iterable<string> = [], excludeAccounts: Iterable<string> = []): Promise<QueuedMessage[]> {
     const now = this.#now();
     const exclude = [...excludeIds];
+    const accounts = [...excludeAccounts];
     let query = this.#store.db
       .selectFrom('queue_messages')
       .selectAll()
@@ -432,6 +444,7 @@ export class MessageQueue {
       .orderBy('next_attempt_at')
       .limit(limit);
     if (exclude.length > 0) query = query.where('id', 'not in', exclude);
+    if (accounts.length > 0) query = query.where('account_id', 'not in', accounts);
     return (await query.execute()).map(toMessage);
   }
 
@@ -617,6 +630,8 @@ export class MessageQueue {
                   subject: `Undelivered Mail Returned to Sender${message.subject ? `: ${message.subject}` : ''}`,
                   messageId: null,
                   client: `postern (bounce of ${message.id})`,
+                  // A DSN goes back the way the message came: through the account it was routed to.
+                  accountId: message.accountId,
                 },
                 bounce.size,
                 now,
@@ -670,13 +685,31 @@ export class MessageQueue {
     }, { durable: false });
   }
 
-  /** Held messages of this node become due again (the token is usable again). Returns how many. */
-  releaseHeld(): Promise<number> {
-    return this.#makeDue('held', 'released', 'Token Status is Active again', false, true);
+  /**
+   * Held messages of this node become due again (the token is usable again): those routed to `accountId`
+   * (a message's account_id, '' included), or all. Returns how many.
+   */
+  releaseHeld(accountId?: string): Promise<number> {
+    return this.#makeDue('held', 'released', 'Token Status is Active again', false, true, accountId);
   }
 
-  /** Due waiting messages go on hold without an attempt (no usable token). Returns how many. */
-  async holdDue(reason: string, advice?: string): Promise<number> {
+  /** The accounts (message account_id values) that held messages this node may deliver are routed to. */
+  async heldAccounts(): Promise<string[]> {
+    const rows = await this.#store.db
+      .selectFrom('queue_messages')
+      .select('account_id')
+      .distinct()
+      .where((eb) => this.#mine(eb))
+      .where('state', '=', 'held')
+      .execute();
+    return rows.map((r) => r.account_id);
+  }
+
+  /**
+   * Due waiting messages go on hold without an attempt (no usable token): those routed to `accountId` (a
+   * message's account_id, '' included), or all. Returns how many.
+   */
+  async holdDue(reason: string, advice?: string, accountId?: string): Promise<number> {
     const now = this.#now();
     let count = 0;
     await this.#batcher.run(async (trx) => {
@@ -686,6 +719,7 @@ export class MessageQueue {
         .where((eb) => this.#mine(eb))
         .where('state', 'in', ['incoming', 'deferred'])
         .where('next_attempt_at', '<=', now)
+        .$if(accountId !== undefined, (q) => q.where('account_id', '=', accountId!))
         .execute();
       if (rows.length === 0) return;
       for (const row of rows) {
@@ -712,7 +746,7 @@ export class MessageQueue {
   }
 
   /** This node's messages in state `from` become due at once, unleased, each with a log line. Returns how many. */
-  async #makeDue(from: 'held' | 'active', event: DeliveryEvent, reply: string, durable: boolean, shared: boolean): Promise<number> {
+  async #makeDue(from: 'held' | 'active', event: DeliveryEvent, reply: string, durable: boolean, shared: boolean, accountId?: string): Promise<number> {
     const now = this.#now();
     let count = 0;
     await this.#batcher.run(async (trx) => {
@@ -721,6 +755,7 @@ export class MessageQueue {
         .select('id')
         .where((eb) => (shared ? this.#mine(eb) : eb('node_id', '=', this.nodeId)))
         .where('state', '=', from)
+        .$if(accountId !== undefined, (q) => q.where('account_id', '=', accountId!))
         .execute();
       if (rows.length === 0) return;
       await trx

@@ -48,7 +48,7 @@ function domainKey(domain: string): string {
 }
 
 /** Why `entry` is not an address or `@domain`; undefined when it is fine. */
-function entryError(entry: string): string | undefined {
+export function senderEntryError(entry: string): string | undefined {
   if (/[\s\x00-\x1f\x7f<>"]/.test(entry)) return 'not an e-mail address or @domain';
   const at = entry.lastIndexOf('@');
   if (at < 0) {
@@ -74,7 +74,7 @@ export function parseAllowedSenders(text: string): ParsedAllowedSenders {
   for (const raw of text.split(/[\n,;]+/)) {
     const entry = raw.trim();
     if (entry === '') continue;
-    const error = entryError(entry);
+    const error = senderEntryError(entry);
     if (error) {
       errors.push(`${entry}: ${error}`);
       continue;
@@ -88,8 +88,8 @@ export function parseAllowedSenders(text: string): ParsedAllowedSenders {
   return { entries, errors };
 }
 
-/** `local@domain` or `@domain` in its comparison form. */
-function senderKey(address: string): string {
+/** `local@domain` or `@domain` in its comparison form (lower case, the domain as A-labels). */
+export function senderKey(address: string): string {
   const at = address.lastIndexOf('@');
   return `${address.slice(0, at).toLowerCase()}@${domainKey(address.slice(at + 1))}`;
 }

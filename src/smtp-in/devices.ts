@@ -42,7 +42,7 @@ const CACHE_TTL_MS = 15 * 60_000;
 /** How long a device's Allowed Sender Addresses are used without reading them again (other instances' edits). */
 export const SENDER_RULES_TTL_MS = 10_000;
 
-const PUBLIC_COLUMNS = ['id', 'username', 'allowed_senders', 'created_at', 'updated_at', 'last_login_at'] as const;
+const PUBLIC_COLUMNS = ['id', 'username', 'allowed_senders', 'sending_account_id', 'created_at', 'updated_at', 'last_login_at'] as const;
 
 function toAccount(row: Omit<RelayDevicesTable, 'password_hash'>): DeviceAccount {
   const { allowed_senders: allowed, ...rest } = row;
@@ -86,10 +86,13 @@ export class DeviceAccounts {
     return (await this.store.db.selectFrom('relay_devices').select('id').where('username', '=', username).executeTakeFirst()) !== undefined;
   }
 
-  /** `allowedSenders`: entries as parseAllowedSenders returns them. */
-  async create(username: string, password: string, allowedSenders: string[] = []): Promise<DeviceAccount> {
+  /**
+   * `allowedSenders`: entries as parseAllowedSenders returns them. `sendingAccountId`: the account its mail
+   * goes through (null: the Default).
+   */
+  async create(username: string, password: string, allowedSenders: string[] = [], sendingAccountId: string | null = null): Promise<DeviceAccount> {
     const now = Date.now();
-    const device = { id: randomUUID(), username, created_at: now, updated_at: now, last_login_at: null };
+    const device = { id: randomUUID(), username, sending_account_id: sendingAccountId, created_at: now, updated_at: now, last_login_at: null };
     await this.store.db
       .insertInto('relay_devices')
       .values({ ...device, allowed_senders: allowedSenders.join('\n'), password_hash: await hashPassword(password) })
@@ -101,6 +104,12 @@ export class DeviceAccounts {
   async setAllowedSenders(id: string, allowedSenders: string[]): Promise<DeviceAccount | undefined> {
     await this.store.db.updateTable('relay_devices').set({ allowed_senders: allowedSenders.join('\n'), updated_at: Date.now() }).where('id', '=', id).execute();
     this.#forgetSenders(id);
+    return this.find(id);
+  }
+
+  /** Routes the device's mail through `accountId` (null: the Default), from its next message. */
+  async setSendingAccount(id: string, accountId: string | null): Promise<DeviceAccount | undefined> {
+    await this.store.db.updateTable('relay_devices').set({ sending_account_id: accountId, updated_at: Date.now() }).where('id', '=', id).execute();
     return this.find(id);
   }
 

@@ -64,6 +64,7 @@ import { isAllowedSender } from './allowed-senders.js';
 import type { DeviceAccounts } from './devices.js';
 import { MAX_HEADER_BYTES, MessageNormalizer } from './message-normalizer.js';
 import { isAllowed, parseNetworks } from './networks.js';
+import type { SendingRoutes } from './routing.js';
 import type { RelayCertificate, RelaySettings, RelaySettingsView } from './relay-settings.js';
 
 /** What the selected upstream accepts, as far as is known (wired in app.ts from E-Mail Settings). */
@@ -102,6 +103,8 @@ export interface RelayServerOptions {
    */
   proxyFrom?: string[] | undefined;
   maxRecipients?: number;
+  /** Which sending account each message goes through (routing.ts); absent: the Default at delivery. */
+  routes?: SendingRoutes;
 }
 
 /** Why a device's AUTH was refused: wrong credentials, another authorization identity, or the throttle. */
@@ -541,7 +544,9 @@ export class RelayServer {
       const envelope = session.envelope;
       const mailFrom = envelope.mailFrom ? envelope.mailFrom.address : '';
       const facts = normalizer.facts;
+      const route = await this.#options.routes?.resolve({ reversePath: mailFrom, deviceId: user?.deviceId, remoteAddress: session.remoteAddress });
       const accepted: MessageEnvelope = {
+        accountId: route?.accountId,
         reversePath: mailFrom,
         recipients: envelope.rcptTo.map((r) => r.address),
         body8bit: facts.eightBit || envelope.bodyType === '8bitmime',
@@ -559,6 +564,7 @@ export class RelayServer {
           from: mailFrom,
           recipients: accepted.recipients.length,
           bytes: incoming.body.bytesWritten,
+          ...(route ? { account: route.accountId, routedBy: route.reason } : {}),
           ...(facts.bareLf + facts.bareCr > 0 ? { bareLf: facts.bareLf, bareCr: facts.bareCr } : {}),
         },
         'message accepted',

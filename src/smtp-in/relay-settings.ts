@@ -94,6 +94,8 @@ export class RelaySettings {
       tls_cert: null,
       tls_key_enc: null,
       tls_cert_source: null,
+      default_account_id: null,
+      network_accounts: '{}',
       updated_at: Date.now(),
     };
     await this.store.db.insertInto('relay_settings').values(fresh).onConflict((oc) => oc.column('id').doNothing()).execute();

@@ -1,5 +1,7 @@
 /**
- * E-Mail Settings: the upstream SMTP server, the sending account and the sender, stored in one row.
+ * E-Mail Settings: each sending account's upstream SMTP server, sender and pace, one row per account (id =
+ * the account's id), and which account is the Default (relay_settings.default_account_id: where mail goes
+ * that no route sends elsewhere).
  * Defaults per provider (docs/protocol.md §3.2): Microsoft `smtp.office365.com:587` STARTTLS, Google
  * `smtp.gmail.com:465` implicit TLS; pacing 30 messages/minute for Exchange Online (§3.4).
  * The same row keeps what sessions last saw the upstream advertise (8BITMIME / SMTPUTF8, extensions.ts),
@@ -9,6 +11,7 @@ import { isIP } from 'node:net';
 import type { EmailSettingsTable, ProviderId, UpstreamTlsMode } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { TlsPolicy } from '../tls/trust.js';
+import { AccountNotFoundError } from '../oauth/accounts.js';
 import { formatExtensions, parseStoredExtensions, targetKey, type SeenExtensions, type UpstreamExtension } from './extensions.js';
 
 export interface ProviderDefaults {
@@ -30,7 +33,7 @@ export const TLS_MODE_LABELS: Record<UpstreamTlsMode, string> = {
 };
 
 export interface EmailSettingsView {
-  accountId: ProviderId;
+  accountId: string;
   smtpHost: string;
   smtpPort: number;
   tlsMode: UpstreamTlsMode;
@@ -58,7 +61,10 @@ export interface EmailSettingsInput {
 
 export type EmailSettingsErrors = Partial<Record<keyof EmailSettingsInput, string>>;
 
-const ROW_ID = 'default';
+/** The Default account until one is chosen: the seed's Microsoft account, as before there were several. */
+const FIRST_DEFAULT = 'microsoft';
+/** Relay Settings' default Maximum Message Size, for the row written when the Default is chosen first. */
+const RELAY_DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024;
 const ADDRESS = /^[^\s@<>()",;:\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/u;
 const HOST = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
@@ -89,8 +95,29 @@ function toView(row: EmailSettingsTable): EmailSettingsView {
 /** A confirmation of the same extensions is written again after this long, so "seen at" stays meaningful. */
 const RESEEN_AFTER_MS = 60 * 60_000;
 
+function defaultRow(accountId: string, provider: ProviderId): EmailSettingsTable {
+  const defaults = PROVIDER_SMTP_DEFAULTS[provider];
+  return {
+    id: accountId,
+    account_id: accountId,
+    smtp_host: defaults.host,
+    smtp_port: defaults.port,
+    tls_mode: defaults.tlsMode,
+    verify_server_certificate: 1,
+    add_cn_to_verification_items: 1,
+    sender_address: null,
+    allowed_from_addresses: '',
+    messages_per_minute: defaults.messagesPerMinute,
+    updated_at: Date.now(),
+    upstream_extensions_target: null,
+    upstream_extensions: null,
+    upstream_extensions_seen_at: null,
+  };
+}
+
 export class EmailSettings {
-  #cache: { view: EmailSettingsView; at: number } | undefined;
+  readonly #cache = new Map<string, { view: EmailSettingsView; at: number }>();
+  #defaultCache: { id: string; at: number } | undefined;
   readonly #listeners: Array<() => void> = [];
   readonly #extensionListeners: Array<() => void | Promise<void>> = [];
 
@@ -109,12 +136,18 @@ export class EmailSettings {
     this.#extensionListeners.push(listener);
   }
 
+  /** Forgets what was read (another instance changed settings). */
+  forget(): void {
+    this.#cache.clear();
+    this.#defaultCache = undefined;
+  }
+
   /**
-   * Records what a session to `host:port` advertised. Written only when it differs from what is stored (or to
-   * refresh an hour-old "seen at"), and only while that target is still the selected upstream.
+   * Records what a session of `accountId` to `host:port` advertised. Written only when it differs from what
+   * is stored (or to refresh an hour-old "seen at"), and only while that target is still the account's upstream.
    */
-  async recordExtensions(host: string, port: number, extensions: readonly UpstreamExtension[]): Promise<boolean> {
-    const view = await this.get();
+  async recordExtensions(host: string, port: number, extensions: readonly UpstreamExtension[], accountId?: string): Promise<boolean> {
+    const view = await this.get(accountId);
     if (targetKey(view.smtpHost, view.smtpPort) !== targetKey(host, port)) return false;
     const target = targetKey(host, port);
     const text = formatExtensions(extensions);
@@ -124,57 +157,91 @@ export class EmailSettings {
     await this.store.db
       .updateTable('email_settings')
       .set({ upstream_extensions_target: target, upstream_extensions: text, upstream_extensions_seen_at: Date.now() })
-      .where('id', '=', ROW_ID)
+      .where('id', '=', view.accountId)
       .where('smtp_host', '=', view.smtpHost)
       .where('smtp_port', '=', view.smtpPort)
       .execute();
-    this.#cache = undefined;
+    this.#cache.delete(view.accountId);
     if (!same) await Promise.all(this.#extensionListeners.map(async (listener) => listener()));
     return !same;
   }
 
   /**
-   * The OAuth account that sends, read afresh (no cache, no default row written): what another instance saved
-   * counts at once. Microsoft until E-Mail Settings are first saved, as in `get()`.
+   * The Default sending account, read afresh (no cache, no row written): what another instance saved counts
+   * at once. The seed's Microsoft account until one is chosen.
    */
-  async sendingAccountId(): Promise<ProviderId> {
-    const row = await this.store.db.selectFrom('email_settings').select('account_id').where('id', '=', ROW_ID).executeTakeFirst();
-    return row?.account_id ?? 'microsoft';
+  async sendingAccountId(): Promise<string> {
+    const row = await this.store.db.selectFrom('relay_settings').select('default_account_id').where('id', '=', 'default').executeTakeFirst();
+    return row?.default_account_id ?? FIRST_DEFAULT;
   }
 
-  async get(): Promise<EmailSettingsView> {
-    if (this.#cache && Date.now() - this.#cache.at < this.cacheMs) return this.#cache.view;
-    let row = await this.store.db.selectFrom('email_settings').selectAll().where('id', '=', ROW_ID).executeTakeFirst();
+  /** The Default sending account, from a short cache (deliveries, the relay). */
+  async defaultAccountId(): Promise<string> {
+    if (this.#defaultCache && Date.now() - this.#defaultCache.at < this.cacheMs) return this.#defaultCache.id;
+    const id = await this.sendingAccountId();
+    this.#defaultCache = { id, at: Date.now() };
+    return id;
+  }
+
+  /** Makes `accountId` the Default sending account. */
+  async setDefaultAccount(accountId: string): Promise<void> {
+    await this.#writeDefault(accountId);
+    for (const listener of this.#listeners) listener();
+  }
+
+  async #writeDefault(accountId: string): Promise<void> {
+    const updated = await this.store.db.updateTable('relay_settings').set({ default_account_id: accountId }).where('id', '=', 'default').executeTakeFirst();
+    if (Number(updated.numUpdatedRows) === 0) {
+      // Relay Settings not yet read or saved: their row is made here with their defaults (smtp-in/relay-settings.ts).
+      await this.store.db
+        .insertInto('relay_settings')
+        .values({ id: 'default', allowed_networks: '', max_message_size: RELAY_DEFAULT_MAX_MESSAGE_SIZE, allow_insecure_auth: 0, allow_legacy_tls: 0, bare_newlines: 'normalize', tls_cert: null, tls_key_enc: null, tls_cert_source: null, default_account_id: accountId, network_accounts: '{}', updated_at: Date.now() })
+        .onConflict((oc) => oc.column('id').doUpdateSet({ default_account_id: accountId }))
+        .execute();
+    }
+    this.#defaultCache = undefined;
+  }
+
+  /**
+   * The E-Mail Settings of `accountId` ('' or absent: the Default account), created with the provider's
+   * defaults on first read. Throws AccountNotFoundError for an account that does not exist.
+   */
+  async get(accountId?: string): Promise<EmailSettingsView> {
+    const id = accountId || (await this.defaultAccountId());
+    const cached = this.#cache.get(id);
+    if (cached && Date.now() - cached.at < this.cacheMs) return cached.view;
+    let row = await this.store.db.selectFrom('email_settings').selectAll().where('id', '=', id).executeTakeFirst();
     if (!row) {
-      const defaults = PROVIDER_SMTP_DEFAULTS.microsoft;
-      row = {
-        id: ROW_ID,
-        account_id: 'microsoft',
-        smtp_host: defaults.host,
-        smtp_port: defaults.port,
-        tls_mode: defaults.tlsMode,
-        verify_server_certificate: 1,
-        add_cn_to_verification_items: 1,
-        sender_address: null,
-        allowed_from_addresses: '',
-        messages_per_minute: defaults.messagesPerMinute,
-        updated_at: Date.now(),
-        upstream_extensions_target: null,
-        upstream_extensions: null,
-        upstream_extensions_seen_at: null,
-      };
+      const account = await this.store.db.selectFrom('oauth_accounts').select('provider').where('id', '=', id).executeTakeFirst();
+      const provider: ProviderId | undefined = account?.provider ?? (id === 'microsoft' || id === 'google' ? id : undefined);
+      if (!provider) throw new AccountNotFoundError(id);
+      row = defaultRow(id, provider);
       await this.store.db.insertInto('email_settings').values(row).onConflict((oc) => oc.column('id').doNothing()).execute();
     }
     const view = toView(row);
-    this.#cache = { view, at: Date.now() };
+    this.#cache.set(id, { view, at: Date.now() });
     return view;
+  }
+
+  /** The E-Mail Settings of every account that has them (the relay's extensions, the Sending Accounts page). */
+  async all(): Promise<EmailSettingsView[]> {
+    return (await this.store.db.selectFrom('email_settings').selectAll().orderBy('id').execute()).map(toView);
+  }
+
+  /** Forgets a removed account's settings. */
+  async remove(accountId: string): Promise<void> {
+    await this.store.db.deleteFrom('email_settings').where('id', '=', accountId).execute();
+    this.#cache.delete(accountId);
+    for (const listener of this.#listeners) listener();
   }
 
   validate(input: EmailSettingsInput): { ok: true; value: EmailSettingsView } | { ok: false; errors: EmailSettingsErrors } {
     const errors: EmailSettingsErrors = {};
-    const accountId = input.accountId === 'google' ? 'google' : input.accountId === 'microsoft' ? 'microsoft' : undefined;
-    if (!accountId) errors.accountId = 'Choose OAuth 2.0 (Microsoft) or OAuth 2.0 (Google).';
-    const defaults = PROVIDER_SMTP_DEFAULTS[accountId ?? 'microsoft'];
+    const accountId = /^[a-z0-9-]{1,64}$/.test(input.accountId) ? input.accountId : undefined;
+    if (!accountId) errors.accountId = 'Choose the sending account.';
+    // An account's id starts with its provider's ('google', 'google-3f…'): the defaults are that provider's.
+    const provider: ProviderId = accountId?.startsWith('google') ? 'google' : 'microsoft';
+    const defaults = PROVIDER_SMTP_DEFAULTS[provider];
     const host = input.smtpHost.trim() || defaults.host;
     if (!(isIP(host) !== 0 || HOST.test(host))) errors.smtpHost = `"${host}" is not a host name or IP address (for example ${defaults.host}).`;
     const portText = input.smtpPort.trim() || String(defaults.port);
@@ -206,14 +273,18 @@ export class EmailSettings {
     };
   }
 
-  async save(value: EmailSettingsView): Promise<void> {
-    const before = await this.get();
+  /**
+   * Saves the settings of `value.accountId`. `makeDefault` (the seed's E-Mail Settings page, whose Sending
+   * Account chooses where all mail goes): the account becomes the Default too.
+   */
+  async save(value: EmailSettingsView, options: { makeDefault?: boolean } = {}): Promise<void> {
+    const before = await this.get(value.accountId);
+    if (options.makeDefault ?? true) await this.#writeDefault(value.accountId);
     // Another upstream: what the old one advertised says nothing about it (the relay falls back to defaults).
     const forget = targetKey(before.smtpHost, before.smtpPort) !== targetKey(value.smtpHost, value.smtpPort);
     await this.store.db
       .updateTable('email_settings')
       .set({
-        account_id: value.accountId,
         smtp_host: value.smtpHost,
         smtp_port: value.smtpPort,
         tls_mode: value.tlsMode,
@@ -225,9 +296,9 @@ export class EmailSettings {
         updated_at: Date.now(),
         ...(forget ? { upstream_extensions_target: null, upstream_extensions: null, upstream_extensions_seen_at: null } : {}),
       })
-      .where('id', '=', ROW_ID)
+      .where('id', '=', value.accountId)
       .execute();
-    this.#cache = undefined;
+    this.#cache.delete(value.accountId);
     for (const listener of this.#listeners) listener();
     if (forget) await Promise.all(this.#extensionListeners.map(async (listener) => listener()));
   }

@@ -22,6 +22,8 @@ export interface ClassifiedFailure {
   advice: string;
   /** What went wrong, by the catalogue (POSTERN_SMTP_UPSTREAM_*, POSTERN_QUEUE_SPOOL_MISSING, …). */
   errorCode: ErrorCode;
+  /** Not to be tried again before this long (an HTTP Retry-After). */
+  retryAfterMs?: number | undefined;
 }
 
 interface AdviceRule {

@@ -5,12 +5,13 @@
 import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ErrorCodes } from '../errors.js';
-import { PROVIDER_LABELS } from '../oauth/profiles.js';
+import { AccountNotFoundError, type AccountRow } from '../oauth/accounts.js';
+import { accountLabel } from '../oauth/profiles.js';
 import { TokenUnavailableError, type AccessToken } from '../oauth/token-service.js';
 import type { DeliveryResult, OutboundTransport, RouteStatus } from '../queue/queue-manager.js';
 import type { QueuedMessage } from '../queue/queue.js';
 import { adviceFor } from './replies.js';
-import type { SmtpDelivery, TokenSource, UpstreamTarget } from './delivery.js';
+import type { DeliveryEnvelope, SendOutcome, SmtpDelivery, TokenSource, UpstreamTarget } from './delivery.js';
 import type { EmailSettings, EmailSettingsView } from './email-settings.js';
 import { HeaderTooLargeError, SenderPolicyTransform, type SenderPolicy } from './sender-policy.js';
 
@@ -19,11 +20,21 @@ export function targetOf(settings: EmailSettingsView): UpstreamTarget {
 }
 
 /** Advice for a held queue: what the administrator does to make the token usable again. */
+/** Where a Graph message goes; graph.ts's own type, repeated so the transport builds without it. */
+export interface GraphTarget {
+  accountId: string;
+  baseUrl: string;
+  mailbox: string;
+  delegated: boolean;
+  tls: import('../tls/trust.js').TlsPolicy;
+  largeMessages: boolean;
+}
+
 function holdAdvice(error: TokenUnavailableError, accountLabel: string): string {
   if (error.advice) return error.advice;
   switch (error.status) {
     case 'NotInUse':
-      return `Turn on Use ${accountLabel} in ${accountLabel} Settings, or choose the other account in E-Mail Settings.`;
+      return `Turn on Use ${accountLabel} in ${accountLabel} Settings, or route its mail to another sending account.`;
     case 'Expired':
       return `Authorize again in ${accountLabel} Settings; held messages are sent as soon as Token Status is Active.`;
     case 'Error':
@@ -41,24 +52,60 @@ export interface TestEmailResult {
   advice?: string | undefined;
 }
 
+/** What the transport reads of a sending account (oauth/accounts.ts's rows). */
+export interface SendingAccountSource {
+  get(id: string): Promise<AccountRow | undefined>;
+}
+
+/** Microsoft Graph sendMail (graph.ts), for accounts whose Delivery Method is Microsoft Graph. */
+export interface GraphSender {
+  send(target: GraphTarget, envelope: DeliveryEnvelope, body: () => Readable): Promise<SendOutcome>;
+}
+
+/** Where Graph is (tests point it at a stand-in). */
+export const GRAPH_BASE_URL = 'https://graph.microsoft.com/v1.0';
+
+/** One account's way out, as the route found it. */
+interface AccountRoute {
+  account: AccountRow;
+  settings: EmailSettingsView;
+  label: string;
+  mailbox: string | undefined;
+}
+
 export class UpstreamTransport implements OutboundTransport {
-  /** The authorized mailbox, as of the last route check. */
-  #mailbox: string | undefined;
+  /** The authorized mailbox of each account, as of its last route check. */
+  readonly #mailboxes = new Map<string, string | undefined>();
 
   constructor(
     private readonly settings: EmailSettings,
     private readonly tokens: TokenSource,
     private readonly delivery: SmtpDelivery,
     private readonly clientName: string,
+    private readonly accounts?: SendingAccountSource,
+    private readonly graph?: { sender: GraphSender; baseUrl?: string },
   ) {}
 
-  async route(): Promise<RouteStatus> {
-    const settings = await this.settings.get();
-    const label = PROVIDER_LABELS[settings.accountId];
-    const base = { accountId: settings.accountId, messagesPerMinute: settings.messagesPerMinute, remoteMta: settings.smtpHost };
+  /** The account a message routed to `key` goes through ('': the Default). */
+  async #accountId(key: string): Promise<string> {
+    return key || (await this.settings.defaultAccountId());
+  }
+
+  async route(key: string = ''): Promise<RouteStatus> {
+    const accountId = await this.#accountId(key);
+    const account = this.accounts ? await this.accounts.get(accountId) : undefined;
+    if (this.accounts && !account) {
+      const error = new AccountNotFoundError(accountId);
+      return { accountId, ready: false, messagesPerMinute: 0, reason: error.message, advice: 'The account was removed: delete these messages, or add the account again and route its mail to it.' };
+    }
+    const settings = await this.settings.get(accountId);
+    const label = accountLabel(accountId, account?.name);
+    const graph = account?.delivery_method === 'graph';
+    const base = { accountId, messagesPerMinute: settings.messagesPerMinute, remoteMta: graph ? new URL(this.graph?.baseUrl ?? GRAPH_BASE_URL).host : settings.smtpHost };
+    if (graph && !this.graph) return { ...base, ready: false, reason: `${label}: Microsoft Graph delivery is not available in this build.`, advice: 'Choose SMTP (XOAUTH2) as the Delivery Method.' };
     let token: AccessToken;
     try {
-      token = await this.tokens.getAccessToken(settings.accountId);
+      token = await this.tokens.getAccessToken(accountId);
     } catch (error) {
       this.delivery.closeIdle();
       if (error instanceof TokenUnavailableError) {
@@ -66,7 +113,7 @@ export class UpstreamTransport implements OutboundTransport {
       }
       return { ...base, ready: false, reason: `${label}: the token could not be read (${error instanceof Error ? error.message : String(error)})`, advice: 'Postern tries again shortly.' };
     }
-    this.#mailbox = token.mailbox;
+    this.#mailboxes.set(accountId, token.mailbox);
     const postmaster = settings.senderAddress ?? token.mailbox;
     if (!postmaster) {
       return { ...base, ready: false, reason: `${label}: the authorized mailbox is not known.`, advice: 'Enter the Sender E-Mail Address in E-Mail Settings, or authorize again.' };
@@ -78,33 +125,47 @@ export class UpstreamTransport implements OutboundTransport {
     return { mailbox: settings.senderAddress ?? mailbox ?? '', allowed: [...(mailbox ? [mailbox] : []), ...settings.allowedFromAddresses] };
   }
 
-  async deliver(message: QueuedMessage, body: () => Readable, _route: RouteStatus): Promise<DeliveryResult> {
-    const settings = await this.settings.get();
-    const policy = this.#policy(settings, this.#mailbox);
+  async #routeOf(route: RouteStatus): Promise<AccountRoute | undefined> {
+    const account = this.accounts ? await this.accounts.get(route.accountId) : undefined;
+    if (this.accounts && !account) return undefined;
+    const settings = await this.settings.get(route.accountId);
+    return { account: account!, settings, label: accountLabel(route.accountId, account?.name), mailbox: this.#mailboxes.get(route.accountId) };
+  }
+
+  async deliver(message: QueuedMessage, body: () => Readable, route: RouteStatus): Promise<DeliveryResult> {
+    const way = await this.#routeOf(route);
+    if (!way) {
+      // Removed between the route and now: held, never sent through another account.
+      return { status: 'held', reason: new AccountNotFoundError(route.accountId).message, advice: 'The account was removed: delete these messages, or add the account again.', errorCode: ErrorCodes.OAUTH_ACCOUNT_NOT_FOUND };
+    }
+    const { settings, label } = way;
+    const policy = this.#policy(settings, way.mailbox);
     let headerTooLarge = false;
-    const outcome = await this.delivery.send(
-      targetOf(settings),
-      { from: policy.mailbox, to: message.recipients, size: message.size, eightBit: message.body8bit, smtpUtf8: message.smtputf8 },
-      () => {
-        const source = body();
-        const transform = new SenderPolicyTransform(policy);
-        // pipe() does not forward errors; the policy's own error (header too large) must end the send.
-        source.on('error', (error) => transform.destroy(error));
-        transform.on('error', () => (headerTooLarge ||= transform.headerTooLarge));
-        return source.pipe(transform);
-      },
-    );
+    const envelope = { from: policy.mailbox, to: message.recipients, size: message.size, eightBit: message.body8bit, smtpUtf8: message.smtputf8 };
+    const source = () => {
+      const source = body();
+      const transform = new SenderPolicyTransform(policy);
+      // pipe() does not forward errors; the policy's own error (header too large) must end the send.
+      source.on('error', (error) => transform.destroy(error));
+      transform.on('error', () => (headerTooLarge ||= transform.headerTooLarge));
+      return source.pipe(transform);
+    };
+    const outcome =
+      way.account?.delivery_method === 'graph' && this.graph
+        ? await this.graph.sender.send(this.#graphTarget(way), envelope, source)
+        : await this.delivery.send(targetOf(settings), envelope, source);
     if (headerTooLarge && outcome.kind === 'failed') {
       // Never sent without the sender policy, and never will be: a permanent failure, not a retry.
       return { status: 'failed', code: 554, reply: `554 5.6.0 ${new HeaderTooLargeError().message}`, advice: 'Send the message again with a smaller header.', errorCode: ErrorCodes.SMTP_HEADER_TOO_BIG };
     }
     if (outcome.kind === 'held') {
-      const label = PROVIDER_LABELS[settings.accountId];
       return { status: 'held', reason: `${label}: ${outcome.error.message}`, advice: holdAdvice(outcome.error, label), errorCode: outcome.error.code };
     }
     if (outcome.kind === 'failed') {
       const f = outcome.failure;
-      return { status: f.class === 'permanent' ? 'failed' : 'deferred', code: f.code, reply: f.reply, advice: f.advice, errorCode: f.errorCode };
+      return f.class === 'permanent'
+        ? { status: 'failed', code: f.code, reply: f.reply, advice: f.advice, errorCode: f.errorCode }
+        : { status: 'deferred', code: f.code, reply: f.reply, advice: f.advice, errorCode: f.errorCode, retryAfterMs: f.retryAfterMs };
     }
     return {
       status: 'delivered',
@@ -115,14 +176,26 @@ export class UpstreamTransport implements OutboundTransport {
     };
   }
 
+  #graphTarget(way: AccountRoute): GraphTarget {
+    const delegated = way.account.authorization_type === 'delegated';
+    return {
+      accountId: way.account.id,
+      baseUrl: this.graph?.baseUrl ?? GRAPH_BASE_URL,
+      mailbox: way.account.app_mailbox ?? way.mailbox ?? way.account.mailbox ?? '',
+      delegated,
+      tls: way.settings.tls,
+      largeMessages: way.account.graph_large_messages === 1,
+    };
+  }
+
   async abort(): Promise<void> {
     await this.delivery.close();
   }
 
   /** Send Test E-Mail: a short message to `to`, straight to the upstream (not through the queue). */
-  async sendTestEmail(to: string, actor: string): Promise<TestEmailResult> {
-    const settings = await this.settings.get();
-    const label = PROVIDER_LABELS[settings.accountId];
+  async sendTestEmail(to: string, actor: string, accountId?: string): Promise<TestEmailResult> {
+    const settings = await this.settings.get(accountId);
+    const label = accountLabel(settings.accountId, (await this.accounts?.get(settings.accountId))?.name);
     let token: AccessToken;
     try {
       token = await this.tokens.getAccessToken(settings.accountId);

@@ -384,6 +384,62 @@ const migrations: Record<string, MigrationFactory> = {
       }
     },
   }),
+  '011_sending_accounts': (dialect) => ({
+    async up(db: Kysely<any>) {
+      // Several sending accounts (oauth/accounts.ts): each has a name, an authorization type and a delivery
+      // method; the seed's two accounts keep their ids ('microsoft', 'google') and stay as they were.
+      await db.schema.alterTable('oauth_accounts').addColumn('name', 'text', (c) => c.notNull().defaultTo('')).execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('authorization_type', 'text', (c) => c.notNull().defaultTo('delegated')).execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('delivery_method', 'text', (c) => c.notNull().defaultTo('smtp')).execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('client_certificate', 'text').execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('client_key_enc', 'text').execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('service_account_key_enc', 'text').execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('app_mailbox', 'text').execute();
+      await db.schema.alterTable('oauth_accounts').addColumn('graph_large_messages', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+
+      // E-Mail Settings become one row per account (id = the account's id). The old single row names the
+      // account that sent everything: it keeps its settings under that account's id and becomes the Default.
+      const old = (await db.selectFrom('email_settings').select(['id', 'account_id']).where('id', '=', 'default').executeTakeFirst()) as
+        | { id: string; account_id: string }
+        | undefined;
+      const defaultAccount = old?.account_id ?? 'microsoft';
+      if (old) await db.updateTable('email_settings').set({ id: old.account_id }).where('id', '=', 'default').execute();
+
+      await db.schema.alterTable('relay_settings').addColumn('default_account_id', 'text').execute();
+      // Allowed Networks entry → sending account, as JSON ({"192.0.2.0/24": "<account id>"}); absent: the Default.
+      await db.schema.alterTable('relay_settings').addColumn('network_accounts', 'text', (c) => c.notNull().defaultTo('{}')).execute();
+      await db.updateTable('relay_settings').set({ default_account_id: defaultAccount }).execute();
+      await db.schema.alterTable('relay_devices').addColumn('sending_account_id', 'text').execute();
+
+      // The account a message was routed to when it was accepted: it is sent through no other.
+      await db.schema.alterTable('queue_messages').addColumn('account_id', 'text', (c) => c.notNull().defaultTo('')).execute();
+      await db.updateTable('queue_messages').set({ account_id: defaultAccount }).execute();
+
+      await db.schema
+        .createTable('sender_routes')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('pattern', 'text', (c) => c.notNull().unique())
+        .addColumn('account_id', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'bigint', (c) => c.notNull())
+        .execute();
+      if (dialect !== 'postgres') return;
+      // A device's sending account is a setting like its password; its sign-in time still is not.
+      await sql`
+        create or replace function postern_settings_changed() returns trigger language plpgsql as $$
+        begin
+          if tg_table_name = 'relay_devices' and tg_op = 'UPDATE' then
+            if new.username = old.username and new.password_hash = old.password_hash and new.allowed_senders = old.allowed_senders
+               and new.sending_account_id is not distinct from old.sending_account_id then
+              return null;
+            end if;
+          end if;
+          update settings_version set version = version + 1 where id = 1;
+          perform pg_notify('postern_settings', tg_table_name);
+          return null;
+        end $$`.execute(db);
+      await sql`create trigger sender_routes_changed after insert or update or delete on sender_routes for each row execute function postern_settings_changed()`.execute(db);
+    },
+  }),
 };
 
 export function migrationProvider(dialect: DialectName): MigrationProvider {

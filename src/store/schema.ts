@@ -38,10 +38,33 @@ export type ProviderId = 'microsoft' | 'google';
 /** Token Status, as the seed names it (docs/protocol.md §4.1); written only by OAuthAccounts.transition. */
 export type TokenStatus = 'NotRegistered' | 'WaitingForAuthorization' | 'Active' | 'Expired' | 'Error';
 
+/**
+ * How an account is authorized: a person signs in (the seed's device code for Microsoft, authorization code
+ * for Google), or the application itself with its own credential (Microsoft client credentials; a Google
+ * service account with domain-wide delegation).
+ */
+export type AuthorizationType = 'delegated' | 'client-credentials' | 'service-account';
+
+/** How a Microsoft account delivers: SMTP with XOAUTH2 (the seed's), or Microsoft Graph sendMail. */
+export type DeliveryMethod = 'smtp' | 'graph';
+
 export interface OAuthAccountsTable {
-  /** One account per provider today: 'microsoft' or 'google'. */
+  /** The seed's accounts are 'microsoft' and 'google'; accounts added later have ids of their own. */
   id: string;
   provider: ProviderId;
+  /** The administrator's name for the account ('' for the seed's accounts until one is given). */
+  name: string;
+  authorization_type: AuthorizationType;
+  delivery_method: DeliveryMethod;
+  /** Client credentials by certificate: the certificate uploaded to Entra ID (PEM) and its key (SecretBox). */
+  client_certificate: string | null;
+  client_key_enc: string | null;
+  /** A Google service account's JSON key (SecretBox). */
+  service_account_key_enc: string | null;
+  /** The mailbox an application (client credentials, service account) sends as. */
+  app_mailbox: string | null;
+  /** Graph: the account has Mail.ReadWrite, so messages too large for one request go through a draft. */
+  graph_large_messages: number;
   enabled: number;
   verify_server_certificate: number;
   add_cn_to_verification_items: number;
@@ -148,11 +171,11 @@ export interface AuditLogTable {
 /** How Postern reaches the upstream SMTP server: STARTTLS on 587, or implicit TLS on 465. */
 export type UpstreamTlsMode = 'starttls' | 'tls';
 
-/** E-Mail Settings: one row (id 'default'), the upstream SMTP server and sender of all relayed mail. */
+/** E-Mail Settings: one row per sending account (id = account_id), its upstream SMTP server, sender and pace. */
 export interface EmailSettingsTable {
   id: string;
-  /** The OAuth account that sends: 'microsoft' or 'google'. */
-  account_id: ProviderId;
+  /** The sending account these settings belong to. */
+  account_id: string;
   smtp_host: string;
   smtp_port: number;
   tls_mode: UpstreamTlsMode;
@@ -190,6 +213,10 @@ export interface RelaySettingsTable {
   tls_cert: string | null;
   tls_key_enc: string | null;
   tls_cert_source: 'generated' | 'uploaded' | null;
+  /** The Default sending account: where mail goes that no rule, device account or network routes elsewhere. */
+  default_account_id: string | null;
+  /** JSON: Allowed Networks entry (as written) → sending account id; an entry not named sends through the Default. */
+  network_accounts: string;
   updated_at: number;
 }
 
@@ -200,6 +227,8 @@ export interface RelayDevicesTable {
   password_hash: string;
   /** Allowed Sender Addresses (MAIL FROM), one per line: `local@domain` or `@domain`; empty = any sender. */
   allowed_senders: string;
+  /** The sending account this device's mail goes through; null: the Default. */
+  sending_account_id: string | null;
   created_at: number;
   updated_at: number;
   last_login_at: number | null;
@@ -218,6 +247,11 @@ export interface QueueMessagesTable {
   node_id: string;
   /** 1 when the body is in `message_bodies` (any instance delivers it); 0 (the default) for a spool file. */
   body_in_database: Generated<number>;
+  /**
+   * The sending account it was routed to when accepted; it is never sent through another. '' (a row written
+   * by an older instance during an upgrade): the Default account.
+   */
+  account_id: Generated<string>;
   state: QueueState;
   /** The device's envelope sender (MAIL FROM); '' for the null sender. Bounces go here. */
   reverse_path: string;
@@ -339,7 +373,17 @@ export interface SettingsVersionTable {
   version: number;
 }
 
+/** Sender Routing: an envelope sender (`user@domain`) or a whole domain (`@domain`) → sending account. */
+export interface SenderRoutesTable {
+  id: string;
+  /** Lower case: `user@domain` or `@domain`. */
+  pattern: string;
+  account_id: string;
+  created_at: number;
+}
+
 export interface Database {
+  sender_routes: SenderRoutesTable;
   message_bodies: MessageBodiesTable;
   settings_version: SettingsVersionTable;
   email_settings: EmailSettingsTable;

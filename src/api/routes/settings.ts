@@ -5,7 +5,7 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { ErrorCodes } from '../../errors.js';
-import { PROVIDER_LABELS } from '../../oauth/profiles.js';
+import { PROVIDER_LABELS, accountLabel } from '../../oauth/profiles.js';
 import { relaySettingsInputOf, type RelaySettingsInput } from '../../smtp-in/relay-settings.js';
 import { emailSettingsInputOf, TLS_MODE_LABELS, type EmailSettingsInput } from '../../smtp-out/email-settings.js';
 import { ApiError, AUTH_ERRORS, auditChange, BODY_LIMIT, INPUT_ERRORS, type ApiDependencies } from '../common.js';
@@ -76,7 +76,7 @@ export const settingsRoutes: FastifyPluginAsyncZod<ApiDependencies> = async (app
         deps.audit,
         request,
         'email-settings.saved',
-        `${PROVIDER_LABELS[v.accountId]} via ${v.smtpHost}:${v.smtpPort} ${TLS_MODE_LABELS[v.tlsMode]}, sender ${v.senderAddress ?? 'the authorized mailbox'}, verify ${v.tls.verifyServerCertificate ? 'on' : 'off'}, CN ${v.tls.addCnToVerificationItems ? 'on' : 'off'}, ${v.messagesPerMinute}/min`,
+        `${accountLabel(v.accountId)} via ${v.smtpHost}:${v.smtpPort} ${TLS_MODE_LABELS[v.tlsMode]}, sender ${v.senderAddress ?? 'the authorized mailbox'}, verify ${v.tls.verifyServerCertificate ? 'on' : 'off'}, CN ${v.tls.addCnToVerificationItems ? 'on' : 'off'}, ${v.messagesPerMinute}/min`,
       );
       return { email: emailSettingsShape(await deps.emailSettings.get()) };
     },

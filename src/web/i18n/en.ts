@@ -574,7 +574,7 @@ export const en = {
   'domain.whatRefused': 'refused the message',
   'domain.testRecipient': 'Not sent: {server} refused the recipient {to}.',
   'domain.testNoToken': 'Not sent: {account} has no usable token.',
-  'domain.holdNotInUse': 'Turn on Use {account} in {account} Settings, or choose the other account in E-Mail Settings.',
+  'domain.holdNotInUse': 'Turn on Use {account} in {account} Settings, or route its mail to another sending account.',
   'domain.holdExpired': 'Authorize again in {account} Settings; held messages are sent as soon as Token Status is Active.',
   'domain.holdError': 'Postern keeps retrying the token refresh; held messages are sent as soon as Token Status is Active again.',
   'domain.holdAuthorize': 'Authorize the account in {account} Settings; held messages are sent as soon as Token Status is Active.',

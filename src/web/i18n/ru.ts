@@ -566,7 +566,7 @@ export const ru: Messages = {
   'domain.whatRefused': 'отклонил сообщение',
   'domain.testRecipient': 'Не отправлено: {server} отклонил получателя {to}.',
   'domain.testNoToken': 'Не отправлено: у {account} нет пригодного токена.',
-  'domain.holdNotInUse': 'Включите Use {account} в {account} Settings или выберите другую учетную запись в E-Mail Settings.',
+  'domain.holdNotInUse': 'Включите Use {account} в {account} Settings или направьте ее почту через другую учетную запись отправки.',
   'domain.holdExpired': 'Авторизуйтесь заново в {account} Settings; задержанные сообщения будут отправлены, как только Token Status станет Active.',
   'domain.holdError': 'Postern продолжает попытки обновить токен; задержанные сообщения будут отправлены, как только Token Status снова станет Active.',
   'domain.holdAuthorize': 'Авторизуйте учетную запись в {account} Settings; задержанные сообщения будут отправлены, как только Token Status станет Active.',

@@ -10,7 +10,7 @@ import type { AuditLog } from '../../store/audit.js';
 import { emailSettingsInputOf, isEmailAddress, PROVIDER_SMTP_DEFAULTS, TLS_MODE_LABELS, type EmailSettings, type EmailSettingsErrors, type EmailSettingsInput, type EmailSettingsView } from '../../smtp-out/email-settings.js';
 import type { TestEmailResult } from '../../smtp-out/upstream-transport.js';
 import { isProviderHost, relayExtensions, targetKey } from '../../smtp-out/extensions.js';
-import { PROVIDER_LABELS } from '../../oauth/profiles.js';
+import { PROVIDER_LABELS, accountLabel } from '../../oauth/profiles.js';
 import type { WebPluginOptions } from '../context.js';
 import { checkbox, formBody, LIST_MAX, none, text } from '../form.js';
 
@@ -85,7 +85,7 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     await deps.audit.record(
       request.user!.username,
       'email-settings.saved',
-      `${PROVIDER_LABELS[v.accountId]} via ${v.smtpHost}:${v.smtpPort} ${TLS_MODE_LABELS[v.tlsMode]}, sender ${v.senderAddress ?? 'the authorized mailbox'}, verify ${v.tls.verifyServerCertificate ? 'on' : 'off'}, CN ${v.tls.addCnToVerificationItems ? 'on' : 'off'}, ${v.messagesPerMinute}/min`,
+      `${accountLabel(v.accountId)} via ${v.smtpHost}:${v.smtpPort} ${TLS_MODE_LABELS[v.tlsMode]}, sender ${v.senderAddress ?? 'the authorized mailbox'}, verify ${v.tls.verifyServerCertificate ? 'on' : 'off'}, CN ${v.tls.addCnToVerificationItems ? 'on' : 'off'}, ${v.messagesPerMinute}/min`,
     );
     web.setFlash(request, { type: 'success', text: request.t('email.saved') });
     return reply.redirect(EMAIL_SETTINGS_PATH, 303);
