@@ -1,7 +1,7 @@
 /**
  * Microsoft app-only authorization: the client credentials grant (RFC 6749 §4.4) at a tenant's token
  * endpoint, the application authenticating with a client secret (client_secret_post) or with a private key
- * JWT (RFC 7523 §2.2) signed by the key of a certificate uploaded to the app registration. No user signs in
+ * JWT (RFC 7523 §2.2, RS256) signed by the key of a certificate uploaded to the app registration. No user signs in
  * and no refresh token is issued: a new token is asked for whenever one is needed
  * (docs/decisions/030-app-only-authorization.md).
  *
@@ -73,7 +73,9 @@ function rsaPrivateKey(privateKeyPem: string, what: string): KeyObject {
   } catch (error) {
     throw new AppOnlyCredentialError(`${what} is not an unencrypted PEM private key.`, { cause: error });
   }
-  if (key.asymmetricKeyType !== 'rsa' && key.asymmetricKeyType !== 'rsa-pss') {
+  // Plain RSA keys only, signing RS256, which every Entra ID tenant takes; an RSA-PSS-only key (PS256) would
+  // be one more algorithm to get right for no gain in a key Postern generates itself.
+  if (key.asymmetricKeyType !== 'rsa') {
     throw new AppOnlyCredentialError(`${what} is a ${key.asymmetricKeyType ?? 'non-asymmetric'} key; an RSA key is needed (RS256).`);
   }
   const bits = key.asymmetricKeyDetails?.modulusLength ?? 0;
@@ -92,10 +94,9 @@ async function assertionKey(credential: Extract<ClientCredential, { kind: 'certi
   if (!spki(createPublicKey(privateKey)).equals(spki(certificate.publicKey))) {
     throw new AppOnlyCredentialError('The private key does not belong to the client certificate.');
   }
-  // RSA-PSS keys sign PS256, plain RSA keys RS256; oauth4webapi names the algorithm after the CryptoKey.
-  const algorithm = privateKey.asymmetricKeyType === 'rsa-pss' ? { name: 'RSA-PSS', hash: 'SHA-256' } : { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' };
+  // oauth4webapi names the algorithm after the CryptoKey: RSASSA-PKCS1-v1_5 with SHA-256 is RS256.
   const der = privateKey.export({ type: 'pkcs8', format: 'der' });
-  const key = await webcrypto.subtle.importKey('pkcs8', der, algorithm, false, ['sign']);
+  const key = await webcrypto.subtle.importKey('pkcs8', der, { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' }, false, ['sign']);
   return { key: key as CryptoKey, thumbprints: certificateThumbprints(credential.certificatePem) };
 }
 
