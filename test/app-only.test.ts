@@ -5,6 +5,7 @@
  * advice Postern gives for it.
  */
 import { createTransport } from 'nodemailer';
+import * as oauth from 'oauth4webapi';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   MICROSOFT_APP_ONLY_GRAPH_SCOPE,
@@ -21,10 +22,9 @@ import { OAuthHttp, type HttpOptions } from '../src/oauth/http.js';
 import { GOOGLE_MAIL_SCOPE } from '../src/oauth/profiles.js';
 import { ProviderError } from '../src/oauth/provider-errors.js';
 import { TrustStore } from '../src/tls/trust.js';
-import { createIntrospector } from './support/upstream-smtp.js';
 import { GMAIL_SCOPE, OUTLOOK_SMTP_SCOPE, startGoogleStandin, startMicrosoftStandin, type GoogleStandin, type MicrosoftStandin } from './support/oauth-standins.js';
 import { createTestPki, type TestPki } from './support/test-ca.js';
-import { startUpstreamSmtp, type UpstreamSmtp } from './support/upstream-smtp.js';
+import { createIntrospector, startUpstreamSmtp, type UpstreamSmtp } from './support/upstream-smtp.js';
 
 const ALICE = 'alice@example.test';
 const BOB = 'bob@example.test';
@@ -299,3 +299,27 @@ describe('Google service account with domain-wide delegation', () => {
     expect(await refusal(serviceAccountGrant(key, ALICE, GOOGLE_MAIL_SCOPE, http))).toMatchObject({ kind: 'transient' });
   });
 });
+
+describe('hostile requests at the stand-ins', () => {
+  const post = (url: string, form: Record<string, string>) =>
+    http[oauth.customFetch](url, { method: 'POST', body: new URLSearchParams(form).toString(), headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+
+  it('malformed client assertions and JWT bearer assertions get OAuth errors, and the servers keep serving', async () => {
+    const base = { grant_type: 'client_credentials', client_id: microsoft.appOnly.certificateClientId, scope: MICROSOFT_APP_ONLY_SMTP_SCOPE };
+    const assertions = ['garbage', 'a.b.c', `${Buffer.from('{"alg":"none"}').toString('base64url')}..`, `\u0000\r\n.${'x'.repeat(20_000)}.y`, `${Buffer.from('[1]').toString('base64url')}.e30.`];
+    for (const assertion of assertions) {
+      const response = await post(microsoft.appOnly.tokenEndpoint(), { ...base, client_assertion_type: 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer', client_assertion: assertion });
+      expect(response.status, assertion.slice(0, 20)).toBeGreaterThanOrEqual(400);
+      expect(response.status).toBeLessThan(500);
+      expect(((await response.json()) as { error?: string }).error).toEqual(expect.any(String));
+    }
+    for (const assertion of ['garbage', 'a.b.c', `${Buffer.from('{"alg":"RS256"}').toString('base64url')}.${Buffer.from('{"iss":"nobody@x"}').toString('base64url')}.sig`, '\u0007'.repeat(300)]) {
+      const response = await post(`${google.origin}/token`, { grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', assertion });
+      expect(response.status, assertion.slice(0, 20)).toBeGreaterThanOrEqual(400);
+      expect(response.status).toBeLessThan(500);
+      expect(((await response.json()) as { error?: string }).error).toEqual(expect.any(String));
+    }
+    await expect(clientCredentialsGrant(tokenEndpoint(), secretClient(), MICROSOFT_APP_ONLY_SMTP_SCOPE, http)).resolves.toMatchObject({ scope: 'SMTP.SendAsApp' });
+  });
+});
+

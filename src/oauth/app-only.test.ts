@@ -290,6 +290,27 @@ describe('the Microsoft client credentials request', () => {
     expect(error).toMatchObject({ kind: 'definitive', error: 'invalid_client', httpStatus: 401, advice: expect.stringMatching(/Value.*Secret ID/) });
   });
 
+  test('answers that are no token response are ProviderErrors, never anything else', async () => {
+    const json = (status: number, body: unknown) => () => new Response(JSON.stringify(body), { status, headers: { 'content-type': 'application/json' } });
+    const answers: Array<() => Response> = [
+      () => new Response('<html>sign in</html>', { status: 200, headers: { 'content-type': 'text/html' } }),
+      json(200, { token_type: 'Bearer' }),
+      json(200, { access_token: 42, token_type: 'Bearer' }),
+      json(200, { access_token: 'at', token_type: 'Bearer', expires_in: 'soon' }),
+      json(200, ['not', 'an', 'object']),
+      () => new Response('{"access_token":', { status: 200, headers: { 'content-type': 'application/json' } }),
+      json(400, { error: 'invalid_request', error_description: `AADSTS9\u0000${'x'.repeat(100_000)}\r\n` }),
+      json(400, { error: 42 }),
+      () => new Response('', { status: 401 }),
+    ];
+    for (const answer of answers) {
+      const secret = clientCredentialsGrant(server, { clientId: 'app', credential: { kind: 'secret', secret: 'x' } }, 'https://outlook.office365.com/.default', endpoint(answer).http);
+      await expect(secret).rejects.toBeInstanceOf(ProviderError);
+      const key = parseServiceAccountKey(text(keyFile()));
+      await expect(serviceAccountGrant(key, 'alice@example.test', 'https://mail.google.com/', endpoint(answer).http)).rejects.toBeInstanceOf(ProviderError);
+    }
+  });
+
   test('a 503 is transient', async () => {
     const { http } = endpoint(() => new Response('busy', { status: 503 }));
     const error = await clientCredentialsGrant(server, { clientId: 'app', credential: { kind: 'secret', secret: 'x' } }, 'https://outlook.office365.com/.default', http).catch((e: unknown) => e);

@@ -682,7 +682,7 @@ function createMicrosoftAppOnly(options: {
       return reply(ctx, 401, 'invalid_client', 700021, `Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials.`);
     }
     if (claims.iss !== app.clientId || claims.sub !== app.clientId) {
-      return reply(ctx, 401, 'invalid_client', 700023, 'Client assertion issuer or subject claim is not the client id of the application. (paraphrase)');
+      return reply(ctx, 401, 'invalid_client', 700023, 'Client assertion issuer or subject claim is not the client id of the application.');
     }
     const nowS = Math.floor(Date.now() / 1000);
     const skew = 300;
@@ -693,7 +693,7 @@ function createMicrosoftAppOnly(options: {
     }
     const jti = typeof claims.jti === 'string' ? claims.jti : '';
     if (!jti || seenAssertions.has(`${app.clientId}:${jti}`)) {
-      return reply(ctx, 400, 'invalid_client', 700027, 'Client assertion contains an invalid or reused jti claim. (paraphrase)');
+      return reply(ctx, 400, 'invalid_client', 700027, 'The jti claim of the client assertion is missing or was already used.');
     }
     seenAssertions.add(`${app.clientId}:${jti}`);
     return undefined;
@@ -748,7 +748,7 @@ function createMicrosoftAppOnly(options: {
         return reply(ctx, 400, 'invalid_scope', 1002012, `The provided value for scope ${notDefault ?? "''"} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
       }
       if (scopes.length > 1) {
-        return reply(ctx, 400, 'invalid_scope', 70011, `The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope ${scopes.join(' ')} is not valid. (one resource per request)`);
+        return reply(ctx, 400, 'invalid_scope', 70011, `The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope ${scopes.join(' ')} is not valid: ask for one resource per request.`);
       }
       const resource = scopes[0]!.slice(0, -'/.default'.length);
       if (!APP_ONLY_ROLES[resource]) {
