@@ -279,6 +279,8 @@ describe('the Microsoft client credentials request', () => {
     for (const credential of attempts) {
       await expect(clientCredentialsGrant(server, { clientId: 'app', credential: { kind: 'certificate', ...credential } }, 'https://outlook.office365.com/.default', http)).rejects.toBeInstanceOf(AppOnlyCredentialError);
     }
+    await expect(clientCredentialsGrant(server, { clientId: 'app', credential: { kind: 'secret', secret: '' } }, 'https://outlook.office365.com/.default', http)).rejects.toBeInstanceOf(AppOnlyCredentialError);
+    await expect(clientCredentialsGrant(server, { clientId: '', credential: { kind: 'secret', secret: 'x' } }, 'https://outlook.office365.com/.default', http)).rejects.toBeInstanceOf(AppOnlyCredentialError);
     expect(requests).toEqual([]);
   });
 

@@ -141,9 +141,11 @@ export async function clientCredentialsGrant(
 ): Promise<TokenSet> {
   const host = new URL(server.tokenEndpoint).host;
   const as: oauth.AuthorizationServer = { issuer: new URL(server.tokenEndpoint).origin, token_endpoint: server.tokenEndpoint };
+  if (client.clientId === '') throw new AppOnlyCredentialError('Enter the Application (Client) ID of the app registration.');
   const oauthClient: oauth.Client = { client_id: client.clientId };
   let authentication: oauth.ClientAuth;
   if (client.credential.kind === 'secret') {
+    if (client.credential.secret === '') throw new AppOnlyCredentialError('Enter the client secret\'s Value.');
     authentication = oauth.ClientSecretPost(client.credential.secret);
   } else {
     const { key, thumbprints } = await assertionKey(client.credential);
