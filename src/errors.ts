@@ -37,6 +37,8 @@ export const ErrorCodes = {
   OAUTH_ACCOUNT_NOT_FOUND: 'POSTERN_OAUTH_ACCOUNT_NOT_FOUND',
   /** A pasted authorization response was refused before any token request. */
   OAUTH_AUTHORIZATION_RESPONSE_REJECTED: 'POSTERN_OAUTH_AUTHORIZATION_RESPONSE_REJECTED',
+  /** An app-only credential given by the administrator is not usable: a service account key, a certificate or its private key. */
+  OAUTH_CREDENTIAL_INVALID: 'POSTERN_OAUTH_CREDENTIAL_INVALID',
   /** The outbound HTTP proxy answered CONNECT with a status other than 200 (e.g. 407, 403). */
   PROXY_CONNECT_REFUSED: 'POSTERN_PROXY_CONNECT_REFUSED',
   /** The outbound HTTP proxy could not be reached (DNS, refused, timeout, TLS to the proxy). */

@@ -156,3 +156,29 @@ export function validateGoogleClientId(input: string): Validation<string> {
   if (!CLIENT_ID.test(text)) return { ok: false, error: 'The Client ID contains characters that a Client ID never has.' };
   return { ok: true, value: text };
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// App-only authorization (Microsoft client credentials, Google service accounts)
+
+/** Exchange Online for app-only SMTP: the token's audience is `https://outlook.office365.com`, role SMTP.SendAsApp. */
+export const MICROSOFT_APP_ONLY_SMTP_SCOPE = 'https://outlook.office365.com/.default';
+/** Microsoft Graph for app-only sending (Mail.Send application permission). */
+export const MICROSOFT_APP_ONLY_GRAPH_SCOPE = 'https://graph.microsoft.com/.default';
+
+/**
+ * Validates the endpoint of an app-only (client credentials) account. The same form as
+ * validateMicrosoftEndpoint, but the tenant must name one directory: common, organizations and consumers
+ * only tell Entra ID to find the tenant from the signed-in user, and an app signs in as itself, so Entra
+ * refuses them for the client credentials grant (AADSTS50059).
+ */
+export function validateMicrosoftAppOnlyEndpoint(input: string): Validation<MicrosoftEndpoint> {
+  const result = validateMicrosoftEndpoint(input);
+  if (!result.ok) return result;
+  if (TENANT_ALIASES.includes(result.value.tenant.toLowerCase())) {
+    return {
+      ok: false,
+      error: `"${result.value.tenant}" cannot be used for app-only authorization: the application signs in as itself, so the endpoint must name your tenant. Use your tenant ID (Directory (tenant) ID on the app registration's Overview page, a GUID) or your tenant's domain (e.g. contoso.onmicrosoft.com).`,
+    };
+  }
+  return result;
+}

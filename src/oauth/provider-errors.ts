@@ -125,7 +125,93 @@ function googleAdvice(error: string | undefined, description: string | undefined
   }
 }
 
-export function adviceFor(provider: 'microsoft' | 'google', error: string | undefined, description: string | undefined): string | undefined {
+// ---------------------------------------------------------------------------------------------------------
+// App-only authorization: the application signs in as itself (Microsoft client credentials, RFC 6749 §4.4
+// with a secret or a private key JWT) or a Google service account signs a JWT for the mailbox it acts as
+// (RFC 7523 §2.1). The same AADSTS numbers then call for other advice: no user signs in, and the permission
+// is an application permission that an administrator consents to.
+
+/** Delegated: a user signed in (device code, authorization code). App-only: the application itself. */
+export type AuthorizationFlow = 'delegated' | 'app-only';
+
+const MICROSOFT_APP_ONLY_ADVICE: Record<string, string> = {
+  '7000215':
+    'The client secret was refused. Enter the secret\'s Value (shown only once, when the secret is created), not its Secret ID; if it has expired, create a new secret under Certificates & secrets in the app registration.',
+  '7000222':
+    'The client secret has expired. Create a new client secret under Certificates & secrets in the app registration and enter its Value here.',
+  '700027':
+    'The certificate that signed the request is not registered on the app registration. Upload Postern\'s certificate under Certificates & secrets > Certificates; if it is uploaded, check that this computer\'s clock is right.',
+  '700024':
+    'The signed request is outside its time window. Check this computer\'s date, time and time zone (set the time automatically), then try again.',
+  '700016':
+    'The application was not found in this tenant. Check the Application (Client) ID, and that the tenant in the endpoint is the Directory (tenant) ID the app is registered in.',
+  '90002': 'The tenant in the endpoint was not found. Use the Directory (tenant) ID from the app registration\'s Overview page.',
+  '50059':
+    'App-only authorization needs the tenant in the endpoint: replace common, organizations or consumers with your Directory (tenant) ID or domain.',
+  '90130':
+    'App-only authorization needs the tenant in the endpoint: replace common, organizations or consumers with your Directory (tenant) ID or domain.',
+  '1002012':
+    'App-only authorization asks for the resource\'s .default scope (https://outlook.office365.com/.default for SMTP, https://graph.microsoft.com/.default for Microsoft Graph); individual permissions are granted in the app registration.',
+  '70011':
+    'The scope was refused. App-only authorization asks for the resource\'s .default scope (https://outlook.office365.com/.default for SMTP, https://graph.microsoft.com/.default for Microsoft Graph).',
+  '500011':
+    'Office 365 Exchange Online (or Microsoft Graph) is not known in this tenant. Check that the tenant has Exchange Online, and that the endpoint names the right tenant.',
+  '65001':
+    'Admin consent is missing. In the app registration > API permissions add the application permission Office 365 Exchange Online > SMTP.SendAsApp (for Graph: Microsoft Graph > Mail.Send) and select "Grant admin consent".',
+  '7000112': 'The application is disabled in the tenant. Enable it in Microsoft Entra ID > Enterprise applications.',
+  '53003': 'Conditional Access blocked the application. Ask your Entra ID administrator to allow this application (workload identity policies).',
+};
+
+function microsoftAppOnlyAdvice(error: string | undefined, description: string | undefined): string | undefined {
+  const code = aadstsCode(description);
+  if (code && MICROSOFT_APP_ONLY_ADVICE[code]) return MICROSOFT_APP_ONLY_ADVICE[code];
+  switch (error) {
+    case 'invalid_client':
+      return 'The application\'s credentials were refused. Check the Application (Client) ID and the client secret, or that Postern\'s certificate is uploaded to the app registration.';
+    case 'unauthorized_client':
+      return 'The application may not use the client credentials grant in this tenant. Check the Application (Client) ID and the tenant in the endpoint.';
+    case 'invalid_scope':
+      return MICROSOFT_APP_ONLY_ADVICE['1002012'];
+    case 'invalid_resource':
+      return MICROSOFT_APP_ONLY_ADVICE['500011'];
+    default:
+      return undefined;
+  }
+}
+
+function googleServiceAccountAdvice(error: string | undefined, description: string | undefined): string | undefined {
+  switch (error) {
+    case 'unauthorized_client':
+      return 'Domain-wide delegation is missing for this service account. In the Google Admin console > Security > Access and data control > API controls > Domain-wide delegation, add the service account\'s client ID with the scope https://mail.google.com/.';
+    case 'invalid_grant':
+      if (description && /invalid email or user id/i.test(description)) {
+        return 'The mailbox is not a user of your Google Workspace domain. A service account can act only for Workspace users of the domain that granted the delegation, not for consumer Gmail addresses.';
+      }
+      if (description && /signature/i.test(description)) {
+        return 'Google did not accept the key\'s signature: the key was deleted or belongs to another service account. Create a new JSON key for the service account (Google Cloud console > IAM & Admin > Service Accounts > Keys) and upload it.';
+      }
+      if (description && /(iat|exp|timeframe|short-lived)/i.test(description)) {
+        return 'Google refused the signed request\'s time window. Check this computer\'s date, time and time zone (set the time automatically), then try again.';
+      }
+      return 'Google refused the service account\'s request. Check the JSON key, the mailbox and the domain-wide delegation entry in the Admin console.';
+    case 'invalid_client':
+      return 'Google does not know this service account (it was deleted, or the key is for another project). Create a new JSON key and upload it.';
+    case 'invalid_scope':
+      return 'The scope https://mail.google.com/ was refused. Add it to the domain-wide delegation entry of the service account in the Admin console.';
+    case 'access_denied':
+      return 'Access was denied for this mailbox. Check that Gmail is turned on for the user, and the domain-wide delegation entry in the Admin console.';
+    default:
+      return undefined;
+  }
+}
+
+export function adviceFor(
+  provider: 'microsoft' | 'google',
+  error: string | undefined,
+  description: string | undefined,
+  flow: AuthorizationFlow = 'delegated',
+): string | undefined {
+  if (flow === 'app-only') return provider === 'microsoft' ? microsoftAppOnlyAdvice(error, description) : googleServiceAccountAdvice(error, description);
   return provider === 'microsoft' ? microsoftAdvice(error, description) : googleAdvice(error, description);
 }
 
@@ -133,7 +219,7 @@ export function adviceFor(provider: 'microsoft' | 'google', error: string | unde
  * Turns whatever a protocol step threw (oauth4webapi errors, fetch/TLS errors) into a ProviderError with a
  * kind and advice.
  */
-export function toProviderError(provider: 'microsoft' | 'google', thrown: unknown, host: string): ProviderError {
+export function toProviderError(provider: 'microsoft' | 'google', thrown: unknown, host: string, flow: AuthorizationFlow = 'delegated'): ProviderError {
   if (thrown instanceof ProviderError) return thrown;
   if (thrown instanceof oauth.ResponseBodyError) {
     const description = thrown.error_description ? scrubSecrets(thrown.error_description) : undefined;
@@ -146,7 +232,7 @@ export function toProviderError(provider: 'microsoft' | 'google', thrown: unknow
       thrown.error,
       description,
       thrown.status,
-      adviceFor(provider, thrown.error, description),
+      adviceFor(provider, thrown.error, description, flow),
       { cause: thrown },
     );
   }

@@ -18,7 +18,7 @@
  * - Storage is an in-memory adapter owned by each stand-in, so tests can revoke refresh tokens or expire
  *   device codes directly.
  */
-import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { constants, createHash, generateKeyPairSync, randomBytes, randomUUID, verify, X509Certificate, type KeyObject } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
@@ -32,6 +32,7 @@ import Provider, {
   type Configuration,
   type Interaction,
   type KoaContextWithOIDC,
+  type ResourceServer,
 } from 'oidc-provider';
 import { createTestPki, type TestPki } from './test-ca.js';
 
@@ -184,6 +185,8 @@ export interface MicrosoftStandin extends StandinControls<'token' | 'devicecode'
   /** Make every outstanding device code expired, so polling answers `expired_token`. */
   expireDeviceCodes(): void;
   setDeclineError(error: 'authorization_declined' | 'access_denied'): void;
+  /** App-only: confidential app registrations for the client credentials grant (see MicrosoftAppOnlyControls). */
+  readonly appOnly: MicrosoftAppOnlyControls;
 }
 
 const DEVICE_CODE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -222,6 +225,13 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
   const controls = new RequestControls<'token' | 'devicecode'>();
   const deviceCodeRequests: RecordedRequest[] = [];
   const usersByEmail = indexUsers(users);
+  const appOnly = createMicrosoftAppOnly({
+    origin,
+    tenantId,
+    tenantDomain,
+    accessTokenTtl: () => accessTokenTtl,
+    delegatedClientIds: [publicClientId, confidentialClientId],
+  });
 
   const clients: ClientMetadata[] = [
     {
@@ -245,6 +255,7 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
       redirect_uris: [],
     },
     introspectionClient(introspectionClientId, introspectionClientSecret),
+    ...appOnly.clients,
   ];
 
   const configuration: Configuration = {
@@ -269,6 +280,7 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
     },
     features: {
       ...commonFeatures(introspectionClientId),
+      clientCredentials: { enabled: true },
       deviceFlow: {
         enabled: true,
         charset: 'base-20',
@@ -282,7 +294,9 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
         defaultResource: () => OUTLOOK_RESOURCE,
         // Refresh and code exchange requests carry no `resource`: keep issuing for the granted one.
         useGrantedResource: () => true,
-        getResourceServerInfo: (_ctx, indicator) => {
+        getResourceServerInfo: (ctx, indicator) => {
+          const appOnlyResource = appOnly.resourceServerInfo(ctx, indicator);
+          if (appOnlyResource) return appOnlyResource;
           if (indicator !== OUTLOOK_RESOURCE) throw new errors.InvalidTarget();
           // Opaque, so that introspection works (it refuses structured tokens).
           return { audience: OUTLOOK_RESOURCE, scope: OUTLOOK_SCOPES.join(' '), accessTokenFormat: 'opaque', accessTokenTTL: accessTokenTtl };
@@ -355,6 +369,12 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
     if (injected) {
       record.injected = true;
       sendInjected(ctx, injected, record);
+      return;
+    }
+
+    if (kind === 'token' && record.grantType === 'client_credentials' && appOnly.answerTokenRequest(ctx, form, tenant)) {
+      record.status = ctx.status;
+      record.error = isRecord(ctx.body) && typeof ctx.body.error === 'string' ? ctx.body.error : undefined;
       return;
     }
 
@@ -439,6 +459,7 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
       declineError = error;
     },
     setClockOffset: (ms) => listening.setDateOffset(ms),
+    appOnly: appOnly.controls,
     close: () => listening.close(),
   };
 }
@@ -517,6 +538,288 @@ function microsoftError(error: string, code: number, text: string): Record<strin
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// Microsoft app-only: the client credentials grant (RFC 6749 §4.4) for confidential app registrations
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The Exchange Online resource of app-only tokens (their `aud`); its application permission is SMTP.SendAsApp. */
+export const APP_ONLY_EXCHANGE_RESOURCE = 'https://outlook.office365.com';
+/** Microsoft Graph as a resource of app-only tokens; its application permission for sending is Mail.Send. */
+export const APP_ONLY_GRAPH_RESOURCE = 'https://graph.microsoft.com';
+/** The application permissions (app roles) an app-only token carries, per resource, once admin consent is given. */
+export const APP_ONLY_ROLES: Readonly<Record<string, readonly string[]>> = Object.freeze({
+  [APP_ONLY_EXCHANGE_RESOURCE]: ['SMTP.SendAsApp'],
+  [APP_ONLY_GRAPH_RESOURCE]: ['Mail.Send'],
+});
+
+const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+
+export interface MicrosoftAppOnlyControls {
+  /** An app registration that authenticates with a client secret (client_secret_post or HTTP Basic). */
+  readonly secretClientId: string;
+  /** Its secret's Value. */
+  readonly clientSecret: string;
+  /** The secret's Secret ID, which administrators paste by mistake (AADSTS7000215). */
+  readonly clientSecretId: string;
+  /** An app registration that authenticates with a private key JWT; it has no certificate until one is registered. */
+  readonly certificateClientId: string;
+  /** `https://127.0.0.1:PORT/<tenant>/oauth2/v2.0/token`, by default for the tenant GUID. */
+  tokenEndpoint(tenant?: string): string;
+  /** Upload a certificate (PEM) to an app registration's Certificates & secrets; Entra ID finds it by thumbprint. */
+  registerAppCertificate(clientId: string, certificatePem: string): void;
+  /** Remove every certificate of an app registration. */
+  removeAppCertificates(clientId: string): void;
+  /** Let the secret expire (AADSTS7000222), or renew it. */
+  expireClientSecret(expired?: boolean): void;
+  /**
+   * Admin consent for the app's application permissions (SMTP.SendAsApp, Mail.Send). Without it Entra ID still
+   * issues a token, but one without roles, which Exchange refuses with 535 5.7.3. Given by default.
+   */
+  setAdminConsent(clientId: string, granted: boolean): void;
+}
+
+interface AppRegistration {
+  clientId: string;
+  /** What oidc-provider knows the client by: the front middleware checks Entra's credentials, then hands this on. */
+  internalSecret: string;
+  credential: 'secret' | 'certificate';
+  certificates: Map<string, { x5tS256: string; x5t: string; sha1Hex: string; publicKey: KeyObject }>;
+  consented: boolean;
+}
+
+interface MicrosoftAppOnly {
+  clients: ClientMetadata[];
+  /** Resource server info for client credentials grants; undefined for every other grant. */
+  resourceServerInfo(ctx: KoaContextWithOIDC, indicator: string): ResourceServer | undefined;
+  /**
+   * Checks a client credentials request as Entra ID does. Answers it with Entra's error (returns true), or
+   * rewrites the form for oidc-provider (resource indicator, roles as scope, the internal secret) and returns false.
+   */
+  answerTokenRequest(ctx: Koa.Context, form: URLSearchParams, tenant: string): boolean;
+  controls: MicrosoftAppOnlyControls;
+}
+
+/**
+ * Entra ID's side of the client credentials grant. oidc-provider issues the tokens (opaque, introspectable,
+ * with `aud` = the resource, `scope` = the app roles and no `sub`); Entra's checks and errors are made here
+ * because Entra picks the certificate by the assertion's `x5t#S256`/`x5t` thumbprint and names the
+ * unregistered one in AADSTS700027, and because certificates are uploaded while the stand-in runs, which
+ * oidc-provider's static clients do not allow.
+ */
+function createMicrosoftAppOnly(options: {
+  origin: string;
+  tenantId: string;
+  tenantDomain: string;
+  accessTokenTtl: () => number;
+  /** The delegated registrations, whose client credentials requests oidc-provider itself refuses. */
+  delegatedClientIds: readonly string[];
+}): MicrosoftAppOnly {
+  const { origin, tenantId, tenantDomain } = options;
+  const secretClientId = '3c8d5e2f-7a1b-4c9d-8e6f-1a2b3c4d5e61';
+  const certificateClientId = '9a4e6c2d-3b5f-4a7e-9c1d-2e3f4a5b6c72';
+  const clientSecret = `${randomBytes(3).toString('hex')}~${randomBytes(27).toString('base64url')}`;
+  const clientSecretId = randomUUID();
+  let secretExpired = false;
+  const registrations = new Map<string, AppRegistration>(
+    [
+      { clientId: secretClientId, credential: 'secret' as const },
+      { clientId: certificateClientId, credential: 'certificate' as const },
+    ].map(({ clientId, credential }) => [
+      clientId,
+      { clientId, credential, internalSecret: randomBytes(24).toString('base64url'), certificates: new Map(), consented: true },
+    ]),
+  );
+  const seenAssertions = new Set<string>();
+  const tokenEndpoints = [tenantId, tenantDomain].map((tenant) => `${origin}/${tenant}/oauth2/v2.0/token`.toLowerCase());
+
+  const registration = (clientId: string): AppRegistration => {
+    const found = registrations.get(clientId);
+    if (!found) throw new Error(`no app-only app registration ${clientId}`);
+    return found;
+  };
+
+  const reply = (ctx: Koa.Context, status: number, error: string, code: number, text: string): true => {
+    sendJson(ctx, status, microsoftError(error, code, text));
+    return true;
+  };
+
+  /** RFC 7523 §3 as Entra ID applies it; returns an error reply, or undefined when the assertion is good. */
+  const checkAssertion = (ctx: Koa.Context, app: AppRegistration, form: URLSearchParams): boolean | undefined => {
+    if (form.get('client_assertion_type') !== CLIENT_ASSERTION_TYPE || !form.get('client_assertion')) {
+      return reply(ctx, 401, 'invalid_client', 7000216, "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.");
+    }
+    const parts = (form.get('client_assertion') ?? '').split('.');
+    const header = parts.length === 3 ? decodeJsonPart(parts[0]!) : undefined;
+    const claims = parts.length === 3 ? decodeJsonPart(parts[1]!) : undefined;
+    if (!header || !claims) {
+      return reply(ctx, 400, 'invalid_request', 50027, 'JWT token is invalid or malformed.');
+    }
+    const x5tS256 = typeof header['x5t#S256'] === 'string' ? header['x5t#S256'] : undefined;
+    const x5t = typeof header.x5t === 'string' ? header.x5t : undefined;
+    const certificate = [...app.certificates.values()].find((c) => (x5tS256 !== undefined && c.x5tS256 === x5tS256) || (x5tS256 === undefined && c.x5t === x5t));
+    if (!certificate) {
+      const thumbprint = x5t ? Buffer.from(x5t, 'base64url').toString('hex').toUpperCase() : (x5tS256 ?? 'none');
+      return reply(
+        ctx,
+        401,
+        'invalid_client',
+        700027,
+        `Client assertion failed signature validation. (Reason - The key was not found., Thumbprint of key used by client: '${thumbprint}', Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '${app.clientId}'.)`,
+      );
+    }
+    const input = Buffer.from(`${parts[0]}.${parts[1]}`);
+    const signature = Buffer.from(parts[2]!, 'base64url');
+    const verified =
+      header.alg === 'RS256'
+        ? verify('sha256', input, certificate.publicKey, signature)
+        : header.alg === 'PS256'
+          ? verify('sha256', input, { key: certificate.publicKey, padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 }, signature)
+          : false;
+    if (!verified) {
+      return reply(ctx, 401, 'invalid_client', 700027, 'Client assertion failed signature validation. (Reason - The provided signature value did not match the expected signature value.)');
+    }
+    const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+    if (!aud.some((value) => typeof value === 'string' && tokenEndpoints.includes(value.toLowerCase()))) {
+      return reply(ctx, 401, 'invalid_client', 700021, `Client assertion audience claim does not match Realm issuer. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials.`);
+    }
+    if (claims.iss !== app.clientId || claims.sub !== app.clientId) {
+      return reply(ctx, 401, 'invalid_client', 700023, 'Client assertion issuer or subject claim is not the client id of the application.');
+    }
+    const nowS = Math.floor(Date.now() / 1000);
+    const skew = 300;
+    const exp = typeof claims.exp === 'number' ? claims.exp : NaN;
+    const nbf = typeof claims.nbf === 'number' ? claims.nbf : typeof claims.iat === 'number' ? claims.iat : nowS;
+    if (!(exp + skew > nowS) || nbf - skew > nowS) {
+      return reply(ctx, 400, 'invalid_client', 700024, `Client assertion is not within its valid time range. Current time: ${new Date(nowS * 1000).toISOString()}, assertion valid from ${new Date(nbf * 1000).toISOString()}, expiry time of assertion ${Number.isFinite(exp) ? new Date(exp * 1000).toISOString() : 'none'}.`);
+    }
+    const jti = typeof claims.jti === 'string' ? claims.jti : '';
+    if (!jti || seenAssertions.has(`${app.clientId}:${jti}`)) {
+      return reply(ctx, 400, 'invalid_client', 700027, 'The jti claim of the client assertion is missing or was already used.');
+    }
+    seenAssertions.add(`${app.clientId}:${jti}`);
+    return undefined;
+  };
+
+  const checkSecret = (ctx: Koa.Context, app: AppRegistration, form: URLSearchParams): boolean | undefined => {
+    const secret = form.get('client_secret') ?? basicSecretOf(ctx);
+    if (secret === undefined) {
+      return reply(ctx, 401, 'invalid_client', 7000216, "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.");
+    }
+    if (secret !== clientSecret) {
+      return reply(ctx, 401, 'invalid_client', 7000215, `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${app.clientId}'.`);
+    }
+    if (secretExpired) {
+      return reply(ctx, 401, 'invalid_client', 7000222, `The provided client secret keys for app '${app.clientId}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds.`);
+    }
+    return undefined;
+  };
+
+  return {
+    clients: [...registrations.values()].map((app) => ({
+      client_id: app.clientId,
+      client_secret: app.internalSecret,
+      client_name: `Postern app-only (${app.credential})`,
+      token_endpoint_auth_method: 'client_secret_post',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+    })),
+    resourceServerInfo: (ctx, indicator) => {
+      if (ctx.oidc.params?.grant_type !== 'client_credentials') return undefined;
+      const roles = APP_ONLY_ROLES[indicator];
+      if (!roles) throw new errors.InvalidTarget();
+      return { audience: indicator, scope: roles.join(' '), accessTokenFormat: 'opaque', accessTokenTTL: options.accessTokenTtl() };
+    },
+    answerTokenRequest: (ctx, form, tenant) => {
+      if (['common', 'organizations', 'consumers'].includes(tenant.toLowerCase())) {
+        return reply(ctx, 400, 'invalid_request', 50059, 'No tenant-identifying information found in either the request or implied by any provided credentials.');
+      }
+      const clientId = form.get('client_id') ?? clientIdOf(ctx, form) ?? issuerOfAssertion(form.get('client_assertion'));
+      const app = clientId === undefined ? undefined : registrations.get(clientId);
+      if (!app) {
+        // The delegated registrations of this stand-in are left to oidc-provider, which refuses the grant.
+        if (clientId !== undefined && !options.delegatedClientIds.includes(clientId)) {
+          return reply(ctx, 400, 'unauthorized_client', 700016, `Application with identifier '${clientId}' was not found in the directory '${tenant}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.`);
+        }
+        return false;
+      }
+      const scopes = (form.get('scope') ?? '').split(' ').filter(Boolean);
+      const notDefault = scopes.find((scope) => !scope.endsWith('/.default'));
+      if (scopes.length === 0 || notDefault !== undefined) {
+        return reply(ctx, 400, 'invalid_scope', 1002012, `The provided value for scope ${notDefault ?? "''"} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+      }
+      if (scopes.length > 1) {
+        return reply(ctx, 400, 'invalid_scope', 70011, `The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid. The scope ${scopes.join(' ')} is not valid: ask for one resource per request.`);
+      }
+      const resource = scopes[0]!.slice(0, -'/.default'.length);
+      if (!APP_ONLY_ROLES[resource]) {
+        return reply(ctx, 400, 'invalid_resource', 500011, `The resource principal named ${resource} was not found in the tenant named ${tenantDomain}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.`);
+      }
+      const refused = app.credential === 'secret' ? checkSecret(ctx, app, form) : checkAssertion(ctx, app, form);
+      if (refused) return true;
+      const handedOn = new URLSearchParams({
+        grant_type: 'client_credentials',
+        client_id: app.clientId,
+        client_secret: app.internalSecret,
+        resource,
+        scope: app.consented ? APP_ONLY_ROLES[resource]!.join(' ') : '',
+      });
+      if (!app.consented) handedOn.delete('scope');
+      delete ctx.req.headers.authorization;
+      (ctx.req as IncomingMessage & { body?: unknown }).body = handedOn.toString();
+      return false;
+    },
+    controls: {
+      secretClientId,
+      clientSecret,
+      clientSecretId,
+      certificateClientId,
+      tokenEndpoint: (tenant = tenantId) => `${origin}/${tenant}/oauth2/v2.0/token`,
+      registerAppCertificate: (clientId, certificatePem) => {
+        const certificate = new X509Certificate(certificatePem);
+        const sha1 = createHash('sha1').update(certificate.raw).digest();
+        const x5tS256 = createHash('sha256').update(certificate.raw).digest('base64url');
+        registration(clientId).certificates.set(x5tS256, {
+          x5tS256,
+          x5t: sha1.toString('base64url'),
+          sha1Hex: sha1.toString('hex').toUpperCase(),
+          publicKey: certificate.publicKey,
+        });
+      },
+      removeAppCertificates: (clientId) => registration(clientId).certificates.clear(),
+      expireClientSecret: (expired = true) => {
+        secretExpired = expired;
+      },
+      setAdminConsent: (clientId, granted) => {
+        registration(clientId).consented = granted;
+      },
+    },
+  };
+}
+
+function decodeJsonPart(part: string): Record<string, unknown> | undefined {
+  try {
+    const value: unknown = JSON.parse(Buffer.from(part, 'base64url').toString('utf8'));
+    return isRecord(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function issuerOfAssertion(assertion: string | null): string | undefined {
+  const claims = assertion ? decodeJsonPart(assertion.split('.')[1] ?? '') : undefined;
+  return typeof claims?.iss === 'string' ? claims.iss : undefined;
+}
+
+/** The secret of an HTTP Basic client authentication (RFC 6749 §2.3.1), if one was sent. */
+function basicSecretOf(ctx: Koa.Context): string | undefined {
+  const match = /^basic\s+(.+)$/i.exec(ctx.get('authorization'));
+  if (!match?.[1]) return undefined;
+  const decoded = Buffer.from(match[1], 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return colon > 0 ? decodeURIComponent(decoded.slice(colon + 1).replace(/\+/g, '%20')) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // Google
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -552,6 +855,8 @@ export interface GoogleStandin extends StandinControls<'token'> {
    * so the token response `scope` lacks it. Applies to consents given from now on.
    */
   grantScopeWithoutMail(withhold?: boolean): void;
+  /** App-only: service accounts with domain-wide delegation (see GoogleServiceAccountControls). */
+  readonly serviceAccounts: GoogleServiceAccountControls;
 }
 
 /**
@@ -577,6 +882,12 @@ export async function startGoogleStandin(options: GoogleStandinOptions = {}): Pr
   const store = new MemoryStore();
   const controls = new RequestControls<'token'>();
   const usersByEmail = indexUsers(users);
+  const serviceAccounts = createGoogleServiceAccounts({
+    store,
+    tokenEndpoint: `${origin}/token`,
+    users: usersByEmail,
+    accessTokenTtl: () => accessTokenTtl,
+  });
 
   const configuration: Configuration = {
     ...commonConfiguration(store, usersByEmail, () => ({})),
@@ -630,6 +941,7 @@ export async function startGoogleStandin(options: GoogleStandinOptions = {}): Pr
   };
 
   const provider = new Provider(issuer, configuration);
+  serviceAccounts.register(provider);
 
   // Granular consent (when withholding): the Gmail box stays unticked while openid/email are granted.
   provider.use(
@@ -657,6 +969,7 @@ export async function startGoogleStandin(options: GoogleStandinOptions = {}): Pr
       sendInjected(ctx, injected, record);
       return;
     }
+    serviceAccounts.routeTokenRequest(ctx, form);
 
     await next();
 
@@ -696,6 +1009,7 @@ export async function startGoogleStandin(options: GoogleStandinOptions = {}): Pr
     grantScopeWithoutMail: (withhold = true) => {
       withholdMailScope = withhold;
     },
+    serviceAccounts: serviceAccounts.controls,
     setClockOffset: (ms) => listening.setDateOffset(ms),
     close: () => listening.close(),
   };
@@ -730,6 +1044,189 @@ function googleTokenError(body: Record<string, unknown>, grantType: string | und
     return { error: 'invalid_client', error_description: 'Unauthorized' };
   }
   return body;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Google app-only: service accounts with domain-wide delegation (RFC 7523 §2.1 JWT bearer grant)
+// ---------------------------------------------------------------------------------------------------------------
+
+const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
+
+export interface GoogleServiceAccountControls {
+  /**
+   * A new service account with one key; returns the key file's text, as the Google Cloud console downloads it
+   * (IAM & Admin > Service Accounts > Keys > Add key > JSON).
+   */
+  createServiceAccount(name?: string): string;
+  /** Another key for an existing service account (by client_email); returns the new key file's text. */
+  addServiceAccountKey(clientEmail: string): string;
+  /** Delete a key (by private_key_id): assertions it signs no longer verify. */
+  deleteServiceAccountKey(privateKeyId: string): void;
+  /** The Admin console's domain-wide delegation entry: client ID and the scopes it may ask for. */
+  authorizeDelegation(clientId: string, scopes: readonly string[]): void;
+  revokeDelegation(clientId: string): void;
+}
+
+interface ServiceAccount {
+  clientEmail: string;
+  clientId: string;
+  projectId: string;
+  /** private_key_id → public key: Google keeps only the public half. */
+  keys: Map<string, KeyObject>;
+}
+
+const GOOGLE_UNAUTHORIZED_CLIENT =
+  'Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.';
+
+/** An error with Google's own error_description (oidc-provider's error classes carry their own fixed texts). */
+function googleGrantError(error: string, description: string): Error {
+  return new errors.CustomOIDCProviderError(error, description);
+}
+
+/**
+ * Google's token endpoint for service accounts. The front middleware finds the service account named by the
+ * assertion's `iss` and names its client for oidc-provider (the request itself has no client authentication);
+ * the grant handler checks the assertion (RS256 with the account's public key, iss, aud, iat, exp), the
+ * domain-wide delegation and the mailbox, and issues an opaque token for `sub` with scope
+ * https://mail.google.com/. Service account clients live in the stand-in's store, since they are made while it runs.
+ */
+function createGoogleServiceAccounts(options: {
+  store: MemoryStore;
+  tokenEndpoint: string;
+  users: Map<string, StandinUser>;
+  accessTokenTtl: () => number;
+}): {
+  register(provider: Provider): void;
+  /** Adds `client_id` to a JWT bearer request whose assertion names a known service account. */
+  routeTokenRequest(ctx: Koa.Context, form: URLSearchParams): void;
+  controls: GoogleServiceAccountControls;
+} {
+  const accounts = new Map<string, ServiceAccount>();
+  const delegations = new Map<string, Set<string>>();
+  const clientAdapter = options.store.adapterFor('Client');
+
+  const keyFile = (account: ServiceAccount): string => {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+    const privateKeyId = randomBytes(20).toString('hex');
+    account.keys.set(privateKeyId, publicKey);
+    return `${JSON.stringify(
+      {
+        type: 'service_account',
+        project_id: account.projectId,
+        private_key_id: privateKeyId,
+        private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
+        client_email: account.clientEmail,
+        client_id: account.clientId,
+        auth_uri: 'https://accounts.google.com/o/oauth2/auth',
+        token_uri: options.tokenEndpoint,
+        auth_provider_x509_cert_url: 'https://www.googleapis.com/oauth2/v1/certs',
+        client_x509_cert_url: `https://www.googleapis.com/robot/v1/metadata/x509/${encodeURIComponent(account.clientEmail)}`,
+        universe_domain: 'googleapis.com',
+      },
+      null,
+      2,
+    )}\n`;
+  };
+
+  const accountByEmail = (clientEmail: string): ServiceAccount => {
+    const account = [...accounts.values()].find((a) => a.clientEmail === clientEmail);
+    if (!account) throw new Error(`no service account ${clientEmail}`);
+    return account;
+  };
+
+  /** RFC 7523 §3 checks, with Google's texts. Returns the verified claims. */
+  const verifyAssertion = (assertion: string): { account: ServiceAccount; claims: Record<string, unknown> } => {
+    const parts = assertion.split('.');
+    const header = parts.length === 3 ? decodeJsonPart(parts[0]!) : undefined;
+    const claims = parts.length === 3 ? decodeJsonPart(parts[1]!) : undefined;
+    if (!header || !claims) throw googleGrantError('invalid_grant', 'Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.');
+    const account = typeof claims.iss === 'string' ? [...accounts.values()].find((a) => a.clientEmail === claims.iss) : undefined;
+    if (!account) throw googleGrantError('invalid_grant', 'Invalid grant: account not found');
+    const publicKey = typeof header.kid === 'string' ? account.keys.get(header.kid) : undefined;
+    const signed = Buffer.from(`${parts[0]}.${parts[1]}`);
+    if (header.alg !== 'RS256' || !publicKey || !verify('sha256', signed, publicKey, Buffer.from(parts[2]!, 'base64url'))) {
+      throw googleGrantError('invalid_grant', 'Invalid JWT Signature.');
+    }
+    if (claims.aud !== options.tokenEndpoint) throw googleGrantError('invalid_grant', `Invalid JWT: Failed audience check. The right audience is ${options.tokenEndpoint}`);
+    const nowS = Math.floor(Date.now() / 1000);
+    const { iat, exp } = claims;
+    if (typeof iat !== 'number' || typeof exp !== 'number' || exp - iat > 3600 || exp <= iat || iat > nowS + 300 || exp < nowS - 300) {
+      throw googleGrantError('invalid_grant', 'Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.');
+    }
+    return { account, claims };
+  };
+
+  return {
+    register(provider) {
+      provider.registerGrantType(
+        JWT_BEARER_GRANT,
+        async (ctx) => {
+          const { account, claims } = verifyAssertion(String(ctx.oidc.params.assertion ?? ''));
+          const requested = typeof claims.scope === 'string' ? claims.scope.split(' ').filter(Boolean) : [];
+          const delegated = delegations.get(account.clientId);
+          if (!delegated || requested.length === 0 || !requested.every((scope) => delegated.has(scope))) {
+            throw googleGrantError('unauthorized_client', GOOGLE_UNAUTHORIZED_CLIENT);
+          }
+          const user = typeof claims.sub === 'string' ? options.users.get(claims.sub.toLowerCase()) : undefined;
+          if (!user) throw googleGrantError('invalid_grant', 'Invalid email or User ID');
+          // The delegation stands in for the user's consent: a grant of Gmail to this service account.
+          const grant = new ctx.oidc.provider.Grant({ accountId: user.email, clientId: ctx.oidc.client.clientId });
+          grant.addResourceScope(GMAIL_SCOPE, GMAIL_SCOPE);
+          const grantId = await grant.save();
+          const token = new ctx.oidc.provider.AccessToken({
+            accountId: user.email,
+            client: ctx.oidc.client,
+            grantId,
+            gty: JWT_BEARER_GRANT,
+            scope: requested.filter((scope) => scope === GMAIL_SCOPE).join(' ') || undefined,
+          });
+          token.resourceServer = new ctx.oidc.provider.ResourceServer(GMAIL_SCOPE, {
+            audience: GMAIL_SCOPE,
+            scope: GMAIL_SCOPE,
+            accessTokenFormat: 'opaque',
+            accessTokenTTL: options.accessTokenTtl(),
+          });
+          const value = await token.save();
+          ctx.body = { access_token: value, expires_in: token.expiration, scope: token.scope, token_type: 'Bearer' };
+        },
+        ['assertion'],
+      );
+    },
+    routeTokenRequest(ctx, form) {
+      if (form.get('grant_type') !== JWT_BEARER_GRANT || form.has('client_id')) return;
+      const claims = decodeJsonPart(form.get('assertion')?.split('.')[1] ?? '');
+      const account = typeof claims?.iss === 'string' ? [...accounts.values()].find((a) => a.clientEmail === claims.iss) : undefined;
+      if (!account) return;
+      form.set('client_id', account.clientId);
+      (ctx.req as IncomingMessage & { body?: unknown }).body = form.toString();
+    },
+    controls: {
+      createServiceAccount(name = `postern-${accounts.size + 1}`) {
+        const clientId = `1${Array.from(randomBytes(20), (b) => String(b % 10)).join('')}`;
+        const account: ServiceAccount = { clientEmail: `${name}@postern-test.iam.gserviceaccount.com`, clientId, projectId: 'postern-test', keys: new Map() };
+        accounts.set(clientId, account);
+        void clientAdapter.upsert(clientId, {
+          client_id: clientId,
+          client_name: account.clientEmail,
+          token_endpoint_auth_method: 'none',
+          grant_types: [JWT_BEARER_GRANT],
+          response_types: [],
+          redirect_uris: [],
+        });
+        return keyFile(account);
+      },
+      addServiceAccountKey: (clientEmail) => keyFile(accountByEmail(clientEmail)),
+      deleteServiceAccountKey(privateKeyId) {
+        for (const account of accounts.values()) account.keys.delete(privateKeyId);
+      },
+      authorizeDelegation(clientId, scopes) {
+        delegations.set(clientId, new Set(scopes));
+      },
+      revokeDelegation(clientId) {
+        delegations.delete(clientId);
+      },
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -83,7 +83,10 @@ export interface AuthAttempt {
   user: string;
   mechanism: string;
   ok: boolean;
-  /** Why it failed: `scripted`, `inactive`, `scope`, `user-mismatch`, `basic-auth`, `introspection-error: …`. */
+  /**
+   * Why it failed: `scripted`, `inactive`, `scope`, `user-mismatch`, `basic-auth`, `introspection-error: …`; for
+   * app-only tokens `app-only-token` (Gmail), `audience`, `app-role`, `app-mailbox-not-granted`.
+   */
   reason?: string;
 }
 
@@ -144,6 +147,13 @@ export interface UpstreamSmtp {
   failNext(reply: ScriptedReply, times?: number): void;
   /** Close the next accepted TCP connection at once, without a greeting. */
   dropNextConnection(): void;
+  /**
+   * App-only tokens (client credentials, no `sub`): let the application `clientId` send as `mailbox`, as an
+   * Exchange administrator does with New-ManagementRoleAssignment (Application SMTP.SendAsApp) or FullAccess.
+   * Without it Exchange answers `535 5.7.3 Authentication unsuccessful`.
+   */
+  grantAppMailbox(clientId: string, mailbox: string): void;
+  revokeAppMailbox(clientId: string, mailbox: string): void;
   close(): Promise<void>;
 }
 
@@ -349,6 +359,8 @@ interface UpstreamState {
   flavour: UpstreamFlavour;
   requiredScope: string;
   authAttempts: AuthAttempt[];
+  /** App-only: client id → the mailboxes the application may send as (lower case). */
+  appMailboxes: Map<string, Set<string>>;
   introspect(token: string): Promise<IntrospectionResponse>;
   takeScripted(phase: UpstreamPhase): ScriptedReply | undefined;
 }
@@ -455,6 +467,7 @@ class UpstreamConnection extends SMTPConnection {
   async #checkToken(user: string, token: string): Promise<string | undefined> {
     const info = await this.upstream.introspect(token);
     if (!info.active) return 'inactive';
+    if (isAppOnlyToken(info)) return checkAppOnlyToken(this.upstream, info, user);
     const scopes = typeof info.scope === 'string' ? info.scope.split(' ') : [];
     if (!scopes.includes(this.upstream.requiredScope)) return 'scope';
     const wanted = user.toLowerCase();
@@ -476,6 +489,33 @@ class UpstreamConnection extends SMTPConnection {
     };
     this.send(334, Buffer.from(JSON.stringify(challenge)).toString('base64'));
   }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// App-only tokens (Microsoft client credentials)
+
+/** The Exchange Online resource app-only tokens are issued for, and the application permission SMTP needs. */
+const APP_ONLY_EXCHANGE_AUDIENCE = 'https://outlook.office365.com';
+const APP_ONLY_SMTP_ROLE = 'SMTP.SendAsApp';
+
+/** A token the application obtained for itself: it names a client and no user. */
+function isAppOnlyToken(info: IntrospectionResponse): boolean {
+  return info.sub === undefined && info.email === undefined && typeof info.client_id === 'string';
+}
+
+/**
+ * Exchange Online's checks of an app-only token: issued for Exchange, carrying SMTP.SendAsApp (admin consent),
+ * and the application given the mailbox named in `user=` (RBAC for Applications or FullAccess). Gmail takes
+ * no app-only tokens: a service account's token names its mailbox in `sub`.
+ */
+function checkAppOnlyToken(upstream: UpstreamState, info: IntrospectionResponse, user: string): string | undefined {
+  if (upstream.flavour !== 'office365') return 'app-only-token';
+  const audiences = Array.isArray(info.aud) ? info.aud : [info.aud];
+  if (!audiences.includes(APP_ONLY_EXCHANGE_AUDIENCE)) return 'audience';
+  const roles = typeof info.scope === 'string' ? info.scope.split(' ') : [];
+  if (!roles.includes(APP_ONLY_SMTP_ROLE)) return 'app-role';
+  if (!upstream.appMailboxes.get(String(info.client_id))?.has(user.toLowerCase())) return 'app-mailbox-not-granted';
+  return undefined;
 }
 
 /** smtp-server subclass whose only change is to build UpstreamConnection sessions (and drop on request). */
@@ -524,6 +564,7 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
     flavour,
     requiredScope: options.requiredScope,
     authAttempts,
+    appMailboxes: new Map(),
     introspect(token) {
       introspectionCount++;
       return introspector.introspect(token);
@@ -644,6 +685,14 @@ export async function startUpstreamSmtp(options: UpstreamSmtpOptions): Promise<U
     },
     dropNextConnection() {
       server.dropConnections++;
+    },
+    grantAppMailbox(clientId, mailbox) {
+      const granted = state.appMailboxes.get(clientId) ?? new Set<string>();
+      granted.add(mailbox.toLowerCase());
+      state.appMailboxes.set(clientId, granted);
+    },
+    revokeAppMailbox(clientId, mailbox) {
+      state.appMailboxes.get(clientId)?.delete(mailbox.toLowerCase());
     },
     async close() {
       await closeServer(server);
