@@ -102,6 +102,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const tokens = new TokenService({ accounts, http, audit, log, instanceId, refreshAheadMs: config.tokenRefreshAheadMs });
   const poller = new DevicePoller({ accounts, http, audit, log, instanceId });
   const oauth = createOAuthService({ accounts, http, poller, audit, log });
+  oauth.application.useTokens(tokens);
 
   // Sending: device relay (smtp-in) → queue (spool + rows) → queue manager → delivery with XOAUTH2 (smtp-out).
   const tuning = { ...QUEUE_DEFAULTS, ...config.queue };

@@ -321,6 +321,21 @@ export class OAuthAccounts {
     return this.store.secrets.encrypt(secret, secretContext(id, 'client_secret'));
   }
 
+  /** Encrypts an application credential of the account: its certificate's private key, or a service account key. */
+  encryptCredential(id: string, column: 'client_key' | 'service_account_key', value: string): string {
+    return this.store.secrets.encrypt(value, secretContext(id, column));
+  }
+
+  /** The certificate's private key (client credentials by certificate), decrypted. */
+  clientKey(row: AccountRow): string | undefined {
+    return this.store.secrets.decryptOptional(row.client_key_enc, secretContext(row.id, 'client_key')) ?? undefined;
+  }
+
+  /** The Google service account's JSON key, decrypted. */
+  serviceAccountKey(row: AccountRow): string | undefined {
+    return this.store.secrets.decryptOptional(row.service_account_key_enc, secretContext(row.id, 'service_account_key')) ?? undefined;
+  }
+
   clientSecret(row: AccountRow): string | undefined {
     return this.store.secrets.decryptOptional(row.client_secret_enc, secretContext(row.id, 'client_secret')) ?? undefined;
   }

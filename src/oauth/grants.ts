@@ -260,6 +260,8 @@ export async function refreshAccessToken(
   refreshToken: string,
   http: HttpOptions,
   now: () => number = Date.now,
+  /** Another resource's scope than the one granted (Microsoft Graph): one resource per request. */
+  scope?: string,
 ): Promise<TokenSet> {
   const sentAt = now();
   try {
@@ -268,7 +270,7 @@ export async function refreshAccessToken(
       client(clientConfig),
       clientAuthentication(clientConfig),
       refreshToken,
-      http,
+      scope ? { ...http, additionalParameters: { scope } } : http,
     );
     return await processTokenResponse(config, clientConfig, response, sentAt, oauth.processRefreshTokenResponse, REFRESH_ID_TOKEN_CLOCK_TOLERANCE_S);
   } catch (error) {

@@ -18,7 +18,7 @@ import { useAndTlsAudit, useAndTlsColumns, type FieldErrors, type MicrosoftSetti
 import type { DevicePoller } from './device-poller.js';
 import { startDeviceAuthorization } from './grants.js';
 import type { OAuthHttp } from './http.js';
-import { MICROSOFT_SCOPE, PROVIDER_LABELS, validateMicrosoftClientId, validateMicrosoftEndpoint } from './profiles.js';
+import { MICROSOFT_SCOPE, microsoftGraphScope, PROVIDER_LABELS, validateMicrosoftClientId, validateMicrosoftEndpoint } from './profiles.js';
 import { toProviderError } from './provider-errors.js';
 
 
@@ -135,7 +135,7 @@ export class MicrosoftAuthorization {
       const grant = await startDeviceAuthorization(
         authorizationServerOf(row),
         clientOf(row, undefined),
-        MICROSOFT_SCOPE,
+        row.delivery_method === 'graph' ? microsoftGraphScope(row.graph_large_messages === 1, true) : MICROSOFT_SCOPE,
         await this.#http.options(settingsOf(row).tls),
         this.#now,
       );

@@ -32,6 +32,18 @@ export function accountLabel(accountId: string, name?: string | null): string {
  */
 export const MICROSOFT_SCOPE = 'https://outlook.office.com/SMTP.Send offline_access openid email profile';
 export const MICROSOFT_SMTP_SCOPE = 'https://outlook.office.com/SMTP.Send';
+/** Microsoft Graph's delegated permissions for sending (Mail.ReadWrite: drafts for messages over one request). */
+export const MICROSOFT_GRAPH_SEND_SCOPE = 'https://graph.microsoft.com/Mail.Send';
+export const MICROSOFT_GRAPH_READWRITE_SCOPE = 'https://graph.microsoft.com/Mail.ReadWrite';
+
+/**
+ * The delegated scope of an account that delivers by Microsoft Graph: Graph's permissions only (one resource
+ * per request), with offline_access, and for a sign-in also the OpenID scopes that name the mailbox.
+ */
+export function microsoftGraphScope(largeMessages: boolean, signIn: boolean): string {
+  return [MICROSOFT_GRAPH_SEND_SCOPE, ...(largeMessages ? [MICROSOFT_GRAPH_READWRITE_SCOPE] : []), 'offline_access', ...(signIn ? ['openid', 'email', 'profile'] : [])].join(' ');
+}
+
 export const MICROSOFT_DEFAULT_ENDPOINT = 'https://login.microsoftonline.com/common/oauth2/v2.0';
 
 /** Hosts of Microsoft's public and national clouds, shown as help; other hosts are accepted (proxies, tests). */

@@ -14,6 +14,7 @@ import { AccountOperations } from './account-operations.js';
 import { clockSkewWarningOf } from './clock-skew.js';
 import { CONNECTION_STATUS_LABELS, type ConnectionStatus } from './connection-check.js';
 import type { DevicePoller } from './device-poller.js';
+import { ApplicationAuthorization } from './application.js';
 import { GoogleAuthorization } from './google.js';
 import type { OAuthHttp } from './http.js';
 import { MicrosoftAuthorization } from './microsoft.js';
@@ -83,6 +84,7 @@ export interface OAuthServiceOptions {
   operations: AccountOperations;
   microsoft: MicrosoftAuthorization;
   google: GoogleAuthorization;
+  application: ApplicationAuthorization;
   poller: DevicePoller;
   audit: AuditLog;
   log: Logger;
@@ -101,6 +103,8 @@ export class OAuthService {
   readonly microsoft: MicrosoftAuthorization;
   /** OAuth 2.0 (Google): Basic Settings and Register Information for Authorization. */
   readonly google: GoogleAuthorization;
+  /** Authorization Type: Application, for any account (client credentials, service accounts). */
+  readonly application: ApplicationAuthorization;
 
   constructor(options: OAuthServiceOptions) {
     this.#accounts = options.accounts;
@@ -108,6 +112,7 @@ export class OAuthService {
     this.#operations = options.operations;
     this.microsoft = options.microsoft;
     this.google = options.google;
+    this.application = options.application;
     this.#poller = options.poller;
     this.#audit = options.audit;
     this.#log = options.log.child({ component: 'oauth' });
@@ -236,5 +241,6 @@ export function createOAuthService(options: Pick<OAuthServiceOptions, 'accounts'
   const parts: OAuthParts = { accounts, http, poller, operations, audit, log };
   const microsoft = new MicrosoftAuthorization(parts);
   const google = new GoogleAuthorization(parts);
-  return new OAuthService({ parts, accounts, operations, microsoft, google, poller, audit, log });
+  const application = new ApplicationAuthorization(parts);
+  return new OAuthService({ parts, accounts, operations, microsoft, google, application, poller, audit, log });
 }

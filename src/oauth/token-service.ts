@@ -12,22 +12,33 @@
  *   out (docs/protocol.md §4.3).
  * - invalid_grant and other definitive errors → Expired, credentials dropped, no retry loop; 5xx / 429 /
  *   network → Error, retried with exponential backoff and jitter, credentials kept (docs/protocol.md §4.4).
+ * - An application (Authorization Type: Application; client credentials, a service account) has no refresh
+ *   token: the same refresh asks for a new access token with its own credential (application.ts).
  * - Compares the token endpoint's Date header with this host's clock on every refresh (clock-skew.ts).
  *
  * Known limits: the background check runs every TICK_MS, so a token that expires sooner than that after an
  * instance start is refreshed on first use instead.
  */
 import { randomUUID } from 'node:crypto';
-import { ErrorCodes, PosternError } from '../errors.js';
+import { ErrorCodes, isPosternError, PosternError } from '../errors.js';
 import { describeError, type Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import type { AccountRow, OAuthAccounts, TokenStatus } from './accounts.js';
 import { settingsOf } from './accounts.js';
 import { authorizationServerOf, clientOf } from './authorization-server.js';
 import { recordServerClock, ServerClockProbe } from './clock-skew.js';
-import { refreshAccessToken } from './grants.js';
-import type { OAuthHttp } from './http.js';
-import { PROVIDER_LABELS } from './profiles.js';
+import {
+  AppOnlyCredentialError,
+  clientCredentialsGrant,
+  MICROSOFT_APP_ONLY_GRAPH_SCOPE,
+  MICROSOFT_APP_ONLY_SMTP_SCOPE,
+  parseServiceAccountKey,
+  serviceAccountGrant,
+  type ClientCredential,
+} from './app-only.js';
+import { refreshAccessToken, type TokenSet } from './grants.js';
+import type { HttpOptions, OAuthHttp } from './http.js';
+import { accountLabel, GOOGLE_MAIL_SCOPE, microsoftGraphScope } from './profiles.js';
 import { ProviderError } from './provider-errors.js';
 
 /** Default of POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: refresh five minutes before the access token expires. */
@@ -110,6 +121,26 @@ function expiredError(label: string, row: AccountRow): TokenUnavailableError {
   );
 }
 
+/** The mailbox a token is for: the signed-in one, or the one an application sends as. */
+function mailboxOf(row: AccountRow): string | undefined {
+  return (row.authorization_type === 'delegated' ? row.mailbox : row.app_mailbox) ?? undefined;
+}
+
+/** An application account has what it needs to ask for a token. */
+function hasApplicationCredential(row: AccountRow): boolean {
+  if (row.authorization_type === 'service-account') return row.service_account_key_enc !== null && row.app_mailbox !== null;
+  return row.client_id !== null && (row.client_secret_enc !== null || (row.client_key_enc !== null && row.client_certificate !== null));
+}
+
+/**
+ * The scope of a delegated refresh: Graph's for an account that delivers by Microsoft Graph (the refresh
+ * token serves both resources, one per request); none otherwise, so the token stays for what was granted.
+ */
+function delegatedRefreshScope(row: AccountRow): string | undefined {
+  if (row.provider !== 'microsoft' || row.delivery_method !== 'graph') return undefined;
+  return microsoftGraphScope(row.graph_large_messages === 1, false);
+}
+
 export class TokenService {
   readonly #inflight = new Map<string, Promise<AccessToken>>();
   readonly #accounts: OAuthAccounts;
@@ -138,30 +169,32 @@ export class TokenService {
   async getAccessToken(accountId: string, options: GetAccessTokenOptions = {}): Promise<AccessToken> {
     const row = await this.#accounts.get(accountId);
     if (!row) throw new TokenUnavailableError(`${accountId} is not configured.`, 'NotRegistered', false);
-    const label = PROVIDER_LABELS[row.provider];
+    const label = accountLabel(row.id, row.name);
     if (row.enabled !== 1) {
       throw new TokenUnavailableError(`${label} is not in use (Use ${label} is off).`, 'NotInUse', true);
     }
     if (row.token_status === 'Expired') throw expiredError(label, row);
     const now = this.#now();
     const accessToken = this.#accounts.accessToken(row);
-    const hasRefreshToken = row.refresh_token_enc !== null;
+    // An application (client credentials, service account) asks for a new token with its own credential.
+    const canRefresh = row.authorization_type === 'delegated' ? row.refresh_token_enc !== null : hasApplicationCredential(row);
+    const mailbox = mailboxOf(row);
     const expiresAt = row.access_token_expires_at ?? 0;
     const rejected = options.rejectedAccessToken !== undefined && options.rejectedAccessToken === accessToken;
 
     if (accessToken && !rejected && refreshDueAt(row.token_issued_at, expiresAt, this.#refreshAheadMs) > now) {
-      return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+      return { accessToken, mailbox, expiresAt };
     }
     if (accessToken && options.rejectedAccessToken !== undefined && !rejected && expiresAt > now) {
       // Someone refreshed since the caller got its token: hand out the newer one.
-      return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+      return { accessToken, mailbox, expiresAt };
     }
-    if (!hasRefreshToken) {
-      if (accessToken && !rejected && expiresAt > now) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+    if (!canRefresh) {
+      if (accessToken && !rejected && expiresAt > now) return { accessToken, mailbox, expiresAt };
       throw new TokenUnavailableError(`${label} is not authorized yet (Token Status: Not Registered).`, row.token_status, true);
     }
     if (row.token_status === 'Error' && !rejected && (row.next_refresh_attempt_at ?? 0) > now) {
-      if (accessToken && expiresAt > now + 30_000) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt };
+      if (accessToken && expiresAt > now + 30_000) return { accessToken, mailbox, expiresAt };
       throw new TokenUnavailableError(
         `${label}: the token could not be refreshed (${row.token_error ?? 'error'}); retrying.`,
         'Error',
@@ -210,7 +243,7 @@ export class TokenService {
       const row = await this.#accounts.get(accountId);
       if (row && row.token_issued_at !== before?.token_issued_at && row.token_status === 'Active') {
         const accessToken = this.#accounts.accessToken(row);
-        if (accessToken) return { accessToken, mailbox: row.mailbox ?? undefined, expiresAt: row.access_token_expires_at ?? 0 };
+        if (accessToken) return { accessToken, mailbox: mailboxOf(row), expiresAt: row.access_token_expires_at ?? 0 };
       }
       if (row?.token_status === 'Expired') return this.getAccessToken(accountId);
       if (this.#now() - started > LEASE_TTL_MS * 2) break;
@@ -228,7 +261,7 @@ export class TokenService {
         current.token_status === 'Active' &&
         refreshDueAt(current.token_issued_at, current.access_token_expires_at ?? 0, this.#refreshAheadMs) > this.#now()
       ) {
-        return { accessToken: token, mailbox: current.mailbox ?? undefined, expiresAt: current.access_token_expires_at ?? 0 };
+        return { accessToken: token, mailbox: mailboxOf(current), expiresAt: current.access_token_expires_at ?? 0 };
       }
       return await this.#refreshNow(accountId);
     } finally {
@@ -239,9 +272,10 @@ export class TokenService {
   async #refreshNow(accountId: string): Promise<AccessToken> {
     const row = await this.#accounts.get(accountId);
     if (!row) throw new TokenUnavailableError(`${accountId} is not configured.`, 'NotRegistered', false);
-    const label = PROVIDER_LABELS[row.provider];
-    const refreshToken = this.#accounts.refreshToken(row);
-    if (!refreshToken) {
+    const label = accountLabel(row.id, row.name);
+    const application = row.authorization_type !== 'delegated';
+    const refreshToken = application ? undefined : this.#accounts.refreshToken(row);
+    if (!application && !refreshToken) {
       // A refresh that began after another one found the grant refused (two callers that both saw an expired
       // access token, the second one a moment late): the account is Expired, and says why, not "Not Registered".
       if (row.token_status === 'Expired') throw expiredError(label, row);
@@ -251,26 +285,27 @@ export class TokenService {
     const http = clock.http(await this.#http.options(settingsOf(row).tls));
     const now = this.#now();
     try {
-      const tokens = await refreshAccessToken(
-        authorizationServerOf(row),
-        clientOf(row, this.#accounts.clientSecret(row)),
-        refreshToken,
-        http,
-        this.#now,
+      const tokens = await (
+        application
+          ? this.#applicationToken(row, http)
+          : refreshAccessToken(authorizationServerOf(row), clientOf(row, this.#accounts.clientSecret(row)), refreshToken!, http, this.#now, delegatedRefreshScope(row))
       ).finally(() => recordServerClock(this.#accounts, this.#log, accountId, clock.last));
-      await this.#accounts.transition(accountId, 'Active', { tokens, keepRefreshToken: true, at: now });
+      await this.#accounts.transition(accountId, 'Active', { tokens, keepRefreshToken: !application, at: now });
       this.#refreshed(accountId, 'success');
       if (row.token_status !== 'Active') {
         this.#log.info({ account: accountId }, `${label}: token refreshed, Token Status is Active again`);
       } else {
         this.#log.debug({ account: accountId, rotated: tokens.refreshToken !== undefined }, 'access token refreshed');
       }
-      return { accessToken: tokens.accessToken, mailbox: tokens.mailbox ?? row.mailbox ?? undefined, expiresAt: tokens.expiresAt };
+      return { accessToken: tokens.accessToken, mailbox: application ? mailboxOf(row) : (tokens.mailbox ?? row.mailbox ?? undefined), expiresAt: tokens.expiresAt };
     } catch (thrown) {
       const error =
         thrown instanceof ProviderError
           ? thrown
-          : new ProviderError(thrown instanceof Error ? thrown.message : String(thrown), 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
+          : isPosternError(thrown) && thrown.code === ErrorCodes.OAUTH_CREDENTIAL_INVALID
+            ? // A stored key or certificate that cannot be used will not become usable by waiting.
+              new ProviderError(thrown.message, 'definitive', undefined, undefined, undefined, 'Enter the credential again in Edit Basic Settings (a new client secret, certificate or JSON key).', { cause: thrown })
+            : new ProviderError(thrown instanceof Error ? thrown.message : String(thrown), 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
       if (error.kind === 'definitive') {
         await this.#accounts.transition(accountId, 'Expired', { error: error.providerText, advice: error.advice ?? null, forget: 'tokens' });
         this.#refreshed(accountId, 'definitive');
@@ -295,12 +330,36 @@ export class TokenService {
     }
   }
 
+  /**
+   * A new access token for an application: client credentials (a secret, or an assertion signed with the
+   * account's certificate key) or a service account's JWT bearer assertion. No refresh token is involved.
+   */
+  async #applicationToken(row: AccountRow, http: HttpOptions): Promise<TokenSet> {
+    const mailbox = row.app_mailbox;
+    if (row.authorization_type === 'service-account') {
+      const keyText = this.#accounts.serviceAccountKey(row);
+      if (!keyText || !mailbox) throw new AppOnlyCredentialError('The service account has no JSON key or no mailbox to send as.');
+      return serviceAccountGrant(parseServiceAccountKey(keyText), mailbox, GOOGLE_MAIL_SCOPE, http, this.#now);
+    }
+    if (!row.client_id) throw new AppOnlyCredentialError('The application has no client ID.');
+    const secret = this.#accounts.clientSecret(row);
+    const key = this.#accounts.clientKey(row);
+    const credential: ClientCredential | undefined = secret
+      ? { kind: 'secret', secret }
+      : key && row.client_certificate
+        ? { kind: 'certificate', privateKeyPem: key, certificatePem: row.client_certificate }
+        : undefined;
+    if (!credential) throw new AppOnlyCredentialError('The application has neither a client secret nor a certificate.');
+    const scope = row.delivery_method === 'graph' ? MICROSOFT_APP_ONLY_GRAPH_SCOPE : MICROSOFT_APP_ONLY_SMTP_SCOPE;
+    return clientCredentialsGrant({ tokenEndpoint: authorizationServerOf(row).tokenEndpoint }, { clientId: row.client_id, credential }, scope, http, this.#now);
+  }
+
   /** Refreshes every account whose token is about to expire or whose retry is due. */
   async refreshDue(): Promise<void> {
     const now = this.#now();
     const rows: AccountRow[] = await this.#accounts.listEnabled();
     for (const row of rows) {
-      if (row.refresh_token_enc === null) continue;
+      if (row.authorization_type === 'delegated' ? row.refresh_token_enc === null : !hasApplicationCredential(row)) continue;
       const due =
         (row.token_status === 'Active' && refreshDueAt(row.token_issued_at, row.access_token_expires_at ?? 0, this.#refreshAheadMs) <= now) ||
         (row.token_status === 'Error' && (row.next_refresh_attempt_at ?? 0) <= now);

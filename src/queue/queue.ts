@@ -81,6 +81,8 @@ export interface MessageEnvelope {
    * Absent or '': the Default account at delivery time.
    */
   accountId?: string | undefined;
+  /** Why that account, in words for the Log page ("Sender Routing rule @example.com", "device account"). */
+  routedBy?: string | undefined;
 }
 
 /** A message being received: stream the body into `body`, then `commit()` (durable) or `abort()`. */
@@ -284,7 +286,7 @@ export class MessageQueue {
     await trx.insertInto('queue_messages').values(row).execute();
     await trx
       .insertInto('delivery_log')
-      .values({ queue_id: row.id, at: row.received_at, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes`, advice: null })
+      .values({ queue_id: row.id, at: row.received_at, event: 'accepted', recipients: envelope.recipients.join(', '), code: null, reply: `received from ${envelope.client}, ${row.size} bytes${envelope.accountId ? `; sending account ${envelope.accountId}${envelope.routedBy ? ` (${envelope.routedBy})` : ''}` : ''}`, advice: null })
       .execute();
   }
 

@@ -64,7 +64,7 @@ import { isAllowedSender } from './allowed-senders.js';
 import type { DeviceAccounts } from './devices.js';
 import { MAX_HEADER_BYTES, MessageNormalizer } from './message-normalizer.js';
 import { isAllowed, parseNetworks } from './networks.js';
-import type { SendingRoutes } from './routing.js';
+import type { RouteReason, SendingRoutes } from './routing.js';
 import type { RelayCertificate, RelaySettings, RelaySettingsView } from './relay-settings.js';
 
 /** What the selected upstream accepts, as far as is known (wired in app.ts from E-Mail Settings). */
@@ -114,6 +114,15 @@ interface SessionUser {
   device: string;
   deviceId: string;
 }
+
+/** Why a message went through its account, as the Log page's accepted line says it. */
+const ROUTE_REASONS: Record<RouteReason, string> = {
+  'sender-address': 'Sender Routing: the sender address',
+  'sender-domain': 'Sender Routing: the sender domain',
+  device: 'the device account',
+  network: 'the Allowed Networks entry',
+  default: 'the Default',
+};
 
 /** smtp-server's handler error: the reply code travels on the error, the catalogue code says which refusal it is. */
 function smtpError(code: number, message: string, errorCode: ErrorCode): PosternError & { responseCode: number } {
@@ -547,6 +556,7 @@ export class RelayServer {
       const route = await this.#options.routes?.resolve({ reversePath: mailFrom, deviceId: user?.deviceId, remoteAddress: session.remoteAddress });
       const accepted: MessageEnvelope = {
         accountId: route?.accountId,
+        routedBy: route ? ROUTE_REASONS[route.reason] : undefined,
         reversePath: mailFrom,
         recipients: envelope.rcptTo.map((r) => r.address),
         body8bit: facts.eightBit || envelope.bodyType === '8bitmime',

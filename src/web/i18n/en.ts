@@ -504,7 +504,7 @@ export const en = {
   'domain.networkAddress': '{entry}: the network address of a /{bits} is {network} (write {cidr})',
   'domain.networkInvalid': '{entry}: not an IP address or CIDR range (for example 192.168.1.0/24)',
   'domain.sendersTooMany': '{count} entries: at most {max}; list a whole domain as @domain instead',
-  'domain.emailAccount': 'Choose OAuth 2.0 (Microsoft) or OAuth 2.0 (Google).',
+  'domain.emailAccount': 'Choose the sending account.',
   'domain.emailHost': '"{host}" is not a host name or IP address (for example {example}).',
   'domain.emailPort': 'Enter a port number from 1 to 65535 (587 for STARTTLS, 465 for SSL/TLS).',
   'domain.emailTls': 'Choose STARTTLS or SSL/TLS.',

@@ -496,7 +496,7 @@ export const ru: Messages = {
   'domain.networkAddress': '{entry}: сетевой адрес для /{bits} — {network} (напишите {cidr})',
   'domain.networkInvalid': '{entry}: не IP-адрес и не диапазон CIDR (например, 192.168.1.0/24)',
   'domain.sendersTooMany': 'записей: {count}, допускается не более {max}; укажите вместо них весь домен как @домен',
-  'domain.emailAccount': 'Выберите OAuth 2.0 (Microsoft) или OAuth 2.0 (Google).',
+  'domain.emailAccount': 'Выберите учетную запись отправки.',
   'domain.emailHost': '«{host}» — не имя узла и не IP-адрес (например, {example}).',
   'domain.emailPort': 'Введите номер порта от 1 до 65535 (587 для STARTTLS, 465 для SSL/TLS).',
   'domain.emailTls': 'Выберите STARTTLS или SSL/TLS.',
