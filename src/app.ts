@@ -60,6 +60,8 @@ export interface Postern {
   emailSettings: EmailSettings;
   relaySettings: RelaySettings;
   devices: DeviceAccounts;
+  /** Which sending account each message goes through (smtp-in/routing.ts). */
+  routes: SendingRoutes;
   queue: MessageQueue;
   queueManager: QueueManager;
   relay: RelayServer;
@@ -300,6 +302,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     notifier,
     metrics,
     apiTokens,
+    routes,
     httpPort: 0,
     smtpPort: 0,
     httpsPort: undefined,

@@ -307,7 +307,9 @@ export class TokenService {
               new ProviderError(thrown.message, 'definitive', undefined, undefined, undefined, 'Enter the credential again in Edit Basic Settings (a new client secret, certificate or JSON key).', { cause: thrown })
             : new ProviderError(thrown instanceof Error ? thrown.message : String(thrown), 'transient', undefined, undefined, undefined, undefined, { cause: thrown });
       if (error.kind === 'definitive') {
-        await this.#accounts.transition(accountId, 'Expired', { error: error.providerText, advice: error.advice ?? null, forget: 'tokens' });
+        // The Admin console asks for the service account's numeric client ID: give it with the advice.
+        const advice = row.authorization_type === 'service-account' && error.error === 'unauthorized_client' && error.advice ? `${error.advice} Client ID: ${row.client_id ?? '?'}.` : (error.advice ?? null);
+        await this.#accounts.transition(accountId, 'Expired', { error: error.providerText, advice, forget: 'tokens' });
         this.#refreshed(accountId, 'definitive');
         await this.#audit.record(null, 'token.expired', `${label}: ${error.providerText}`);
         this.#log.warn({ account: accountId, error: error.error, description: error.description }, `${label}: refresh refused, Token Status is Expired`);

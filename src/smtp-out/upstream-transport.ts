@@ -6,11 +6,12 @@ import { randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { ErrorCodes } from '../errors.js';
 import { AccountNotFoundError, type AccountRow } from '../oauth/accounts.js';
+import { EXCHANGE_APP_ONLY_535_ADVICE } from '../oauth/app-only.js';
 import { accountLabel } from '../oauth/profiles.js';
 import { TokenUnavailableError, type AccessToken } from '../oauth/token-service.js';
 import type { DeliveryResult, OutboundTransport, RouteStatus } from '../queue/queue-manager.js';
 import type { QueuedMessage } from '../queue/queue.js';
-import { adviceFor } from './replies.js';
+import { adviceFor, type ClassifiedFailure } from './replies.js';
 import type { DeliveryEnvelope, SendOutcome, SmtpDelivery, TokenSource, UpstreamTarget } from './delivery.js';
 import type { EmailSettings, EmailSettingsView } from './email-settings.js';
 import { HeaderTooLargeError, SenderPolicyTransform, type SenderPolicy } from './sender-policy.js';
@@ -42,6 +43,19 @@ function holdAdvice(error: TokenUnavailableError, accountLabel: string): string 
     default:
       return `Authorize the account in ${accountLabel} Settings; held messages are sent as soon as Token Status is Active.`;
   }
+}
+
+/**
+ * A refused sign-in means other steps for an application than for a person: Exchange's service principal and
+ * mailbox role (client credentials), the Admin console's delegation entry (a service account).
+ */
+function applicationAdvice(failure: ClassifiedFailure, account: AccountRow | undefined): ClassifiedFailure {
+  if (!account || account.authorization_type === 'delegated' || failure.class !== 'auth-failed') return failure;
+  if (account.authorization_type === 'client-credentials') return { ...failure, advice: EXCHANGE_APP_ONLY_535_ADVICE };
+  return {
+    ...failure,
+    advice: `Gmail refused the service account's token for ${account.app_mailbox ?? 'the mailbox'}: check the domain-wide delegation entry (Admin console > Security > Access and data control > API controls > Domain-wide delegation) for client ID ${account.client_id ?? '?'} with the scope https://mail.google.com/, and that the mailbox is a user of the Workspace domain.`,
+  };
 }
 
 export interface TestEmailResult {
@@ -162,7 +176,7 @@ export class UpstreamTransport implements OutboundTransport {
       return { status: 'held', reason: `${label}: ${outcome.error.message}`, advice: holdAdvice(outcome.error, label), errorCode: outcome.error.code };
     }
     if (outcome.kind === 'failed') {
-      const f = outcome.failure;
+      const f = applicationAdvice(outcome.failure, way.account);
       return f.class === 'permanent'
         ? { status: 'failed', code: f.code, reply: f.reply, advice: f.advice, errorCode: f.errorCode }
         : { status: 'deferred', code: f.code, reply: f.reply, advice: f.advice, errorCode: f.errorCode, retryAfterMs: f.retryAfterMs };
