@@ -213,6 +213,18 @@ describe('message size', () => {
     expect(graph.openDrafts).toBe(0);
   });
 
+  it('a large message whose header names someone outside the envelope goes to the envelope only', async () => {
+    const { mime, subject } = largeMessage(2_600_000, 'To: bob@example.test, mallory@example.test\r\nCc: carol@example.test\r\n');
+    expect((await send(mime, ['carol@example.test', 'frank@example.test'], { largeMessages: true })).kind).toBe('accepted');
+    const [delivered] = sentWith(subject);
+    expect(delivered!.recipients.sort()).toEqual(['carol@example.test', 'frank@example.test']);
+    const parsed = await simpleParser(delivered!.mime);
+    expect(parsed.text ?? '').not.toContain('mallory');
+    expect(parsed.to).toBeUndefined();
+    expect(JSON.stringify(parsed.cc)).toContain('carol@example.test');
+    expect(delivered!.mime.toString('latin1')).not.toContain('mallory');
+  });
+
   it('a 9 MB attachment goes in 320 KiB-multiple ranges, a small inline image in one request', async () => {
     const inline = randomBytes(20_000);
     const { mime, attachment, subject } = largeMessage(9_000_000, 'To: bob@example.test\r\n', inline);
