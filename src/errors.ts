@@ -73,7 +73,7 @@ export const ErrorCodes = {
   SMTP_UPSTREAM_CONNECTION: 'POSTERN_SMTP_UPSTREAM_CONNECTION',
   /** Delivery: the upstream server refused the XOAUTH2/OAUTHBEARER login, also after one forced token refresh. */
   SMTP_UPSTREAM_AUTH_FAILED: 'POSTERN_SMTP_UPSTREAM_AUTH_FAILED',
-  /** Delivery: the upstream lacks what Postern needs: an OAuth SASL mechanism, STARTTLS, or 8BITMIME/SMTPUTF8 for this message. */
+  /** Delivery: the upstream lacks what Postern needs: an OAuth SASL mechanism, STARTTLS, 8BITMIME/SMTPUTF8 for this message, or (Microsoft Graph) Mail.ReadWrite for it. */
   SMTP_UPSTREAM_UNSUPPORTED: 'POSTERN_SMTP_UPSTREAM_UNSUPPORTED',
   /** Delivery: the upstream server refused the message (a 4xx or 5xx reply after MAIL, RCPT or DATA). */
   SMTP_UPSTREAM_REJECTED: 'POSTERN_SMTP_UPSTREAM_REJECTED',

@@ -22,7 +22,7 @@ export interface ClassifiedFailure {
   advice: string;
   /** What went wrong, by the catalogue (POSTERN_SMTP_UPSTREAM_*, POSTERN_QUEUE_SPOOL_MISSING, …). */
   errorCode: ErrorCode;
-  /** Not to be tried again before this long (an HTTP Retry-After). */
+  /** The server asked not to be tried again before this many milliseconds (HTTP Retry-After, Microsoft Graph). */
   retryAfterMs?: number | undefined;
 }
 

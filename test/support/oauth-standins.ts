@@ -164,6 +164,11 @@ export interface MicrosoftStandinOptions extends StandinTlsOptions {
    * RFC 8628 §3.5 says `access_denied`. Default: Microsoft's.
    */
   declineError?: 'authorization_declined' | 'access_denied';
+  /**
+   * Microsoft Graph permissions of the app registration (`Mail.Send`, `Mail.ReadWrite`), consented with the
+   * sign-in. Default both; `[]`: the app has none, and a refresh for Graph scopes fails with invalid_scope.
+   */
+  graphPermissions?: readonly string[];
 }
 
 export interface MicrosoftStandin extends StandinControls<'token' | 'devicecode'> {
@@ -213,6 +218,7 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
   const deviceCodeExpiresIn = options.deviceCodeExpiresIn ?? 900;
   let accessTokenTtl = options.accessTokenTtl ?? 3600;
   let declineError = options.declineError ?? 'authorization_declined';
+  const graphPermissions = options.graphPermissions ?? GRAPH_PERMISSIONS;
 
   const pki = options.pki ?? (await createTestPki());
   const listening = await listenHttps(pki);
@@ -291,12 +297,13 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
       },
       resourceIndicators: {
         enabled: true,
-        defaultResource: () => OUTLOOK_RESOURCE,
+        defaultResource: (ctx, _client, oneOf) => graphAwareDefaultResource(ctx, oneOf, graphPermissions),
         // Refresh and code exchange requests carry no `resource`: keep issuing for the granted one.
         useGrantedResource: () => true,
         getResourceServerInfo: (ctx, indicator) => {
           const appOnlyResource = appOnly.resourceServerInfo(ctx, indicator);
           if (appOnlyResource) return appOnlyResource;
+          if (indicator === GRAPH_RESOURCE && graphPermissions.length > 0) return graphResourceServer(graphPermissions, accessTokenTtl);
           if (indicator !== OUTLOOK_RESOURCE) throw new errors.InvalidTarget();
           // Opaque, so that introspection works (it refuses structured tokens).
           return { audience: OUTLOOK_RESOURCE, scope: OUTLOOK_SCOPES.join(' '), accessTokenFormat: 'opaque', accessTokenTTL: accessTokenTtl };
@@ -364,6 +371,7 @@ export async function startMicrosoftStandin(options: MicrosoftStandinOptions = {
       injected: false,
     };
     (kind === 'token' ? controls.tokenRequests : deviceCodeRequests).push(record);
+    if (kind === 'devicecode') withGraphPermissions(ctx, form, graphPermissions);
 
     const injected = controls.take(kind);
     if (injected) {
@@ -817,6 +825,46 @@ function basicSecretOf(ctx: Koa.Context): string | undefined {
   const decoded = Buffer.from(match[1], 'base64').toString('utf8');
   const colon = decoded.indexOf(':');
   return colon > 0 ? decodeURIComponent(decoded.slice(colon + 1).replace(/\+/g, '%20')) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Microsoft Graph resource (tokens for graph.microsoft.com from the same sign-in)
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Entra ID refresh tokens are multi-resource: one sign-in to an app registration that has Graph permissions
+ * gives a refresh token that also buys a Graph token (`scope=https://graph.microsoft.com/Mail.Send
+ * offline_access` at /token). oidc-provider ties a refresh token to the resources and scopes of its
+ * authorization, so a device authorization here also names the Graph resource and the app's Graph
+ * permissions, as Microsoft's consent covers the app's configured permissions. The token endpoint issues
+ * for the resource the requested scopes belong to (Outlook when none is named), one resource per token.
+ */
+export const GRAPH_RESOURCE = 'https://graph.microsoft.com';
+export const GRAPH_MAIL_SEND_SCOPE = 'https://graph.microsoft.com/Mail.Send';
+export const GRAPH_MAIL_READWRITE_SCOPE = 'https://graph.microsoft.com/Mail.ReadWrite';
+const GRAPH_PERMISSIONS: readonly string[] = ['Mail.Send', 'Mail.ReadWrite'];
+
+function graphAwareDefaultResource(ctx: KoaContextWithOIDC, oneOf: readonly string[] | undefined, graphPermissions: readonly string[]): string | string[] {
+  if (oneOf) {
+    const asked = String(ctx.oidc.params?.scope ?? '').split(' ');
+    if (oneOf.includes(GRAPH_RESOURCE) && asked.some((scope) => scope.startsWith(`${GRAPH_RESOURCE}/`))) return GRAPH_RESOURCE;
+    return oneOf.includes(OUTLOOK_RESOURCE) ? OUTLOOK_RESOURCE : (oneOf[0] ?? OUTLOOK_RESOURCE);
+  }
+  return ctx.oidc.route === 'device_authorization' && graphPermissions.length > 0 ? [OUTLOOK_RESOURCE, GRAPH_RESOURCE] : OUTLOOK_RESOURCE;
+}
+
+function graphResourceServer(graphPermissions: readonly string[], accessTokenTtl: number) {
+  const scope = graphPermissions.map((permission) => `${GRAPH_RESOURCE}/${permission}`).join(' ');
+  return { audience: GRAPH_RESOURCE, scope, accessTokenFormat: 'opaque' as const, accessTokenTTL: accessTokenTtl };
+}
+
+/** Adds the app's Graph permissions to a device authorization request (the client's own request is recorded as sent). */
+function withGraphPermissions(ctx: Koa.Context, form: URLSearchParams, graphPermissions: readonly string[]): void {
+  if (graphPermissions.length === 0 || !form.has('scope')) return;
+  const scopes = new Set((form.get('scope') ?? '').split(' ').filter(Boolean));
+  for (const permission of graphPermissions) scopes.add(`${GRAPH_RESOURCE}/${permission}`);
+  form.set('scope', [...scopes].join(' '));
+  (ctx.req as IncomingMessage & { body?: unknown }).body = form.toString();
 }
 
 // ---------------------------------------------------------------------------------------------------------------
