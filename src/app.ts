@@ -35,6 +35,7 @@ import { AuditLog } from './store/audit.js';
 import { CaCertificates } from './store/ca-certificates.js';
 import { SettingsWatch } from './store/settings-watch.js';
 import { SendingRoutes } from './smtp-in/routing.js';
+import { GraphDelivery } from './smtp-out/graph.js';
 import { openStore, type Store } from './store/store.js';
 import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
@@ -128,7 +129,9 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
         (error: unknown) => log.warn({ err: describeError(error) }, 'could not record what the upstream supports'),
       ),
   });
-  const transport = new UpstreamTransport(emailSettings, tokens, delivery, name, accounts);
+  // Accounts whose Delivery Method is Microsoft Graph send through Graph's sendMail (smtp-out/graph.ts).
+  const graph = new GraphDelivery({ tokens, http, log });
+  const transport = new UpstreamTransport(emailSettings, tokens, delivery, name, accounts, { sender: graph, ...(config.graphUrl ? { baseUrl: config.graphUrl } : {}) });
   // Pacing lives in the store, so every instance on a shared database keeps to one limit per account.
   const queueManager = new QueueManager({ queue, transport, pacer: new StorePacer(store), log, tuning, reportingMta: name, leaseMs: config.queueLeaseMs ?? QUEUE_LEASE_DEFAULT_MS });
   emailSettings.onChange(() => {

@@ -34,6 +34,8 @@ export interface Config {
   queue?: Partial<QueueTuning>;
   /** How long before expiry access tokens are refreshed (POSTERN_TOKEN_REFRESH_AHEAD_SECONDS); default 5 min. */
   tokenRefreshAheadMs?: number;
+  /** Microsoft Graph's base address (POSTERN_GRAPH_URL); https://graph.microsoft.com/v1.0 when absent. */
+  graphUrl?: string | undefined;
   /** The Remote UI over HTTPS as well (POSTERN_HTTPS_PORT); undefined: plain HTTP only, the default. */
   https?: HttpsConfig | undefined;
   /** The relay's session limits; defaults (RELAY_LIMIT_DEFAULTS) for what is absent. */
@@ -293,6 +295,25 @@ const schema = z.object({
       return value;
     }),
   POSTERN_TOKEN_REFRESH_AHEAD_SECONDS: wholeNumber('POSTERN_TOKEN_REFRESH_AHEAD_SECONDS', 60, 3000, 'seconds').transform((n) => (n ?? 300) * 1000),
+  // Microsoft Graph's address for accounts whose Delivery Method is Microsoft Graph: a national cloud's
+  // (https://graph.microsoft.us/v1.0, https://microsoftgraph.chinacloudapi.cn/v1.0) instead of the global one.
+  POSTERN_GRAPH_URL: z
+    .string()
+    .optional()
+    .transform((value, ctx) => {
+      if (value === undefined || value === '') return undefined;
+      let url: URL | undefined;
+      try {
+        url = new URL(value);
+      } catch {
+        url = undefined;
+      }
+      if (!url || url.protocol !== 'https:' || url.username || url.password || url.search || url.hash) {
+        ctx.addIssue({ code: 'custom', message: 'POSTERN_GRAPH_URL must be an https:// address without user, query or fragment, e.g. https://graph.microsoft.us/v1.0' });
+        return z.NEVER;
+      }
+      return url.href.replace(/\/+$/, '');
+    }),
 });
 
 /**
@@ -440,6 +461,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ...(value.POSTERN_QUEUE_CONCURRENCY !== undefined ? { concurrency: value.POSTERN_QUEUE_CONCURRENCY } : {}),
     },
     tokenRefreshAheadMs: value.POSTERN_TOKEN_REFRESH_AHEAD_SECONDS,
+    graphUrl: value.POSTERN_GRAPH_URL,
     apiRequestsPerMinute: value.POSTERN_API_REQUESTS_PER_MINUTE,
     metricsToken: value.POSTERN_METRICS_TOKEN,
     queueLeaseMs: value.POSTERN_QUEUE_LEASE_SECONDS,

@@ -13,6 +13,7 @@ import type { DeliveryResult, OutboundTransport, RouteStatus } from '../queue/qu
 import type { QueuedMessage } from '../queue/queue.js';
 import { adviceFor, type ClassifiedFailure } from './replies.js';
 import type { DeliveryEnvelope, SendOutcome, SmtpDelivery, TokenSource, UpstreamTarget } from './delivery.js';
+import { GRAPH_BASE_URL, type GraphTarget } from './graph.js';
 import type { EmailSettings, EmailSettingsView } from './email-settings.js';
 import { HeaderTooLargeError, SenderPolicyTransform, type SenderPolicy } from './sender-policy.js';
 
@@ -21,16 +22,6 @@ export function targetOf(settings: EmailSettingsView): UpstreamTarget {
 }
 
 /** Advice for a held queue: what the administrator does to make the token usable again. */
-/** Where a Graph message goes; graph.ts's own type, repeated so the transport builds without it. */
-export interface GraphTarget {
-  accountId: string;
-  baseUrl: string;
-  mailbox: string;
-  delegated: boolean;
-  tls: import('../tls/trust.js').TlsPolicy;
-  largeMessages: boolean;
-}
-
 function holdAdvice(error: TokenUnavailableError, accountLabel: string): string {
   if (error.advice) return error.advice;
   switch (error.status) {
@@ -50,7 +41,8 @@ function holdAdvice(error: TokenUnavailableError, accountLabel: string): string 
  * mailbox role (client credentials), the Admin console's delegation entry (a service account).
  */
 function applicationAdvice(failure: ClassifiedFailure, account: AccountRow | undefined): ClassifiedFailure {
-  if (!account || account.authorization_type === 'delegated' || failure.class !== 'auth-failed') return failure;
+  // Graph's own answers name the Graph permission already (graph.ts).
+  if (!account || account.authorization_type === 'delegated' || account.delivery_method === 'graph' || failure.class !== 'auth-failed') return failure;
   if (account.authorization_type === 'client-credentials') return { ...failure, advice: EXCHANGE_APP_ONLY_535_ADVICE };
   return {
     ...failure,
@@ -75,9 +67,6 @@ export interface SendingAccountSource {
 export interface GraphSender {
   send(target: GraphTarget, envelope: DeliveryEnvelope, body: () => Readable): Promise<SendOutcome>;
 }
-
-/** Where Graph is (tests point it at a stand-in). */
-export const GRAPH_BASE_URL = 'https://graph.microsoft.com/v1.0';
 
 /** One account's way out, as the route found it. */
 interface AccountRoute {

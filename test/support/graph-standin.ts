@@ -150,7 +150,9 @@ export async function startGraphStandin(options: GraphStandinOptions): Promise<G
     const scopes = typeof info.scope === 'string' ? info.scope.split(' ') : [];
     const roles = Array.isArray(info.roles) ? info.roles.map(String) : [];
     const user = typeof info.email === 'string' ? info.email : undefined;
-    const has = (p: string) => scopes.includes(`${GRAPH_RESOURCE}/${p}`) || roles.includes(p);
+    // An application token (no user) carries its application permissions as roles, or (the Microsoft
+    // stand-in's client credentials tokens) as bare scope names.
+    const has = (p: string) => scopes.includes(`${GRAPH_RESOURCE}/${p}`) || roles.includes(p) || (user === undefined && scopes.includes(p));
     // Mail.ReadWrite does not imply Mail.Send at Graph: sending always needs Mail.Send.
     if (!has('Mail.Send') || (permission === 'Mail.ReadWrite' && !has('Mail.ReadWrite'))) {
       throw new GraphError(403, 'ErrorAccessDenied', 'Access is denied. Check credentials and try again.');
