@@ -8,13 +8,16 @@ import { performance } from 'node:perf_hooks';
 
 const HOST = '127.0.0.1';
 
-/** One device session per message over a raw socket: EHLO, MAIL, RCPT, DATA, QUIT. Resolves with its duration. */
-export function session(port: number, body: Buffer): Promise<number> {
+/**
+ * One device session per message over a raw socket: EHLO, MAIL, RCPT, DATA, QUIT. Resolves with its duration.
+ * `from`: the envelope sender (scanner@printers.local unless told).
+ */
+export function session(port: number, body: Buffer, from = 'scanner@printers.local'): Promise<number> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
     const socket = connect({ host: HOST, port });
     socket.setNoDelay(true);
-    const script = ['EHLO device.bench', 'MAIL FROM:<scanner@printers.local>', 'RCPT TO:<bob@example.test>', 'DATA', body, 'QUIT'];
+    const script = ['EHLO device.bench', `MAIL FROM:<${from}>`, 'RCPT TO:<bob@example.test>', 'DATA', body, 'QUIT'];
     const expected = ['220', '250', '250', '250', '354', '250', '221'];
     let step = 0;
     let buffer = '';

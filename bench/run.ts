@@ -16,7 +16,9 @@
  *    (connect → 221; target p50 < 30 ms).
  * 4. Memory of a fresh Postern process: RSS once started (target ≤ 70 MB), peak RSS (VmHWM) while relaying
  *    5 concurrent 25 MB messages end to end and its growth over idle (target ≤ 20 MB), RSS after that run.
- * 5. Remote UI: page latency under a small load (4 signed-in administrators fetching the OAuth 2.0
+ * 5. Two sending accounts with Sender Routing rules beside one account (bench/accounts.ts): the relay figures
+ *    again, half the messages routed to a second account, each checked to arrive as its own mailbox.
+ * 6. Remote UI: page latency under a small load (4 signed-in administrators fetching the OAuth 2.0
  *    (Microsoft) Settings page and its live status fragment back to back), with the relay idle.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -33,6 +35,7 @@ import { authorizeMicrosoft, saveEmailSettings, saveRelaySettings } from '../tes
 import { createTestPki, type TestPki } from '../test/support/test-ca.js';
 import { createIntrospector } from '../test/support/upstream-smtp.js';
 import { message, peakRss, percentile, session, settledRss } from './device-session.js';
+import { benchAccounts } from './accounts.js';
 import { benchPostgres, benchPostgresMemory } from './postgres.js';
 import { startPostfixRelay } from './postfix-relay.js';
 
@@ -180,6 +183,8 @@ async function startUpstream(pki: TestPki, microsoft: MicrosoftStandin, plain?: 
   const valid = new Map<string, Promise<boolean>>();
   let messages = 0;
   let bytes = 0;
+  /** Messages by the mailbox they were sent as (the XOAUTH2 user). */
+  const byUser = new Map<string, number>();
   const waiters: Array<{ n: number; resolve: () => void }> = [];
   const server = new SMTPServer({
     key: pki.server.key,
@@ -204,10 +209,12 @@ async function startUpstream(pki: TestPki, microsoft: MicrosoftStandin, plain?: 
       }
       void check.then((ok) => (ok ? callback(null, { user: auth.username }) : callback(null, { data: { status: '401', schemes: 'bearer', scope: OUTLOOK_SMTP_SCOPE } })));
     },
-    onData(stream, _session, callback) {
+    onData(stream, smtpSession, callback) {
       stream.on('data', (chunk: Buffer) => (bytes += chunk.length));
       stream.on('end', () => {
         messages++;
+        const user = String(smtpSession.user ?? '');
+        byUser.set(user, (byUser.get(user) ?? 0) + 1);
         for (const waiter of waiters.splice(0)) {
           if (messages >= waiter.n) waiter.resolve();
           else waiters.push(waiter);
@@ -225,6 +232,7 @@ async function startUpstream(pki: TestPki, microsoft: MicrosoftStandin, plain?: 
     get bytes() {
       return bytes;
     },
+    byUser: byUser as ReadonlyMap<string, number>,
     waitFor(n: number): Promise<void> {
       if (messages >= n) return Promise.resolve();
       return new Promise((resolve) => waiters.push({ n, resolve }));
@@ -442,6 +450,9 @@ async function main(): Promise<void> {
   const width = Math.max(...rows.map((r) => r[0].length));
   process.stdout.write('\n');
   for (const [name, value, note] of rows) process.stdout.write(`  ${name.padEnd(width)}  ${value.padStart(10)}  ${note}\n`);
+  if (relay && process.env.BENCH_NO_ACCOUNTS !== '1') {
+    await benchAccounts({ pki, microsoft, upstream, env, nodeArgs, messages: MESSAGES, one: { accepted: relay.accepted, delivered: relay.delivered, p50: percentile(relay.latencies, 50), p99: percentile(relay.latencies, 99), rss: relay.peak } });
+  }
   if (relay) {
     await benchPostgres({ pki, microsoft, upstream, nodeArgs, messages: MESSAGES, sqlite: { accepted: relay.accepted, delivered: relay.delivered, p50: percentile(relay.latencies, 50), p99: percentile(relay.latencies, 99), rss: [relay.peak] }, sqliteBigRss: bigPeak });
   }
