@@ -96,9 +96,11 @@
     var port = document.getElementById('smtpPort');
     var mode = document.getElementById('tlsMode');
     var rate = document.getElementById('messagesPerMinute');
+    // Account ids start with their provider's name ('microsoft', 'google-3fa9…').
+    var providerOf = function (id) { return id.indexOf('google') === 0 ? 'google' : 'microsoft'; };
     var previous = account.value;
     account.addEventListener('change', function () {
-      var from = defaults[previous], to = defaults[account.value];
+      var from = defaults[providerOf(previous)], to = defaults[providerOf(account.value)];
       previous = account.value;
       if (!from || !to) return;
       if (host && (host.value === '' || host.value === from.host)) host.value = to.host;
