@@ -10,8 +10,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOG } from './support/events.js';
 import { field, type WebClient } from './support/postern.js';
-import { addDevice, ALICE, PASSWORD, pythonSend, saveRelaySettings, startSendingStack, type SendingStack } from './support/sending.js';
-import { approveDeviceCode } from './support/user-agent.js';
+import type { GoogleStandin } from './support/oauth-standins.js';
+import { addDevice, ALICE, authorizationUrlOf, PASSWORD, pythonSend, saveRelaySettings, startGoogleStandin, startSendingStack, type SendingStack } from './support/sending.js';
+import { approveDeviceCode, authorizeInBrowserlessAgent } from './support/user-agent.js';
 
 const BOB = 'bob@example.test';
 const SEED_DEVICE = { user: 'scanner-seed', password: 'seed-password-1' };
@@ -208,6 +209,70 @@ describe('routing, each message through the account it was routed to', () => {
     const result = await send({ sourceAddress: '127.0.0.7', from: 'copier@printers.local', subject: 'from the allowed network' });
     expect(result.error).toBeUndefined();
     expect(await deliveredAs('from the allowed network')).toBe(BOB);
+  });
+});
+
+describe('a second Google account', () => {
+  let google: GoogleStandin;
+  let office: { id: string; base: string };
+
+  beforeAll(async () => {
+    google = await startGoogleStandin({ pki: stack.pki });
+    await web.get('/settings/send/accounts/new');
+    await web.post('/settings/send/accounts/new', { provider: 'google', name: 'Office' });
+    const id = /\/oauth-google\/(google-[0-9a-f]{10})\/edit$/.exec(web.lastLocation ?? '')![1]!;
+    office = { id, base: `/settings/send/oauth-google/${id}` };
+    await web.get(`${office.base}/edit`);
+    await web.post(`${office.base}/edit`, {
+      enabled: 'on',
+      verifyServerCertificate: 'on',
+      addCnToVerificationItems: 'on',
+      clientId: google.clientId,
+      clientSecret: google.clientSecret,
+      authorizationEndpoint: google.authorizationEndpoint,
+      tokenEndpoint: google.tokenEndpoint,
+    });
+    expect(web.lastStatus).toBe(303);
+    await stack.gw.postern.oauth.whenIdle(id);
+  });
+
+  afterAll(async () => {
+    await google?.close();
+  });
+
+  const signIn = async () => {
+    const register = await web.get(`${office.base}/register`);
+    expect(field(register, 'account-name')).toBe('Office');
+    return authorizeInBrowserlessAgent({ authorizationUrl: authorizationUrlOf(register), email: BOB, password: PASSWORD, ca: stack.pki.ca.cert });
+  };
+
+  it('an attempt of this account pasted on the seed account\'s screen is refused there, and registers nothing', async () => {
+    const redirect = await signIn();
+    await web.get('/settings/send/oauth-google/register');
+    const html = await web.post('/settings/send/oauth-google/register', { code: redirect.href });
+    expect(web.lastStatus).toBe(400);
+    expect(field(html, 'register-error')).toContain('state does not match');
+    expect((await accountRows()).find((r) => r.id === 'google')?.token_status).toBe('NotRegistered');
+  });
+
+  it('the loopback redirect completes the account the attempt was started for', async () => {
+    const redirect = await signIn();
+    expect(redirect.pathname).toBe('/oauth2/google/callback');
+    await web.get(`${redirect.pathname}${redirect.search}`);
+    expect(web.lastStatus).toBe(303);
+    expect(web.lastLocation).toBe(office.base);
+    const page = await web.get(office.base);
+    expect(field(page, 'token-status')).toBe('Active');
+    expect(field(page, 'account')).toContain(BOB);
+    expect((await accountRows()).find((r) => r.id === 'google')?.token_status).toBe('NotRegistered');
+  });
+
+  it('the pasted-URL step completes this account on its own screen', async () => {
+    const redirect = await signIn();
+    await web.post(`${office.base}/register`, { code: redirect.href });
+    expect(web.lastStatus).toBe(303);
+    expect(web.lastLocation).toBe(office.base);
+    expect((await accountRows()).find((r) => r.id === office.id)).toMatchObject({ token_status: 'Active', mailbox: BOB });
   });
 });
 
