@@ -207,7 +207,7 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
       return reply.render('relay-device-add', await addPage(request, { username: username.slice(0, 200), allowedSenders, sendingAccountId: account.ok ? sendingAccountId : '', errors }), 400);
     }
     await deps.devices.create(username, password, senders.entries, account.id);
-    await deps.audit.record(request.user!.username, 'relay-device.added', `${username}, ${sendersDetail(senders.entries)}, sending account ${account.id ?? 'the Default'}`);
+    await deps.audit.record(request.user!.username, 'relay-device.added', `${username}, ${sendersDetail(senders.entries)}${account.id ? `, sending account ${account.id}` : ''}`);
     web.setFlash(request, { type: 'success', text: request.t('relay.deviceAdded', { name: username }) });
     return reply.redirect(DEVICES_AT, 303);
   });
@@ -254,7 +254,7 @@ export const relaySettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     }
     await deps.devices.setAllowedSenders(id, senders.entries);
     await deps.devices.setSendingAccount(id, account.id);
-    await deps.audit.record(request.user!.username, 'relay-device.changed', `${device.username}, ${sendersDetail(senders.entries)}, sending account ${account.id ?? 'the Default'}`);
+    await deps.audit.record(request.user!.username, 'relay-device.changed', `${device.username}, ${sendersDetail(senders.entries)}${account.id || device.sending_account_id ? `, sending account ${account.id ?? 'the Default'}` : ''}`);
     web.setFlash(request, { type: 'success', text: request.t(senders.entries.length > 0 ? 'relay.deviceSavedListed' : 'relay.deviceSavedAny', { name: device.username }) });
     return reply.redirect(RELAY_SETTINGS_PATH, 303);
   });
