@@ -127,7 +127,15 @@ describe('a second Microsoft account, set up through the Remote UI', () => {
     });
     expect(web.lastStatus).toBe(303);
     expect(await defaultAccount()).toBe('microsoft');
-    expect(await stack.gw.postern.emailSettings.get(scanners.id)).toMatchObject({ accountId: scanners.id, smtpPort: stack.upstream.port });
+    expect(await stack.gw.postern.emailSettings.get(scanners.id)).toMatchObject({ accountId: scanners.id, smtpPort: stack.upstream.port, messagesPerMinute: 0 });
+    // The Default's page shows another account's saved settings when it is chosen (what its select does).
+    const selectedAccount = (html: string) => /<select id="accountId"[\s\S]*?<option value="([^"]+)" selected/.exec(html)?.[1];
+    const shown = await web.get(`/settings/send/email?account=${scanners.id}`);
+    expect(selectedAccount(shown)).toBe(scanners.id);
+    expect(shown).toContain(`id="smtpPort" name="smtpPort" value="${stack.upstream.port}"`);
+    expect(selectedAccount(await web.get(`/settings/send/email?account=${UNKNOWN}`))).toBe('microsoft');
+    expect(selectedAccount(await web.get('/settings/send/email?account=%0d%0a'))).toBe('microsoft');
+    expect(await defaultAccount()).toBe('microsoft');
   });
 
   it('the Sending Accounts list shows both, and Send → OAuth 2.0 (Microsoft) Settings opens it filtered to Microsoft', async () => {

@@ -86,8 +86,9 @@
     };
     setInterval(refresh, 2000);
   }
-  // E-Mail Settings: choosing the other sending account fills in its SMTP defaults, unless the
-  // administrator changed them (smtp.office365.com:587 STARTTLS / smtp.gmail.com:465 SSL/TLS).
+  // E-Mail Settings: choosing another sending account shows its saved settings; once something was typed,
+  // it fills in that provider's SMTP defaults instead, unless the administrator changed them
+  // (smtp.office365.com:587 STARTTLS / smtp.gmail.com:465 SSL/TLS).
   var account = document.querySelector('select[data-smtp-defaults]');
   if (account) {
     var defaults = {};
@@ -100,6 +101,12 @@
     var providerOf = function (id) { return id.indexOf('google') === 0 ? 'google' : 'microsoft'; };
     var previous = account.value;
     account.addEventListener('change', function () {
+      // Nothing typed yet: show the chosen account's own saved settings (saving still makes it the Default).
+      if (!dirty && account.dataset.showUrl) {
+        leaving = true;
+        window.location.href = account.dataset.showUrl + encodeURIComponent(account.value);
+        return;
+      }
       var from = defaults[providerOf(previous)], to = defaults[providerOf(account.value)];
       previous = account.value;
       if (!from || !to) return;

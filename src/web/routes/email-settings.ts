@@ -19,7 +19,7 @@ import { isProviderHost, relayExtensions, targetKey } from '../../smtp-out/exten
 import type { OAuthAccounts } from '../../oauth/accounts.js';
 import { accountLabel } from '../../oauth/profiles.js';
 import type { WebPluginOptions } from '../context.js';
-import { checkbox, formBody, LIST_MAX, none, text } from '../form.js';
+import { checkbox, formBody, ignoredWhenInvalid, LIST_MAX, none, text } from '../form.js';
 import { ACCOUNT_ID, accountPathOf, oauthPathOf } from './oauth-account.js';
 import { accountChoices, orderedAccounts } from './sending-accounts.js';
 
@@ -59,14 +59,17 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     request: FastifyRequest,
     extra: { form?: EmailSettingsInput; errors?: EmailSettingsErrors; test?: { to: string; result?: TestEmailResult; error?: string } } = {},
     own?: string,
+    /** On the Default's page: another account's saved settings, chosen in Sending Account (not saved yet). */
+    shown?: string,
   ) => {
-    const settings = await deps.emailSettings.get(own);
+    const settings = await deps.emailSettings.get(own ?? shown);
     const account = await deps.oauth.status(settings.accountId);
     const rows = await orderedAccounts(deps.accounts);
     return {
       title: request.t('menu.email'),
       base: own ? `${accountPathOf(own)}/email` : EMAIL_SETTINGS_PATH,
       own: Boolean(own),
+      showUrl: `${EMAIL_SETTINGS_PATH}?account=`,
       form: extra.form ?? emailSettingsInputOf(settings),
       errors: extra.errors ?? {},
       test: extra.test ?? { to: '' },
@@ -134,7 +137,12 @@ export const emailSettingsRoutes: FastifyPluginAsyncZod<WebPluginOptions & { dep
     return reply.render('email-settings', await page(request, { test: { to, result } }, own));
   };
 
-  app.get(EMAIL_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => reply.render('email-settings', await page(request)));
+  // `account`: show that account's saved settings in the form; an id that names no account shows the Default's.
+  const shownQuery = z.object({ account: ignoredWhenInvalid(z.string().regex(ACCOUNT_ID)) });
+  app.get(EMAIL_SETTINGS_PATH, { preValidation: web.requireLogin, schema: { querystring: shownQuery } }, async (request, reply) => {
+    const shown = request.query.account && (await deps.accounts.get(request.query.account)) ? request.query.account : undefined;
+    return reply.render('email-settings', await page(request, {}, undefined, shown));
+  });
   app.post(EMAIL_SETTINGS_PATH, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: settingsForm } }, async (request, reply) => save(request, reply, request.body));
   app.post(`${EMAIL_SETTINGS_PATH}/test`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: formBody({ testTo: text() }) } }, async (request, reply) =>
     test(request, reply, request.body.testTo),
