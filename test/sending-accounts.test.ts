@@ -284,6 +284,22 @@ describe('a second Google account', () => {
   });
 });
 
+describe('GET /api/v1/accounts', () => {
+  it('lists every account with its Token Status and the Default, and no secret', async () => {
+    const { secret } = await stack.gw.postern.apiTokens.create({ name: 'accounts', scope: 'read', expiresInDays: 1, createdBy: 'admin' });
+    const response = await fetch(new URL('/api/v1/accounts', stack.gw.url), { headers: { authorization: `Bearer ${secret}` } });
+    expect(response.status).toBe(200);
+    const body = (await response.json()) as { accounts: Array<Record<string, unknown>> };
+    expect(body.accounts.slice(0, 2)).toEqual([
+      { id: 'microsoft', provider: 'microsoft', name: '', use: true, authorizationType: 'delegated', deliveryMethod: 'smtp', mailbox: ALICE, tokenStatus: 'Active', isDefault: true },
+      { id: scanners.id, provider: 'microsoft', name: 'Scanners', use: true, authorizationType: 'delegated', deliveryMethod: 'smtp', mailbox: BOB, tokenStatus: 'Active', isDefault: false },
+    ]);
+    expect(body.accounts.map((a) => a.id)).toContain('google');
+    expect(JSON.stringify(body)).not.toMatch(/token_enc|secret/i);
+    expect((await fetch(new URL('/api/v1/accounts', stack.gw.url))).status).toBe(401);
+  });
+});
+
 describe('Remove', () => {
   it('is refused while a device account or a network entry routes to the account, with the reasons', async () => {
     await web.get('/settings/send/accounts');
