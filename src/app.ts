@@ -21,7 +21,7 @@ import { OAuthHttp } from './oauth/http.js';
 import { createOAuthService, type OAuthService } from './oauth/service.js';
 import { TokenService } from './oauth/token-service.js';
 import { StorePacer } from './queue/pacing.js';
-import { MessageQueue, type QueuedMessage } from './queue/queue.js';
+import { MessageQueue, QueueReads, type QueuedMessage } from './queue/queue.js';
 import { QueueManager } from './queue/queue-manager.js';
 import { Spool, spoolDirectory } from './queue/spool.js';
 import { DeviceAccounts } from './smtp-in/devices.js';
@@ -46,6 +46,8 @@ import { emailSettingsRoutes } from './web/routes/email-settings.js';
 import { notificationRoutes } from './web/routes/notifications.js';
 import { queueRoutes } from './web/routes/queue.js';
 import { relaySettingsRoutes } from './web/routes/relay-settings.js';
+import { senderRoutingRoutes } from './web/routes/sender-routing.js';
+import { sendingAccountsRoutes } from './web/routes/sending-accounts.js';
 
 export interface Postern {
   config: Config;
@@ -232,6 +234,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     delivery.closeIdle();
     await relay.reload().catch((error: unknown) => log.error({ err: describeError(error) }, 'could not apply Relay Settings changed by another instance'));
   });
+  const queueReads = new QueueReads(store);
   const web = await buildWebApp({
     trustedProxies: config.httpTrustedProxies,
     store,
@@ -240,6 +243,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     caCertificates,
     oauth,
     accounts,
+    defaultAccountId: () => emailSettings.sendingAccountId(),
     queue,
     metrics,
     metricsToken: config.metricsToken,
@@ -249,19 +253,24 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     httpsPort: config.https ? () => boundHttpsPort : undefined,
     plugins: [
       (app, web) =>
-        app.register(emailSettingsRoutes, { web, deps: { emailSettings, oauth, audit, sendTestEmail: (to, actor) => transport.sendTestEmail(to, actor) } }),
+        app.register(emailSettingsRoutes, { web, deps: { emailSettings, oauth, audit, accounts, sendTestEmail: (to, actor, accountId) => transport.sendTestEmail(to, actor, accountId) } }),
+      (app, web) =>
+        app.register(sendingAccountsRoutes, { web, deps: { accounts, emailSettings, routes, waiting: () => queueReads.waitingByAccount(), audit } }),
+      (app, web) => app.register(senderRoutingRoutes, { web, deps: { routes, accounts, audit } }),
       (app, web) =>
         app.register(relaySettingsRoutes, {
           web,
           deps: {
             relaySettings,
             devices,
+            routes,
+            accounts,
             audit,
             listener: () => ({ host: config.host, port: relay.port || config.smtpPort }),
             certificateNames: () => relayCertificateNames(config.host),
           },
         }),
-      (app, web) => app.register(queueRoutes, { web, deps: { queue, audit, kick: () => queueManager.kick() } }),
+      (app, web) => app.register(queueRoutes, { web, deps: { queue, audit, accounts, kick: () => queueManager.kick() } }),
       (app, web) => app.register(notificationRoutes, { web, deps: { settings: notificationSettings, notifier, audit } }),
       async (app, context) => {
         await app.register(apiTokensPage, { web: context, tokens: apiTokens, audit });

@@ -384,6 +384,7 @@ describe('the OpenAPI document', () => {
       [
         'GET /api/v1/openapi.json',
         'GET /api/v1/status',
+        'GET /api/v1/accounts',
         'GET /api/v1/queue',
         'POST /api/v1/queue/{id}/retry',
         'DELETE /api/v1/queue/{id}',

@@ -26,6 +26,7 @@ import { ApiError, errorBody, type ApiDependencies } from './common.js';
 import { deviceRoutes } from './routes/devices.js';
 import { queueRoutes } from './routes/queue.js';
 import { settingsRoutes } from './routes/settings.js';
+import { accountRoutes } from './routes/accounts.js';
 import { statusRoutes } from './routes/status.js';
 import { scopeAllows, type ApiToken } from './tokens.js';
 
@@ -197,5 +198,5 @@ export const apiPlugin: FastifyPluginAsyncZod<ApiDependencies> = async (app, dep
   );
   // The route modules get the dependencies, not this plugin's own options (its prefix would apply twice).
   const { prefix: _prefix, ...routeDeps } = deps as ApiDependencies & { prefix?: string };
-  for (const routes of [statusRoutes, queueRoutes, deviceRoutes, settingsRoutes]) await app.register(routes, routeDeps);
+  for (const routes of [statusRoutes, accountRoutes, queueRoutes, deviceRoutes, settingsRoutes]) await app.register(routes, routeDeps);
 };

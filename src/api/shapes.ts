@@ -111,6 +111,42 @@ export async function buildStatus(sources: StatusSources): Promise<StatusBody> {
   return { accounts, queue: { counts, oldestWaitingSince: isoOrNull(oldest) } };
 }
 
+// ---- sending accounts ----------------------------------------------------------------------------------
+
+export const SendingAccount = z.object({
+  id: z.string().describe("The account's id: 'microsoft' and 'google' for the seed's, 'microsoft-<hex>' and 'google-<hex>' for later ones"),
+  provider: z.enum(['microsoft', 'google']),
+  name: z.string().describe("The administrator's name for it ('' for a seed account without one)"),
+  use: z.boolean().describe('Use OAuth 2.0 (Microsoft/Google) on its settings page'),
+  authorizationType: z.enum(['delegated', 'client-credentials', 'service-account']).describe('delegated: a user signed in; otherwise the application\'s own'),
+  deliveryMethod: z.enum(['smtp', 'graph']).describe('SMTP (XOAUTH2) or Microsoft Graph'),
+  mailbox: z.string().nullable().describe('The authorized mailbox, once known'),
+  tokenStatus: z.enum(['NotRegistered', 'WaitingForAuthorization', 'Active', 'Expired', 'Error']),
+  isDefault: z.boolean().describe('Mail no route sends elsewhere goes through it'),
+});
+export const SendingAccountsBody = z.object({ accounts: z.array(SendingAccount) });
+export type SendingAccountsBody = z.infer<typeof SendingAccountsBody>;
+
+/** `GET /api/v1/accounts`: every sending account, the seed's of each provider first. */
+export async function buildSendingAccounts(sources: { accounts: Pick<OAuthAccounts, 'list'>; defaultAccountId(): Promise<string> }): Promise<SendingAccountsBody> {
+  const [rows, defaultId] = await Promise.all([sources.accounts.list(), sources.defaultAccountId()]);
+  const rank = (id: string) => (id === 'microsoft' || id === 'google' ? 0 : 1);
+  rows.sort((a, b) => b.provider.localeCompare(a.provider) || rank(a.id) - rank(b.id) || a.created_at - b.created_at || a.id.localeCompare(b.id));
+  return {
+    accounts: rows.map((row) => ({
+      id: row.id,
+      provider: row.provider,
+      name: row.name,
+      use: row.enabled === 1,
+      authorizationType: row.authorization_type,
+      deliveryMethod: row.delivery_method,
+      mailbox: row.mailbox ?? row.app_mailbox,
+      tokenStatus: row.token_status,
+      isDefault: row.id === defaultId,
+    })),
+  };
+}
+
 // ---- queue -------------------------------------------------------------------------------------------
 
 export const QUEUE_FILTERS = ['waiting', 'all', ...QUEUE_STATES] as const;

@@ -9,7 +9,7 @@
 import type { Logger } from '../log.js';
 import type { AuditLog } from '../store/audit.js';
 import type { AuthorizationType, DeliveryMethod, ProviderId } from '../store/schema.js';
-import { settingsOf, TOKEN_STATUS_LABELS, type OAuthAccounts, type TokenStatus } from './accounts.js';
+import { AccountNotFoundError, settingsOf, TOKEN_STATUS_LABELS, type OAuthAccounts, type TokenStatus } from './accounts.js';
 import { AccountOperations } from './account-operations.js';
 import { clockSkewWarningOf } from './clock-skew.js';
 import { CONNECTION_STATUS_LABELS, type ConnectionStatus } from './connection-check.js';
@@ -165,6 +165,33 @@ export class OAuthService {
     const label = accountLabel(id, row?.name);
     await this.#audit.record(actor, 'oauth.token.deleted', label);
     this.#log.info({ account: id }, `${label}: token deleted`);
+  }
+
+  /**
+   * Chooses how a Microsoft account hands its messages to Microsoft: SMTP (XOAUTH2) or Microsoft Graph, and
+   * whether Mail.ReadWrite was granted (messages over 3 MB then go through a draft). The access token is
+   * forgotten, not the refresh token: the next one is asked for with the scopes of the new method.
+   */
+  async setDeliveryMethod(id: string, method: DeliveryMethod, largeMessages: boolean, actor: string): Promise<void> {
+    const row = await this.#accounts.get(id);
+    if (!row) throw new AccountNotFoundError(id);
+    await this.#accounts.update(id, {
+      delivery_method: method,
+      graph_large_messages: largeMessages ? 1 : 0,
+      access_token_enc: null,
+      access_token_expires_at: null,
+      updated_at: this.#now(),
+    });
+    const label = accountLabel(id, row.name);
+    const words = method === 'graph' ? `Microsoft Graph${largeMessages ? ', large messages through a draft' : ''}` : 'SMTP (XOAUTH2)';
+    await this.#audit.record(actor, 'oauth.delivery-method.changed', `${label}: ${words}`);
+    this.#log.info({ account: id, deliveryMethod: method, largeMessages }, `${label}: Delivery Method ${words}`);
+  }
+
+  /** The account an authorization attempt (Google's `state`) was started for; undefined when none is known. */
+  async accountOfAttempt(state: string): Promise<string | undefined> {
+    if (state === '' || state.length > 1024) return undefined;
+    return (await this.#accounts.authorizationAttemptByState(state))?.account_id;
   }
 
   // ---- Status ----------------------------------------------------------------------------------------

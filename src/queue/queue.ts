@@ -1066,6 +1066,20 @@ export class QueueReads {
     return { counts, waiting: rows.map((row) => ({ id: row.id, nodeId: row.node_id, state: row.state, size: Number(row.size), bodyInDatabase: row.body_in_database === 1 })) };
   }
 
+  /**
+   * Messages not yet delivered or returned (incoming, active, deferred, held), by the account they were
+   * routed to ('' for those from an older instance, which go through the Default).
+   */
+  async waitingByAccount(): Promise<Map<string, number>> {
+    const rows = await this.store.db
+      .selectFrom('queue_messages')
+      .select(['account_id', (eb) => eb.fn.countAll<number | string>().as('n')])
+      .where('state', 'in', ACTIVE_STATES)
+      .groupBy('account_id')
+      .execute();
+    return new Map(rows.map((row) => [row.account_id, Number(row.n)]));
+  }
+
   /** The state of each message now; a message absent from the map was deleted, or finished and purged. */
   async statesOf(ids: readonly string[]): Promise<Map<string, QueueState>> {
     const states = new Map<string, QueueState>();

@@ -31,7 +31,7 @@ import { GOOGLE_CALLBACK_PATH } from '../oauth/google.js';
 import type { Role } from '../store/schema.js';
 import { SecretBox } from '../store/secret-box.js';
 import { canChangeSendSettings, canManageUsers, sessionStillValid } from '../store/users.js';
-import type { Flash, WebContext, WebDependencies } from './context.js';
+import type { Flash, MenuItem, WebContext, WebDependencies } from './context.js';
 import type { MessageKey } from './i18n/index.js';
 
 const ROLE_KEYS: Record<Role, MessageKey> = { Administrator: 'role.Administrator', NetworkAdministrator: 'role.NetworkAdministrator', GeneralUser: 'role.GeneralUser' };
@@ -42,6 +42,7 @@ import { registerPlainHttpRedirect } from './https.js';
 import { authRoutes } from './routes/auth.js';
 import { caCertificateRoutes } from './routes/ca-certificates.js';
 import { healthRoutes } from './routes/health.js';
+import { accountSettingsRoutes, ACCOUNTS_PATH, GOOGLE_PATH, MICROSOFT_PATH } from './routes/oauth-account.js';
 import { googleRoutes } from './routes/oauth-google.js';
 import { microsoftRoutes } from './routes/oauth-microsoft.js';
 import { languageRoutes } from './routes/language.js';
@@ -157,8 +158,9 @@ export async function buildWebApp(deps: WebDependencies & { trustedProxies?: str
 
   const context = {
     sendMenu: [
-      { href: '/settings/send/oauth-microsoft', label: 'OAuth 2.0 (Microsoft) Settings', labelKey: 'menu.oauthMicrosoft' },
-      { href: '/settings/send/oauth-google', label: 'OAuth 2.0 (Google) Settings', labelKey: 'menu.oauthGoogle' },
+      { href: ACCOUNTS_PATH, label: 'Sending Accounts', labelKey: 'menu.sendingAccounts' },
+      { href: MICROSOFT_PATH, label: 'OAuth 2.0 (Microsoft) Settings', labelKey: 'menu.oauthMicrosoft' },
+      { href: GOOGLE_PATH, label: 'OAuth 2.0 (Google) Settings', labelKey: 'menu.oauthGoogle' },
       { href: '/settings/send/ca-certificates', label: 'CA Certificate Settings', labelKey: 'menu.caCertificates' },
     ],
     managementMenu: [
@@ -195,7 +197,7 @@ export async function buildWebApp(deps: WebDependencies & { trustedProxies?: str
       csrfToken: request.session ? this.generateCsrf() : '',
       flash,
       path: request.url,
-      sendMenu: context.sendMenu,
+      sendMenu: sendMenuFor(context.sendMenu, request.accountCounts),
       managementMenu: context.managementMenu,
     });
     return this.code(status).type('text/html; charset=utf-8').header('cache-control', 'no-store').send(html);
@@ -211,6 +213,15 @@ export async function buildWebApp(deps: WebDependencies & { trustedProxies?: str
       if (user && sessionStillValid(user, request.session.loginAt)) request.user = user;
       else request.session.userId = undefined;
     }
+  });
+
+  // The Send menu's OAuth entries open the one account's screen, or the list of a provider's accounts when it
+  // has several: counted for the pages a signed-in user opens.
+  app.addHook('preHandler', async (request) => {
+    if (!request.user || request.method !== 'GET') return;
+    const counts: Record<string, number> = {};
+    for (const row of await deps.accounts.list()) counts[row.provider] = (counts[row.provider] ?? 0) + 1;
+    request.accountCounts = counts;
   });
 
   const requireLogin = async (request: FastifyRequest, reply: FastifyReply) => {
@@ -279,11 +290,23 @@ export async function buildWebApp(deps: WebDependencies & { trustedProxies?: str
   await app.register(portalRoutes, { web: context });
   await app.register(microsoftRoutes, { web: context });
   await app.register(googleRoutes, { web: context });
+  await app.register(accountSettingsRoutes, { web: context });
   await app.register(caCertificateRoutes, { web: context });
   await app.register(userRoutes, { web: context });
   for (const plugin of deps.plugins ?? []) await plugin(app, context);
   return app;
 }
+
+/** The Send menu for this request: a provider with several accounts is reached through its list. */
+function sendMenuFor(menu: MenuItem[], counts: Record<string, number> | undefined): MenuItem[] {
+  if (!counts) return menu;
+  return menu.map((item) => {
+    const provider = PROVIDER_MENU_HREFS[item.href];
+    return provider && (counts[provider] ?? 0) > 1 ? { ...item, href: `${ACCOUNTS_PATH}?provider=${provider}` } : item;
+  });
+}
+
+const PROVIDER_MENU_HREFS: Record<string, string> = { [MICROSOFT_PATH]: 'microsoft', [GOOGLE_PATH]: 'google' };
 
 /** A form's `_csrf` field; anything else (absent, repeated, not text) is no token, and the form is refused. */
 function csrfTokenOf(body: unknown): string | undefined {

@@ -36,6 +36,13 @@ const ACTIONS: Record<string, MessageKey> = {
   'api-token.created': 'audit.a.apiTokenCreated',
   'api-token.revoked': 'audit.a.apiTokenRevoked',
   'api.auth_failed': 'audit.a.apiAuthFailed',
+  'sending-account.added': 'audit.a.accountAdded',
+  'sending-account.removed': 'audit.a.accountRemoved',
+  'sending-account.renamed': 'audit.a.accountRenamed',
+  'sending-account.default': 'audit.a.accountDefault',
+  'oauth.delivery-method.changed': 'audit.a.deliveryMethod',
+  'sender-route.saved': 'audit.a.senderRouteSaved',
+  'sender-route.removed': 'audit.a.senderRouteRemoved',
 };
 
 /** The action in words; an action without words of its own is shown as its code. */

@@ -22,13 +22,15 @@ declare module 'fastify' {
     flash?: Flash;
     loginAt?: number;
     /** The pending Google authorization URL shown on Register Information for Authorization. */
-    googleAuthorization?: { url: string; expiresAt: number };
+    googleAuthorization?: { url: string; expiresAt: number; accountId?: string };
   }
   interface FastifyRequest {
     user?: User;
     /** The page language (the `lang` cookie, else Accept-Language, else English) and its catalogue. */
     lang: Lang;
     t: Translate;
+    /** How many sending accounts each provider has (the Send menu's OAuth entries follow it). */
+    accountCounts?: Record<string, number>;
   }
   interface FastifyReply {
     render(view: string, data?: Record<string, unknown>, status?: number): FastifyReply;
@@ -64,8 +66,10 @@ export interface WebDependencies {
   audit: AuditLog;
   caCertificates: CaCertificates;
   oauth: OAuthService;
-  /** The OAuth accounts' rows (metrics). */
-  accounts: Pick<OAuthAccounts, 'list'>;
+  /** The OAuth accounts' rows (metrics, the Send menu, each account's screens). */
+  accounts: Pick<OAuthAccounts, 'list' | 'get' | 'update'>;
+  /** The Default sending account (the portal's marker); the seed's Microsoft account when absent. */
+  defaultAccountId?: (() => Promise<string>) | undefined;
   /** The queue's figures (metrics). */
   queue: Pick<MessageQueue, 'counts' | 'oldestWaitingSince'>;
   /** What /metrics serves, fed by the parts (app.ts); absent: a registry with the gauges above only. */

@@ -86,8 +86,9 @@
     };
     setInterval(refresh, 2000);
   }
-  // E-Mail Settings: choosing the other sending account fills in its SMTP defaults, unless the
-  // administrator changed them (smtp.office365.com:587 STARTTLS / smtp.gmail.com:465 SSL/TLS).
+  // E-Mail Settings: choosing another sending account shows its saved settings; once something was typed,
+  // it fills in that provider's SMTP defaults instead, unless the administrator changed them
+  // (smtp.office365.com:587 STARTTLS / smtp.gmail.com:465 SSL/TLS).
   var account = document.querySelector('select[data-smtp-defaults]');
   if (account) {
     var defaults = {};
@@ -96,9 +97,17 @@
     var port = document.getElementById('smtpPort');
     var mode = document.getElementById('tlsMode');
     var rate = document.getElementById('messagesPerMinute');
+    // Account ids start with their provider's name ('microsoft', 'google-3fa9…').
+    var providerOf = function (id) { return id.indexOf('google') === 0 ? 'google' : 'microsoft'; };
     var previous = account.value;
     account.addEventListener('change', function () {
-      var from = defaults[previous], to = defaults[account.value];
+      // Nothing typed yet: show the chosen account's own saved settings (saving still makes it the Default).
+      if (!dirty && account.dataset.showUrl) {
+        leaving = true;
+        window.location.href = account.dataset.showUrl + encodeURIComponent(account.value);
+        return;
+      }
+      var from = defaults[providerOf(previous)], to = defaults[providerOf(account.value)];
       previous = account.value;
       if (!from || !to) return;
       if (host && (host.value === '' || host.value === from.host)) host.value = to.host;

@@ -1,7 +1,9 @@
 /**
  * OAuth 2.0 (Google) Settings (seed, Google steps 3–13): the status page, Edit Basic Settings, Register
  * Information for Authorization, and the loopback redirect URI that completes by itself when the admin's
- * browser runs on Postern's host.
+ * browser runs on Postern's host. The same screens for every Google account: the seed's at the seed's
+ * address, each added one below it under its id; the one redirect URI serves them all, the attempt's `state`
+ * saying which account it completes.
  */
 import type { FastifyRequest } from 'fastify';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
@@ -10,10 +12,8 @@ import { GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT, GOOGLE_DEFAULT_TOKEN_ENDPOINT } 
 import { canChangeSendSettings } from '../../store/users.js';
 import type { WebPluginOptions } from '../context.js';
 import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
-import { accountStatusRoutes, hiddenFields } from './oauth-account.js';
+import { accountSection, accountStatusRoutes, GOOGLE_PATH, hiddenFields, oauthPathOf, resolveAccount, type ResolvedAccount } from './oauth-account.js';
 import type { MessageKey } from '../i18n/index.js';
-
-const BASE = '/settings/send/oauth-google';
 
 const editForm = formBody({
   enabled: checkbox(),
@@ -34,21 +34,23 @@ const registerForm = formBody({ code: text(URL_MAX), cancel: button() });
 export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   const redirectUri = () => `http://127.0.0.1:${web.httpPort()}${GOOGLE_CALLBACK_PATH}`;
 
-  const registerPage = async (request: FastifyRequest, extra: { error?: string; advice?: string; code?: string; fresh?: boolean } = {}) => {
-    const status = await web.oauth.status('google');
+  const registerPage = async (request: FastifyRequest, account: ResolvedAccount, extra: { error?: string; advice?: string; code?: string; fresh?: boolean } = {}) => {
+    const status = await web.oauth.status(account.id);
     const now = Date.now();
     let pending = request.session.googleAuthorization;
-    if (extra.fresh || !pending || pending.expiresAt <= now) {
+    // The session's pending URL is one account's: another account's screen starts its own.
+    if (extra.fresh || !pending || pending.expiresAt <= now || (pending.accountId ?? 'google') !== account.id) {
       pending = undefined;
       if (status.settings.clientId && status.settings.hasClientSecret) {
-        pending = await web.oauth.google.beginAuthorization(request.session.sessionId, redirectUri());
+        pending = { ...(await web.oauth.googleFor(account.id).beginAuthorization(request.session.sessionId, redirectUri())), accountId: account.id };
         request.session.googleAuthorization = pending;
       }
     }
     const remaining = pending ? Math.max(0, Math.floor((pending.expiresAt - now) / 1000)) : 0;
     return {
       title: request.t('oauth.registerTitle'),
-      base: BASE,
+      base: account.base,
+      accountName: account.row.name,
       status,
       now,
       authorizationUrl: pending?.url,
@@ -61,127 +63,8 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
     };
   };
 
-  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
-    const status = await web.oauth.status('google');
-    return reply.render('oauth-google', { title: 'OAuth 2.0 (Google) Settings', status, base: BASE, now: Date.now(), redirectUri: redirectUri() });
-  });
-
-  await app.register(accountStatusRoutes, { web, provider: 'google', base: BASE });
-
-
-  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
-    const status = await web.oauth.status('google');
-    return reply.render('oauth-google-edit', {
-      title: request.t('oauth.editBasicSettings'),
-      base: BASE,
-      form: {
-        enabled: status.enabled,
-        verifyServerCertificate: status.settings.verifyServerCertificate,
-        addCnToVerificationItems: status.settings.addCnToVerificationItems,
-        clientId: status.settings.clientId ?? '',
-        authorizationEndpoint: status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT,
-        tokenEndpoint: status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT,
-      },
-      hasClientSecret: status.settings.hasClientSecret,
-      errors: {},
-      redirectUri: redirectUri(),
-    });
-  });
-
-  app.post(`${BASE}/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: editForm } }, async (request, reply) => {
-    if (request.body.cancel) return reply.redirect(BASE, 303);
-    const form = {
-      enabled: request.body.enabled,
-      verifyServerCertificate: request.body.verifyServerCertificate,
-      addCnToVerificationItems: request.body.addCnToVerificationItems,
-      clientId: request.body.clientId,
-      clientSecret: request.body.clientSecret,
-      authorizationEndpoint: request.body.authorizationEndpoint,
-      tokenEndpoint: request.body.tokenEndpoint,
-    };
-    const editAgain = async (errors: Record<string, string | undefined>, status = 400) => {
-      const current = await web.oauth.status('google');
-      return reply.render(
-        'oauth-google-edit',
-        { title: request.t('oauth.editBasicSettings'), base: BASE, form: { ...form, clientSecret: '' }, hasClientSecret: current.settings.hasClientSecret, errors, redirectUri: redirectUri() },
-        status,
-      );
-    };
-    if (request.body.back) return editAgain({}, 200);
-    // Google's refresh tokens belong to the OAuth client: a new client, secret or endpoint discards them. Ask
-    // first, and say what changes.
-    if (!request.body.confirmDiscard && (await web.oauth.google.wouldForgetAuthorization(form))) {
-      const status = await web.oauth.status('google');
-      const changes: string[] = [];
-      const field = (key: MessageKey, from: string, to: string) => changes.push(request.t('confirm.changed', { field: request.t(key), from, to }));
-      if (form.clientId.trim() !== (status.settings.clientId ?? '')) field('oauth.googleClientId', status.settings.clientId ?? '', form.clientId.trim());
-      const authorizationEndpoint = new URL(form.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT).href;
-      const tokenEndpoint = new URL(form.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT).href;
-      const storedAuthorization = status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT;
-      const storedToken = status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT;
-      if (authorizationEndpoint !== storedAuthorization) field('oauth.authorizationEndpoint', storedAuthorization, authorizationEndpoint);
-      if (tokenEndpoint !== storedToken) field('oauth.tokenEndpoint', storedToken, tokenEndpoint);
-      if (changes.length === 0) changes.push(request.t('confirm.newSecret'));
-      return reply.render('oauth-confirm-discard', {
-        title: request.t('confirm.title'),
-        providerTitle: 'OAuth 2.0 (Google) Settings',
-        base: BASE,
-        mailbox: status.token.mailbox,
-        changes,
-        hidden: hiddenFields(form),
-      });
-    }
-    const result = await web.oauth.google.saveSettings(form, request.user!.username);
-    if (!result.ok) {
-      const status = await web.oauth.status('google');
-      return reply.render(
-        'oauth-google-edit',
-        {
-          title: request.t('oauth.editBasicSettings'),
-          base: BASE,
-          form: { ...form, clientSecret: '' },
-          hasClientSecret: status.settings.hasClientSecret,
-          errors: result.errors,
-          redirectUri: redirectUri(),
-        },
-        400,
-      );
-    }
-    request.session.googleAuthorization = undefined;
-    web.setFlash(request, {
-      type: 'success',
-      text: form.enabled
-        ? request.t(result.identityChanged ? 'oauth.savedGoogleRegister' : 'oauth.savedGoogle')
-        : request.t('oauth.savedNotInUse', { provider: 'OAuth 2.0 (Google)' }),
-    });
-    return reply.redirect(BASE, 303);
-  });
-
-  app.get(`${BASE}/register`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
-    const data = await registerPage(request, { fresh: true });
-    return reply.render('oauth-google-register', data);
-  });
-
-  app.post(`${BASE}/register`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: registerForm } }, async (request, reply) => {
-    if (request.body.cancel) {
-      request.session.googleAuthorization = undefined;
-      return reply.redirect(BASE, 303);
-    }
-    const { code } = request.body;
-    try {
-      const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, code, request.user!.username);
-      request.session.googleAuthorization = undefined;
-      web.setFlash(request, { type: 'success', text: mailbox ? request.t('oauth.registeredFor', { mailbox }) : request.t('oauth.registered') });
-      return reply.redirect(BASE, 303);
-    } catch (error) {
-      if (!(error instanceof AuthorizationRejected)) throw error;
-      // A consumed attempt cannot be used again: offer a fresh URL. Otherwise keep the current one, so a
-      // mistyped paste can be corrected without signing in again.
-      const consumed = error.reason !== 'invalid' && error.reason !== 'state-mismatch' && error.reason !== 'no-attempt';
-      const data = await registerPage(request, { error: error.message, advice: error.advice, code: consumed ? '' : code, fresh: consumed });
-      return reply.render('oauth-google-register', data, 400);
-    }
-  });
+  await app.register(googleAccountRoutes, { web, route: GOOGLE_PATH, redirectUri, registerPage });
+  await app.register(googleAccountRoutes, { web, route: `${GOOGLE_PATH}/:account`, redirectUri, registerPage });
 
 
   // The loopback redirect (http://127.0.0.1:<port>/oauth2/google/callback): reaches Postern only when the
@@ -212,11 +95,18 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
             : request.t('oauth.callbackLogIn'),
       });
     }
+    // The attempt says which account it was started for; without one, the seed's account refuses it as its own.
+    const query = request.url.indexOf('?');
+    const state = query < 0 ? null : new URLSearchParams(request.url.slice(query + 1)).get('state');
+    const accountId = (state ? await web.oauth.accountOfAttempt(state) : undefined) ?? 'google';
+    const row = await web.accounts.get(accountId);
+    const account: ResolvedAccount | undefined = row && row.provider === 'google' ? { id: row.id, row, base: oauthPathOf(row.id, row.provider) } : undefined;
+    if (!account) return reply.render('error', { title: request.t('error.notFound'), message: request.t('account.notFound') }, 404);
     try {
-      const { mailbox } = await web.oauth.google.completeAuthorization(request.session.sessionId, url, request.user.username);
+      const { mailbox } = await web.oauth.googleFor(account.id).completeAuthorization(request.session.sessionId, url, request.user.username);
       request.session.googleAuthorization = undefined;
       web.setFlash(request, { type: 'success', text: mailbox ? request.t('oauth.registeredFor', { mailbox }) : request.t('oauth.registered') });
-      return reply.redirect(BASE, 303);
+      return reply.redirect(account.base, 303);
     } catch (error) {
       if (!(error instanceof AuthorizationRejected)) throw error;
       if (plainBesideHttps) {
@@ -226,7 +116,154 @@ export const googleRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app,
           400,
         );
       }
-      const data = await registerPage(request, { error: error.message, advice: error.advice, fresh: true });
+      const data = await registerPage(request, account, { error: error.message, advice: error.advice, fresh: true });
+      return reply.render('oauth-google-register', data, 400);
+    }
+  });
+};
+
+type RegisterPage = (request: FastifyRequest, account: ResolvedAccount, extra?: { error?: string; advice?: string; code?: string; fresh?: boolean }) => Promise<Record<string, unknown>>;
+
+/** The screens of one Google account, at `route` (the seed's path, or one with `:account`). */
+const googleAccountRoutes: FastifyPluginAsyncZod<WebPluginOptions & { route: string; redirectUri: () => string; registerPage: RegisterPage }> = async (
+  app,
+  { web, route, redirectUri, registerPage },
+) => {
+  app.get(route, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'google');
+    if (!account) return reply;
+    const status = await web.oauth.status(account.id);
+    return reply.render('oauth-google', { title: 'OAuth 2.0 (Google) Settings', status, base: account.base, account: accountSection(account), now: Date.now(), redirectUri: redirectUri() });
+  });
+
+  await app.register(accountStatusRoutes, { web, provider: 'google', route });
+
+  app.get(`${route}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'google');
+    if (!account) return reply;
+    const base = account.base;
+    const status = await web.oauth.status(account.id);
+    return reply.render('oauth-google-edit', {
+      title: request.t('oauth.editBasicSettings'),
+      base: base,
+      form: {
+        enabled: status.enabled,
+        verifyServerCertificate: status.settings.verifyServerCertificate,
+        addCnToVerificationItems: status.settings.addCnToVerificationItems,
+        clientId: status.settings.clientId ?? '',
+        authorizationEndpoint: status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT,
+        tokenEndpoint: status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT,
+      },
+      hasClientSecret: status.settings.hasClientSecret,
+      errors: {},
+      redirectUri: redirectUri(),
+      accountName: account.row.name,
+    });
+  });
+
+  app.post(`${route}/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: editForm } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'google');
+    if (!account) return reply;
+    const base = account.base;
+    const accountName = account.row.name;
+    const google = web.oauth.googleFor(account.id);
+    if (request.body.cancel) return reply.redirect(base, 303);
+    const form = {
+      enabled: request.body.enabled,
+      verifyServerCertificate: request.body.verifyServerCertificate,
+      addCnToVerificationItems: request.body.addCnToVerificationItems,
+      clientId: request.body.clientId,
+      clientSecret: request.body.clientSecret,
+      authorizationEndpoint: request.body.authorizationEndpoint,
+      tokenEndpoint: request.body.tokenEndpoint,
+    };
+    const editAgain = async (errors: Record<string, string | undefined>, status = 400) => {
+      const current = await web.oauth.status(account.id);
+      return reply.render(
+        'oauth-google-edit',
+        { title: request.t('oauth.editBasicSettings'), base: base, form: { ...form, clientSecret: '' }, hasClientSecret: current.settings.hasClientSecret, errors, redirectUri: redirectUri(), accountName },
+        status,
+      );
+    };
+    if (request.body.back) return editAgain({}, 200);
+    // Google's refresh tokens belong to the OAuth client: a new client, secret or endpoint discards them. Ask
+    // first, and say what changes.
+    if (!request.body.confirmDiscard && (await google.wouldForgetAuthorization(form))) {
+      const status = await web.oauth.status(account.id);
+      const changes: string[] = [];
+      const field = (key: MessageKey, from: string, to: string) => changes.push(request.t('confirm.changed', { field: request.t(key), from, to }));
+      if (form.clientId.trim() !== (status.settings.clientId ?? '')) field('oauth.googleClientId', status.settings.clientId ?? '', form.clientId.trim());
+      const authorizationEndpoint = new URL(form.authorizationEndpoint.trim() || GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT).href;
+      const tokenEndpoint = new URL(form.tokenEndpoint.trim() || GOOGLE_DEFAULT_TOKEN_ENDPOINT).href;
+      const storedAuthorization = status.settings.authorizationEndpoint ?? GOOGLE_DEFAULT_AUTHORIZATION_ENDPOINT;
+      const storedToken = status.settings.tokenEndpoint ?? GOOGLE_DEFAULT_TOKEN_ENDPOINT;
+      if (authorizationEndpoint !== storedAuthorization) field('oauth.authorizationEndpoint', storedAuthorization, authorizationEndpoint);
+      if (tokenEndpoint !== storedToken) field('oauth.tokenEndpoint', storedToken, tokenEndpoint);
+      if (changes.length === 0) changes.push(request.t('confirm.newSecret'));
+      return reply.render('oauth-confirm-discard', {
+        title: request.t('confirm.title'),
+        providerTitle: 'OAuth 2.0 (Google) Settings',
+        accountName,
+        base,
+        mailbox: status.token.mailbox,
+        changes,
+        hidden: hiddenFields(form),
+      });
+    }
+    const result = await google.saveSettings(form, request.user!.username);
+    if (!result.ok) {
+      const status = await web.oauth.status(account.id);
+      return reply.render(
+        'oauth-google-edit',
+        {
+          title: request.t('oauth.editBasicSettings'),
+          base: base,
+          form: { ...form, clientSecret: '' },
+          hasClientSecret: status.settings.hasClientSecret,
+          errors: result.errors,
+          redirectUri: redirectUri(),
+          accountName,
+        },
+        400,
+      );
+    }
+    request.session.googleAuthorization = undefined;
+    web.setFlash(request, {
+      type: 'success',
+      text: form.enabled
+        ? request.t(result.identityChanged ? 'oauth.savedGoogleRegister' : 'oauth.savedGoogle')
+        : request.t('oauth.savedNotInUse', { provider: 'OAuth 2.0 (Google)' }),
+    });
+    return reply.redirect(base, 303);
+  });
+
+  app.get(`${route}/register`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'google');
+    if (!account) return reply;
+    const data = await registerPage(request, account, { fresh: true });
+    return reply.render('oauth-google-register', data);
+  });
+
+  app.post(`${route}/register`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: registerForm } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'google');
+    if (!account) return reply;
+    const base = account.base;
+    if (request.body.cancel) {
+      request.session.googleAuthorization = undefined;
+      return reply.redirect(base, 303);
+    }
+    const { code } = request.body;
+    try {
+      const { mailbox } = await web.oauth.googleFor(account.id).completeAuthorization(request.session.sessionId, code, request.user!.username);
+      request.session.googleAuthorization = undefined;
+      web.setFlash(request, { type: 'success', text: mailbox ? request.t('oauth.registeredFor', { mailbox }) : request.t('oauth.registered') });
+      return reply.redirect(base, 303);
+    } catch (error) {
+      if (!(error instanceof AuthorizationRejected)) throw error;
+      // A consumed attempt cannot be used again: offer a fresh URL. Otherwise keep the current one, so a
+      // mistyped paste can be corrected without signing in again.
+      const consumed = error.reason !== 'invalid' && error.reason !== 'state-mismatch' && error.reason !== 'no-attempt';
+      const data = await registerPage(request, account, { error: error.message, advice: error.advice, code: consumed ? '' : code, fresh: consumed });
       return reply.render('oauth-google-register', data, 400);
     }
   });

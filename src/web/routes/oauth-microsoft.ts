@@ -1,14 +1,13 @@
 /**
  * OAuth 2.0 (Microsoft) Settings (seed steps 3–13): the status page, Edit Basic Settings, Get New User Code
- * and Delete Token, and the status fragment the page re-fetches to update itself.
+ * and Delete Token, and the status fragment the page re-fetches to update itself. The same screens for every
+ * Microsoft account: the seed's at the seed's address, each added one below it under its id.
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { MICROSOFT_DEFAULT_ENDPOINT, MICROSOFT_LOGIN_HOSTS, validateMicrosoftClientId, validateMicrosoftEndpoint } from '../../oauth/profiles.js';
 import type { WebPluginOptions } from '../context.js';
 import { button, checkbox, formBody, none, text, URL_MAX } from '../form.js';
-import { accountStatusRoutes, hiddenFields, holdsAuthorization } from './oauth-account.js';
-
-const BASE = '/settings/send/oauth-microsoft';
+import { accountSection, accountStatusRoutes, hiddenFields, holdsAuthorization, MICROSOFT_PATH, resolveAccount } from './oauth-account.js';
 
 const editForm = formBody({
   enabled: checkbox(),
@@ -24,19 +23,30 @@ const editForm = formBody({
 });
 
 export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
-  app.get(BASE, { preValidation: web.requireLogin, schema: { querystring: none } }, async (_request, reply) => {
-    const status = await web.oauth.status('microsoft');
-    return reply.render('oauth-microsoft', { title: 'OAuth 2.0 (Microsoft) Settings', status, base: BASE, now: Date.now() });
+  await app.register(microsoftAccountRoutes, { web, route: MICROSOFT_PATH });
+  await app.register(microsoftAccountRoutes, { web, route: `${MICROSOFT_PATH}/:account` });
+};
+
+/** The screens of one Microsoft account, at `route` (the seed's path, or one with `:account`). */
+const microsoftAccountRoutes: FastifyPluginAsyncZod<WebPluginOptions & { route: string }> = async (app, { web, route }) => {
+  app.get(route, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'microsoft');
+    if (!account) return reply;
+    const status = await web.oauth.status(account.id);
+    return reply.render('oauth-microsoft', { title: 'OAuth 2.0 (Microsoft) Settings', status, base: account.base, account: accountSection(account), now: Date.now() });
   });
 
-  await app.register(accountStatusRoutes, { web, provider: 'microsoft', base: BASE });
+  await app.register(accountStatusRoutes, { web, provider: 'microsoft', route });
 
 
-  app.get(`${BASE}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
-    const status = await web.oauth.status('microsoft');
+  app.get(`${route}/edit`, { preValidation: web.requireSendSettings, schema: { querystring: none } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'microsoft');
+    if (!account) return reply;
+    const base = account.base;
+    const status = await web.oauth.status(account.id);
     return reply.render('oauth-microsoft-edit', {
       title: request.t('oauth.editBasicSettings'),
-      base: BASE,
+      base: base,
       form: {
         enabled: status.enabled,
         verifyServerCertificate: status.settings.verifyServerCertificate,
@@ -46,11 +56,16 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
       },
       errors: {},
       hosts: MICROSOFT_LOGIN_HOSTS,
+      accountName: account.row.name,
     });
   });
 
-  app.post(`${BASE}/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: editForm } }, async (request, reply) => {
-    if (request.body.cancel) return reply.redirect(BASE, 303);
+  app.post(`${route}/edit`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: editForm } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'microsoft');
+    if (!account) return reply;
+    const base = account.base;
+    const accountName = account.row.name;
+    if (request.body.cancel) return reply.redirect(base, 303);
     const form = {
       enabled: request.body.enabled,
       verifyServerCertificate: request.body.verifyServerCertificate,
@@ -59,11 +74,11 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
       clientId: request.body.clientId,
     };
     if (request.body.back) {
-      return reply.render('oauth-microsoft-edit', { title: request.t('oauth.editBasicSettings'), base: BASE, form, errors: {}, hosts: MICROSOFT_LOGIN_HOSTS });
+      return reply.render('oauth-microsoft-edit', { title: request.t('oauth.editBasicSettings'), base: base, form, errors: {}, hosts: MICROSOFT_LOGIN_HOSTS, accountName });
     }
     if (!request.body.confirmDiscard) {
       // A new endpoint or client forgets the tokens (they belong to the client): ask first, and say so.
-      const status = await web.oauth.status('microsoft');
+      const status = await web.oauth.status(account.id);
       const endpoint = validateMicrosoftEndpoint(form.endpoint);
       const clientId = validateMicrosoftClientId(form.clientId);
       if (holdsAuthorization(status.token.status) && endpoint.ok && clientId.ok) {
@@ -78,7 +93,8 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
           return reply.render('oauth-confirm-discard', {
             title: request.t('confirm.title'),
             providerTitle: 'OAuth 2.0 (Microsoft) Settings',
-            base: BASE,
+            accountName,
+            base: base,
             mailbox: status.token.mailbox,
             changes,
             hidden: hiddenFields(form),
@@ -86,11 +102,11 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
         }
       }
     }
-    const result = await web.oauth.microsoft.saveSettings(form, request.user!.username);
+    const result = await web.oauth.microsoftFor(account.id).saveSettings(form, request.user!.username);
     if (!result.ok) {
       return reply.render(
         'oauth-microsoft-edit',
-        { title: request.t('oauth.editBasicSettings'), base: BASE, form, errors: result.errors, hosts: MICROSOFT_LOGIN_HOSTS },
+        { title: request.t('oauth.editBasicSettings'), base: base, form, errors: result.errors, hosts: MICROSOFT_LOGIN_HOSTS, accountName },
         400,
       );
     }
@@ -98,18 +114,21 @@ export const microsoftRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (a
       type: 'success',
       text: form.enabled ? request.t('oauth.savedMicrosoft') : request.t('oauth.savedNotInUse', { provider: 'OAuth 2.0 (Microsoft)' }),
     });
-    return reply.redirect(BASE, 303);
+    return reply.redirect(base, 303);
   });
 
-  app.post(`${BASE}/user-code`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
-    const status = await web.oauth.status('microsoft');
+  app.post(`${route}/user-code`, { preValidation: [web.requireSendSettings, app.csrfProtection], schema: { body: none } }, async (request, reply) => {
+    const account = await resolveAccount(web, request, reply, 'microsoft');
+    if (!account) return reply;
+    const base = account.base;
+    const status = await web.oauth.status(account.id);
     if (!status.enabled) {
       web.setFlash(request, { type: 'error', text: request.t('oauth.selectUseFirst') });
-      return reply.redirect(BASE, 303);
+      return reply.redirect(base, 303);
     }
-    await web.oauth.microsoft.requestNewUserCode(request.user!.username);
+    await web.oauth.microsoftFor(account.id).requestNewUserCode(request.user!.username);
     web.setFlash(request, { type: 'info', text: request.t('oauth.requestingCode') });
-    return reply.redirect(BASE, 303);
+    return reply.redirect(base, 303);
   });
 
 };

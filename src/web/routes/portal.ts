@@ -7,7 +7,9 @@ import { readFile } from 'node:fs/promises';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { AuditEntry } from '../../store/audit.js';
+import { QueueReads } from '../../queue/queue.js';
 import type { QueueState } from '../../store/schema.js';
+import { oauthPathOf } from './oauth-account.js';
 import type { WebPluginOptions } from '../context.js';
 import { auditActionLabel, csvCell } from '../audit-view.js';
 import { ignoredWhenInvalid, none } from '../form.js';
@@ -26,14 +28,29 @@ function posternVersion(): Promise<string> {
   return version;
 }
 
+/** The seed's Microsoft account, then the seed's Google account, then the rest. */
+const rank = (row: { id: string }) => (row.id === 'microsoft' ? 0 : row.id === 'google' ? 1 : 2);
+
 export const portalRoutes: FastifyPluginAsyncZod<WebPluginOptions> = async (app, { web }) => {
   const schema = { querystring: none };
+  const queueReads = new QueueReads(web.store);
+  const defaultAccountId = async () => (web.defaultAccountId ? web.defaultAccountId() : 'microsoft');
 
   app.get('/', { preValidation: web.requireLogin, schema }, async (request, reply) => {
-    const [microsoft, google, counts] = await Promise.all([web.oauth.status('microsoft'), web.oauth.status('google'), web.queue.counts()]);
+    const [rows, counts, waiting, defaultId] = await Promise.all([web.accounts.list(), web.queue.counts(), queueReads.waitingByAccount(), defaultAccountId()]);
+    // The seed's two first (Microsoft, Google), then the others by provider in the order they were added.
+    rows.sort((a, b) => rank(a) - rank(b) || b.provider.localeCompare(a.provider) || a.created_at - b.created_at);
+    const accounts = await Promise.all(
+      rows.map(async (row) => ({
+        ...(await web.oauth.status(row.id)),
+        path: oauthPathOf(row.id, row.provider),
+        waiting: (waiting.get(row.id) ?? 0) + (row.id === defaultId ? (waiting.get('') ?? 0) : 0),
+        isDefault: row.id === defaultId,
+      })),
+    );
     return reply.render('portal', {
       title: request.t('portal.title'),
-      accounts: [microsoft, google],
+      accounts,
       counts,
       queueStates: PORTAL_STATES,
       version: await posternVersion(),

@@ -4,12 +4,14 @@
  */
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
+import type { OAuthAccounts } from '../../oauth/accounts.js';
 import type { MessageQueue } from '../../queue/queue.js';
 import type { DeliveryEvent } from '../../store/schema.js';
 import type { WebPluginOptions } from '../context.js';
 import { idParams, ignoredWhenInvalid, none } from '../form.js';
-import type { MessageKey } from '../i18n/index.js';
+import type { MessageKey, Translate } from '../i18n/index.js';
 import { csvCell } from '../audit-view.js';
+import { ACCOUNT_ID, displayNameOf, oauthPathOf } from './oauth-account.js';
 
 export const QUEUE_PATH = '/settings/queue';
 export const LOG_PATH = '/settings/log';
@@ -32,6 +34,8 @@ export interface QueuePageDependencies {
   /** Wakes the queue manager (Retry Now). */
   kick(): void;
   audit: { record(actor: string | null, action: string, detail?: string): Promise<void> };
+  /** The sending accounts, for each message's account by name (absent: ids are shown). */
+  accounts?: Pick<OAuthAccounts, 'list'>;
 }
 
 const LOG_PAGE_SIZE = 100;
@@ -44,9 +48,31 @@ const size = (bytes: number) => (bytes >= 1024 * 1024 ? `${(bytes / 1024 / 1024)
 export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: QueuePageDependencies }> = async (app, { web, deps }) => {
   web.managementMenu.push({ href: QUEUE_PATH, label: 'Queue', labelKey: 'menu.queue' }, { href: LOG_PATH, label: 'Log', labelKey: 'menu.log' });
 
-  app.get(QUEUE_PATH, { preValidation: web.requireLogin, schema: { querystring: none } }, async (request, reply) => {
-    const [messages, counts] = await Promise.all([deps.queue.list(), deps.queue.counts()]);
-    return reply.render('queue', { title: request.t('menu.queue'), base: QUEUE_PATH, messages, counts, time, size, now: Date.now() });
+  /** Each account id's name and screen ('' is the Default's: a message from an older instance). */
+  const accountNames = async (t: Translate) => {
+    const rows = deps.accounts ? await deps.accounts.list() : [];
+    const byId = new Map(rows.map((row) => [row.id, row]));
+    return {
+      accounts: rows.map((row) => ({ id: row.id, name: displayNameOf(row, t) })),
+      accountName: (id: string) => {
+        if (!id) return t('account.defaultChoice');
+        const row = byId.get(id);
+        return row ? displayNameOf(row, t) : id;
+      },
+      accountPath: (id: string) => {
+        const row = byId.get(id);
+        return row ? oauthPathOf(row.id, row.provider) : undefined;
+      },
+    };
+  };
+
+  // A filter: an account id that is not one shows every message, as the page without it does.
+  const queueQuery = z.object({ account: ignoredWhenInvalid(z.string().regex(ACCOUNT_ID)) });
+  app.get(QUEUE_PATH, { preValidation: web.requireLogin, schema: { querystring: queueQuery } }, async (request, reply) => {
+    const [all, counts] = await Promise.all([deps.queue.list(), deps.queue.counts()]);
+    const { account } = request.query;
+    const messages = account ? all.filter((m) => m.accountId === account) : all;
+    return reply.render('queue', { title: request.t('menu.queue'), base: QUEUE_PATH, messages, counts, time, size, now: Date.now(), account, ...(await accountNames(request.t)) });
   });
 
   const byId = { params: idParams, body: none };
@@ -131,6 +157,7 @@ export const queueRoutes: FastifyPluginAsyncZod<WebPluginOptions & { deps: Queue
     const entries = all.slice((page - 1) * LOG_PAGE_SIZE, page * LOG_PAGE_SIZE);
     const message = id ? await deps.queue.get(id) : undefined;
     return reply.render('log', {
+      ...(await accountNames(t)),
       title: t('menu.log'),
       base: LOG_PATH,
       entries,
