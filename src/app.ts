@@ -117,7 +117,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
   const relaySettings = new RelaySettings(store);
   const devices = new DeviceAccounts(store);
   // Which sending account each message goes through, decided when the relay accepts it (smtp-in/routing.ts).
-  const routes = new SendingRoutes(store);
+  const routes = new SendingRoutes(store, { relaySettings, devices, defaultAccountId: () => emailSettings.defaultAccountId() });
   await relaySettings.ensureCertificate(relayCertificateNames(config.host));
   // What sessions see the upstream advertise is kept in E-Mail Settings; the relay promises no more (docs/protocol.md §5.3).
   const delivery = new SmtpDelivery({

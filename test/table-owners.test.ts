@@ -19,6 +19,7 @@ export const TABLE_OWNERS = {
   email_settings: 'src/smtp-out/email-settings.ts',
   relay_settings: 'src/smtp-in/relay-settings.ts',
   relay_devices: 'src/smtp-in/devices.ts',
+  sender_routes: 'src/smtp-in/routing.ts',
   queue_messages: 'src/queue/queue.ts',
   delivery_log: 'src/queue/queue.ts',
   message_bodies: 'src/queue/database-bodies.ts',

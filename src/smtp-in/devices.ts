@@ -107,6 +107,17 @@ export class DeviceAccounts {
     return this.find(id);
   }
 
+  /** The sending account a device's mail goes through (null: the Default; undefined: no such device). */
+  async sendingAccountOf(id: string): Promise<string | null | undefined> {
+    const row = await this.store.db.selectFrom('relay_devices').select('sending_account_id').where('id', '=', id).executeTakeFirst();
+    return row ? row.sending_account_id : undefined;
+  }
+
+  /** The user names of the device accounts whose mail goes through `accountId`. */
+  async usernamesRoutedTo(accountId: string): Promise<string[]> {
+    return (await this.store.db.selectFrom('relay_devices').select('username').where('sending_account_id', '=', accountId).orderBy('username').execute()).map((d) => d.username);
+  }
+
   /** Routes the device's mail through `accountId` (null: the Default), from its next message. */
   async setSendingAccount(id: string, accountId: string | null): Promise<DeviceAccount | undefined> {
     await this.store.db.updateTable('relay_devices').set({ sending_account_id: accountId, updated_at: Date.now() }).where('id', '=', id).execute();

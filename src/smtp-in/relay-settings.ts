@@ -94,12 +94,23 @@ export class RelaySettings {
       tls_cert: null,
       tls_key_enc: null,
       tls_cert_source: null,
-      default_account_id: null,
       network_accounts: '{}',
       updated_at: Date.now(),
     };
     await this.store.db.insertInto('relay_settings').values(fresh).onConflict((oc) => oc.column('id').doNothing()).execute();
     return (await this.store.db.selectFrom('relay_settings').selectAll().where('id', '=', ROW_ID).executeTakeFirstOrThrow());
+  }
+
+  /** Allowed Networks entry → sending account id, as stored (JSON; routing.ts reads it). */
+  async networkAccountsText(): Promise<string> {
+    const row = await this.store.db.selectFrom('relay_settings').select('network_accounts').where('id', '=', ROW_ID).executeTakeFirst();
+    return row?.network_accounts ?? '{}';
+  }
+
+  /** Replaces the Allowed Networks entry → sending account map (JSON). */
+  async setNetworkAccountsText(json: string): Promise<void> {
+    await this.#row();
+    await this.store.db.updateTable('relay_settings').set({ network_accounts: json, updated_at: Date.now() }).where('id', '=', ROW_ID).execute();
   }
 
   async get(): Promise<RelaySettingsView> {

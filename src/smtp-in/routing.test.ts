@@ -16,16 +16,19 @@ let dir: string;
 let store: Store;
 let routes: SendingRoutes;
 let devices: DeviceAccounts;
+let defaultAccount = 'microsoft';
 
 beforeEach(async () => {
   dir = mkdtempSync(join(tmpdir(), 'postern-routing-'));
   store = await openStore({ dataDir: dir });
-  await new RelaySettings(store).get(); // the Relay Settings row
-  routes = new SendingRoutes(store, 0);
+  const relaySettings = new RelaySettings(store);
+  await relaySettings.get(); // the Relay Settings row
   devices = new DeviceAccounts(store);
+  routes = new SendingRoutes(store, { relaySettings, devices, defaultAccountId: async () => defaultAccount }, 0);
 });
 
 afterEach(async () => {
+  defaultAccount = 'microsoft';
   await store.close();
   rmSync(dir, { recursive: true, force: true });
 });
@@ -33,7 +36,7 @@ afterEach(async () => {
 describe('sending routes', () => {
   it('goes to the Default when nothing else names an account', async () => {
     expect(await routes.resolve({ reversePath: 'a@b.test', remoteAddress: '192.0.2.1' })).toEqual({ accountId: 'microsoft', reason: 'default' });
-    await store.db.updateTable('relay_settings').set({ default_account_id: 'google' }).execute();
+    defaultAccount = 'google';
     expect((await routes.resolve({ reversePath: '', remoteAddress: '192.0.2.1' })).accountId).toBe('google');
   });
 

@@ -8,18 +8,18 @@
  *   3. the Allowed Networks entry the device sends from (the most specific entry that names an account);
  *   4. the Default account.
  *
- * Inputs: relay_settings (default_account_id, network_accounts) and sender_routes, read through a short
- * cache that a change through this process or one seen from another instance drops (`forget()`); a device's
- * relay_devices.sending_account_id, read with each of its messages.
+ * Inputs: sender_routes (this module's table), Relay Settings' network_accounts and the Default (E-Mail
+ * Settings), read through a short cache that a change through this process or one seen from another instance
+ * drops (`forget()`); a device's Sending Account, read with each of its messages (devices.ts).
  */
 import { randomUUID } from 'node:crypto';
 import ipaddr from 'ipaddr.js';
 import type { Store } from '../store/store.js';
+import type { DeviceAccounts } from './devices.js';
+import type { RelaySettings } from './relay-settings.js';
 import { senderEntryError, senderKey } from './allowed-senders.js';
 import { isAllowed, parseNetworks } from './networks.js';
 
-/** The Default account until one is chosen: the seed's Microsoft account. */
-export const FIRST_DEFAULT_ACCOUNT = 'microsoft';
 export const MAX_SENDER_ROUTES = 500;
 
 export interface SenderRoute {
@@ -89,6 +89,14 @@ export function parseNetworkAccounts(text: string | null | undefined): Record<st
   }
 }
 
+/** What routing reads from the parts that own it: Relay Settings, device accounts, and the Default. */
+export interface RoutingSources {
+  relaySettings: Pick<RelaySettings, 'networkAccountsText' | 'setNetworkAccountsText'>;
+  devices: Pick<DeviceAccounts, 'sendingAccountOf' | 'usernamesRoutedTo'>;
+  /** The Default account (E-Mail Settings keep it; wired in app.ts). */
+  defaultAccountId(): Promise<string>;
+}
+
 export class SendingRoutes {
   #snapshot: Snapshot | undefined;
   #reading: Promise<Snapshot> | undefined;
@@ -96,6 +104,7 @@ export class SendingRoutes {
 
   constructor(
     private readonly store: Store,
+    private readonly sources: RoutingSources,
     private readonly cacheMs = 2000,
   ) {}
 
@@ -112,10 +121,10 @@ export class SendingRoutes {
     if (this.#reading) return this.#reading;
     const edits = this.#edits;
     const reading = (async () => {
-      const relay = await this.store.db.selectFrom('relay_settings').select(['default_account_id', 'network_accounts']).where('id', '=', 'default').executeTakeFirst();
+      const [networkAccounts, defaultAccountId] = await Promise.all([this.sources.relaySettings.networkAccountsText(), this.sources.defaultAccountId()]);
       const senders = await this.store.db.selectFrom('sender_routes').select(['pattern', 'account_id']).execute();
       const networks: Snapshot['networks'] = [];
-      for (const [entry, accountId] of Object.entries(parseNetworkAccounts(relay?.network_accounts))) {
+      for (const [entry, accountId] of Object.entries(parseNetworkAccounts(networkAccounts))) {
         const parsed = parseNetworks(entry);
         if (parsed.ranges.length !== 1) continue;
         const [address, bits] = parsed.ranges[0]!;
@@ -124,7 +133,7 @@ export class SendingRoutes {
       }
       networks.sort((a, b) => b.bits - a.bits);
       const snapshot: Snapshot = {
-        defaultAccountId: relay?.default_account_id ?? FIRST_DEFAULT_ACCOUNT,
+        defaultAccountId,
         networks,
         senders: new Map(senders.map((r) => [r.pattern, r.account_id])),
         at: Date.now(),
@@ -153,8 +162,8 @@ export class SendingRoutes {
     }
     if (input.deviceId !== undefined) {
       // Read with each message: a device account's Sending Account counts from its next message.
-      const row = await this.store.db.selectFrom('relay_devices').select('sending_account_id').where('id', '=', input.deviceId).executeTakeFirst();
-      if (row?.sending_account_id) return { accountId: row.sending_account_id, reason: 'device' };
+      const account = await this.sources.devices.sendingAccountOf(input.deviceId);
+      if (account) return { accountId: account, reason: 'device' };
     } else if (snapshot.networks.length > 0 && ipaddr.isValid(input.remoteAddress)) {
       for (const network of snapshot.networks) {
         if (isAllowed(input.remoteAddress, network.ranges)) return { accountId: network.accountId, reason: 'network' };
@@ -199,31 +208,33 @@ export class SendingRoutes {
 
   /** Allowed Networks entry → account, for the entries that name one. */
   async networkAccounts(): Promise<Record<string, string>> {
-    const row = await this.store.db.selectFrom('relay_settings').select('network_accounts').where('id', '=', 'default').executeTakeFirst();
-    return parseNetworkAccounts(row?.network_accounts);
+    return parseNetworkAccounts(await this.sources.relaySettings.networkAccountsText());
   }
 
-  /** Replaces the map; entries routed to the Default are simply absent. The Relay Settings row must exist. */
+  /** Replaces the map; entries routed to the Default are simply absent. */
   async setNetworkAccounts(map: Record<string, string>): Promise<void> {
     const clean = Object.fromEntries(Object.entries(map).filter(([, id]) => id !== ''));
-    await this.store.db.updateTable('relay_settings').set({ network_accounts: JSON.stringify(clean) }).where('id', '=', 'default').execute();
+    await this.sources.relaySettings.setNetworkAccountsText(JSON.stringify(clean));
     this.forget();
   }
 
-  /** The Default account (stored with Relay Settings). */
+  /** The Default account. */
   async defaultAccountId(): Promise<string> {
     return (await this.#read()).defaultAccountId;
   }
 
   /** Where `accountId` is named: the Default, device accounts (by user name), network entries, sender rules. */
   async usesOf(accountId: string): Promise<AccountUses> {
-    const relay = await this.store.db.selectFrom('relay_settings').select(['default_account_id', 'network_accounts']).where('id', '=', 'default').executeTakeFirst();
-    const devices = await this.store.db.selectFrom('relay_devices').select('username').where('sending_account_id', '=', accountId).orderBy('username').execute();
+    const [networkAccounts, defaultAccountId, devices] = await Promise.all([
+      this.sources.relaySettings.networkAccountsText(),
+      this.sources.defaultAccountId(),
+      this.sources.devices.usernamesRoutedTo(accountId),
+    ]);
     const senders = await this.store.db.selectFrom('sender_routes').select('pattern').where('account_id', '=', accountId).orderBy('pattern').execute();
     return {
-      isDefault: (relay?.default_account_id ?? FIRST_DEFAULT_ACCOUNT) === accountId,
-      devices: devices.map((d) => d.username),
-      networks: Object.entries(parseNetworkAccounts(relay?.network_accounts)).filter(([, id]) => id === accountId).map(([entry]) => entry),
+      isDefault: defaultAccountId === accountId,
+      devices,
+      networks: Object.entries(parseNetworkAccounts(networkAccounts)).filter(([, id]) => id === accountId).map(([entry]) => entry),
       senderRoutes: senders.map((s) => s.pattern),
     };
   }

@@ -1,7 +1,7 @@
 /**
  * E-Mail Settings: each sending account's upstream SMTP server, sender and pace, one row per account (id =
- * the account's id), and which account is the Default (relay_settings.default_account_id: where mail goes
- * that no route sends elsewhere).
+ * the account's id), and which account is the Default (the row with is_default: where mail goes that no
+ * route sends elsewhere).
  * Defaults per provider (docs/protocol.md §3.2): Microsoft `smtp.office365.com:587` STARTTLS, Google
  * `smtp.gmail.com:465` implicit TLS; pacing 30 messages/minute for Exchange Online (§3.4).
  * The same row keeps what sessions last saw the upstream advertise (8BITMIME / SMTPUTF8, extensions.ts),
@@ -11,7 +11,7 @@ import { isIP } from 'node:net';
 import type { EmailSettingsTable, ProviderId, UpstreamTlsMode } from '../store/schema.js';
 import type { Store } from '../store/store.js';
 import type { TlsPolicy } from '../tls/trust.js';
-import { AccountNotFoundError } from '../oauth/accounts.js';
+import { AccountNotFoundError, OAuthAccounts } from '../oauth/accounts.js';
 import { formatExtensions, parseStoredExtensions, targetKey, type SeenExtensions, type UpstreamExtension } from './extensions.js';
 
 export interface ProviderDefaults {
@@ -63,8 +63,6 @@ export type EmailSettingsErrors = Partial<Record<keyof EmailSettingsInput, strin
 
 /** The Default account until one is chosen: the seed's Microsoft account, as before there were several. */
 const FIRST_DEFAULT = 'microsoft';
-/** Relay Settings' default Maximum Message Size, for the row written when the Default is chosen first. */
-const RELAY_DEFAULT_MAX_MESSAGE_SIZE = 25 * 1024 * 1024;
 const ADDRESS = /^[^\s@<>()",;:\\[\]]+@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/u;
 const HOST = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
 
@@ -112,6 +110,7 @@ function defaultRow(accountId: string, provider: ProviderId): EmailSettingsTable
     upstream_extensions_target: null,
     upstream_extensions: null,
     upstream_extensions_seen_at: null,
+    is_default: 0,
   };
 }
 
@@ -121,10 +120,14 @@ export class EmailSettings {
   readonly #listeners: Array<() => void> = [];
   readonly #extensionListeners: Array<() => void | Promise<void>> = [];
 
+  readonly #accounts: OAuthAccounts;
+
   constructor(
     private readonly store: Store,
     private readonly cacheMs = 2000,
-  ) {}
+  ) {
+    this.#accounts = new OAuthAccounts(store);
+  }
 
   /** Called after every save (the queue forgets its route, the pool its sessions). */
   onChange(listener: () => void): void {
@@ -171,8 +174,8 @@ export class EmailSettings {
    * at once. The seed's Microsoft account until one is chosen.
    */
   async sendingAccountId(): Promise<string> {
-    const row = await this.store.db.selectFrom('relay_settings').select('default_account_id').where('id', '=', 'default').executeTakeFirst();
-    return row?.default_account_id ?? FIRST_DEFAULT;
+    const row = await this.store.db.selectFrom('email_settings').select('id').where('is_default', '=', 1).orderBy('id').executeTakeFirst();
+    return row?.id ?? FIRST_DEFAULT;
   }
 
   /** The Default sending account, from a short cache (deliveries, the relay). */
@@ -190,17 +193,14 @@ export class EmailSettings {
   }
 
   async #writeDefault(accountId: string): Promise<void> {
-    const updated = await this.store.db.updateTable('relay_settings').set({ default_account_id: accountId }).where('id', '=', 'default').executeTakeFirst();
-    if (Number(updated.numUpdatedRows) === 0) {
-      // Relay Settings not yet read or saved: their row is made here with their defaults (smtp-in/relay-settings.ts).
-      await this.store.db
-        .insertInto('relay_settings')
-        .values({ id: 'default', allowed_networks: '', max_message_size: RELAY_DEFAULT_MAX_MESSAGE_SIZE, allow_insecure_auth: 0, allow_legacy_tls: 0, bare_newlines: 'normalize', tls_cert: null, tls_key_enc: null, tls_cert_source: null, default_account_id: accountId, network_accounts: '{}', updated_at: Date.now() })
-        .onConflict((oc) => oc.column('id').doUpdateSet({ default_account_id: accountId }))
-        .execute();
-    }
+    await this.get(accountId); // its row, with the provider's defaults if it has none yet
+    await this.store.db.transaction().execute(async (trx) => {
+      await trx.updateTable('email_settings').set({ is_default: 0 }).where('is_default', '=', 1).where('id', '!=', accountId).execute();
+      await trx.updateTable('email_settings').set({ is_default: 1 }).where('id', '=', accountId).execute();
+    });
     this.#defaultCache = undefined;
   }
+
 
   /**
    * The E-Mail Settings of `accountId` ('' or absent: the Default account), created with the provider's
@@ -212,7 +212,7 @@ export class EmailSettings {
     if (cached && Date.now() - cached.at < this.cacheMs) return cached.view;
     let row = await this.store.db.selectFrom('email_settings').selectAll().where('id', '=', id).executeTakeFirst();
     if (!row) {
-      const account = await this.store.db.selectFrom('oauth_accounts').select('provider').where('id', '=', id).executeTakeFirst();
+      const account = await this.#accounts.get(id);
       const provider: ProviderId | undefined = account?.provider ?? (id === 'microsoft' || id === 'google' ? id : undefined);
       if (!provider) throw new AccountNotFoundError(id);
       row = defaultRow(id, provider);

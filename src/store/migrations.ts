@@ -403,12 +403,11 @@ const migrations: Record<string, MigrationFactory> = {
         | { id: string; account_id: string }
         | undefined;
       const defaultAccount = old?.account_id ?? 'microsoft';
-      if (old) await db.updateTable('email_settings').set({ id: old.account_id }).where('id', '=', 'default').execute();
+      await db.schema.alterTable('email_settings').addColumn('is_default', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+      if (old) await db.updateTable('email_settings').set({ id: old.account_id, is_default: 1 }).where('id', '=', 'default').execute();
 
-      await db.schema.alterTable('relay_settings').addColumn('default_account_id', 'text').execute();
       // Allowed Networks entry → sending account, as JSON ({"192.0.2.0/24": "<account id>"}); absent: the Default.
       await db.schema.alterTable('relay_settings').addColumn('network_accounts', 'text', (c) => c.notNull().defaultTo('{}')).execute();
-      await db.updateTable('relay_settings').set({ default_account_id: defaultAccount }).execute();
       await db.schema.alterTable('relay_devices').addColumn('sending_account_id', 'text').execute();
 
       // The account a message was routed to when it was accepted: it is sent through no other.

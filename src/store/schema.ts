@@ -176,6 +176,11 @@ export interface EmailSettingsTable {
   id: string;
   /** The sending account these settings belong to. */
   account_id: string;
+  /**
+   * 1 on the row of the Default account (where mail goes that no rule, device account or network routes
+   * elsewhere); no row has it until a Default is chosen, and then the seed's Microsoft account is meant.
+   */
+  is_default: number;
   smtp_host: string;
   smtp_port: number;
   tls_mode: UpstreamTlsMode;
@@ -213,8 +218,6 @@ export interface RelaySettingsTable {
   tls_cert: string | null;
   tls_key_enc: string | null;
   tls_cert_source: 'generated' | 'uploaded' | null;
-  /** The Default sending account: where mail goes that no rule, device account or network routes elsewhere. */
-  default_account_id: string | null;
   /** JSON: Allowed Networks entry (as written) → sending account id; an entry not named sends through the Default. */
   network_accounts: string;
   updated_at: number;
