@@ -5,6 +5,7 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { GMAIL_SCOPE, startGoogleStandin, type GoogleStandin } from './support/oauth-standins.js';
 import { field, type WebClient } from './support/postern.js';
 import { startSendingStack, type SendingStack } from './support/sending.js';
 
@@ -14,6 +15,7 @@ const UNKNOWN = 'microsoft-0123456789';
 let stack: SendingStack;
 let web: WebClient;
 let appId: string;
+let google: GoogleStandin;
 
 const csrfOf = (html: string) => /name="_csrf" value="([^"]+)"/.exec(html)![1]!;
 const row = async (id: string) => (await stack.gw.postern.store.db.selectFrom('oauth_accounts').selectAll().where('id', '=', id).executeTakeFirst())!;
@@ -26,6 +28,7 @@ function appEndpoint(): { endpoint: string; tenantId: string } {
 beforeAll(async () => {
   stack = await startSendingStack({ enforceSendAs: true });
   web = stack.web;
+  google = await startGoogleStandin({ pki: stack.pki });
   await web.get('/settings/send/accounts/new');
   await web.post('/settings/send/accounts/new', { provider: 'microsoft', name: 'Scanners (app)' });
   appId = /(microsoft-[0-9a-f]{10})/.exec(web.lastLocation ?? '')![1]!;
@@ -35,6 +38,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.close();
+  await google?.close();
 });
 
 describe('Authorization Type', () => {
@@ -97,6 +101,47 @@ describe('Authorization Type', () => {
     // The seed's account has none yet.
     const none = await fetch(new URL('/settings/send/accounts/microsoft/certificate.pem', stack.gw.url), { headers: { cookie: web.cookieHeader } });
     expect(none.status).toBe(404);
+  });
+
+  it('Certificate: the generated certificate, once uploaded to the app registration, gets a token', async () => {
+    const clientId = stack.microsoft.appOnly.certificateClientId;
+    const response = await fetch(new URL(`/settings/send/accounts/${appId}/certificate.pem`, stack.gw.url), { headers: { cookie: web.cookieHeader } });
+    stack.microsoft.appOnly.registerAppCertificate(clientId, await response.text());
+    stack.upstream.grantAppMailbox(clientId, CAROL);
+    await web.get(`/settings/send/accounts/${appId}/authorization`);
+    await web.post(`/settings/send/accounts/${appId}/authorization`, {
+      authorizationType: 'client-credentials', tenantId: appEndpoint().tenantId, endpoint: '', clientId, credential: 'certificate', clientSecret: '', mailbox: CAROL, enabled: 'on', verifyServerCertificate: 'on', addCnToVerificationItems: 'on',
+    });
+    expect(web.lastStatus).toBe(303);
+    await stack.gw.postern.oauth.whenIdle(appId);
+    expect(field(await web.get(`/settings/send/oauth-microsoft/${appId}/status`), 'token-status')).toBe('Active');
+    expect(await row(appId)).toMatchObject({ client_secret_enc: null, client_id: clientId });
+    const form = await web.get(`/settings/send/accounts/${appId}/authorization`);
+    expect(form).toMatch(/id="credential-certificate"[^>]*checked/);
+    expect(form).toContain(`value="${appEndpoint().tenantId}"`);
+  });
+
+  it('a Google account switched to a service account with a pasted JSON key gets a token with Get Token', async () => {
+    const id = (await stack.gw.postern.accounts.add('google', 'Workspace robot')).id;
+    const keyJson = google.serviceAccounts.createServiceAccount('postern-web');
+    const key = JSON.parse(keyJson) as { client_id: string };
+    google.serviceAccounts.authorizeDelegation(key.client_id, [GMAIL_SCOPE]);
+    await web.get(`/settings/send/accounts/${id}/authorization`);
+    await web.post(`/settings/send/accounts/${id}/authorization`, { authorizationType: 'service-account', keyJson, mailbox: 'bob@example.test', verifyServerCertificate: 'on' });
+    expect(web.lastStatus).toBe(303);
+    const page = await web.get(`/settings/send/oauth-google/${id}`);
+    expect(field(page, 'authorization-type')).toBe('Service Account (Domain-Wide Delegation)');
+    const form = await web.get(`/settings/send/accounts/${id}/authorization`);
+    expect(form).toContain(key.client_id);
+    expect(form).not.toContain('PRIVATE KEY');
+    await web.post(`/settings/send/accounts/${id}/token`);
+    expect(web.lastStatus).toBe(303);
+    await stack.gw.postern.oauth.whenIdle(id);
+    expect(field(await web.get(`/settings/send/oauth-google/${id}/status`), 'token-status')).toBe('Active');
+    // Empty keeps the stored key.
+    await web.post(`/settings/send/accounts/${id}/authorization`, { authorizationType: 'service-account', keyJson: '', mailbox: 'bob@example.test' });
+    expect(web.lastStatus).toBe(303);
+    expect((await row(id)).service_account_key_enc).not.toBeNull();
   });
 
   it('back to Delegated forgets the application\'s credentials', async () => {
