@@ -149,6 +149,8 @@ export const authorizationTypeRoutes: FastifyPluginAsyncZod<WebPluginOptions> = 
       web.setFlash(request, { type: 'success', text: request.t('auth.savedDelegated') });
       return reply.redirect(account.base, 303);
     }
+    const credential = body.credential === 'secret' || body.credential === 'certificate' ? body.credential : undefined;
+    if (provider === 'microsoft' && !credential) return renderPage(request, reply, account, form, { credential: request.t('auth.credentialInvalid') }, undefined, 400);
     const useAndTls = { enabled: body.enabled, verifyServerCertificate: body.verifyServerCertificate, addCnToVerificationItems: body.addCnToVerificationItems };
     const result =
       provider === 'microsoft'
@@ -158,8 +160,7 @@ export const authorizationTypeRoutes: FastifyPluginAsyncZod<WebPluginOptions> = 
               ...useAndTls,
               tenantId: body.tenantId,
               clientId: body.clientId,
-              // Anything but the two choices is the service's to refuse, beside the field.
-              credential: body.credential === 'secret' || body.credential === 'certificate' ? body.credential : (body.credential.slice(0, 32) as 'secret'),
+              credential: credential!,
               clientSecret: body.clientSecret,
               mailbox: body.mailbox,
               endpoint: body.endpoint,
