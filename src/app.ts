@@ -47,6 +47,7 @@ import { notificationRoutes } from './web/routes/notifications.js';
 import { queueRoutes } from './web/routes/queue.js';
 import { relaySettingsRoutes } from './web/routes/relay-settings.js';
 import { senderRoutingRoutes } from './web/routes/sender-routing.js';
+import { authorizationTypeRoutes } from './web/routes/authorization-type.js';
 import { sendingAccountsRoutes } from './web/routes/sending-accounts.js';
 
 export interface Postern {
@@ -257,6 +258,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       (app, web) =>
         app.register(sendingAccountsRoutes, { web, deps: { accounts, emailSettings, routes, waiting: () => queueReads.waitingByAccount(), audit } }),
       (app, web) => app.register(senderRoutingRoutes, { web, deps: { routes, accounts, audit } }),
+      (app, web) => app.register(authorizationTypeRoutes, { web }),
       (app, web) =>
         app.register(relaySettingsRoutes, {
           web,
