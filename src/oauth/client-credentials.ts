@@ -13,6 +13,7 @@ import { ErrorCodes, PosternError } from '../errors.js';
 import type { TokenSet } from './grants.js';
 import type { HttpOptions } from './http.js';
 import { toProviderError } from './provider-errors.js';
+import { loadX509 } from '../tls/certificates.js';
 
 /** A credential given by the administrator is unusable (parsing, pairing); never thrown for a server's answer. */
 export class AppOnlyCredentialError extends PosternError {
@@ -186,19 +187,6 @@ export interface ClientCertificate {
   notAfter: Date;
 }
 
-type X509 = typeof import('@peculiar/x509');
-let x509Module: Promise<X509> | undefined;
-
-/** @peculiar/x509 is loaded when a certificate is made, not at start (docs/decisions/026-memory-footprint.md). */
-function loadX509(): Promise<X509> {
-  x509Module ??= (async () => {
-    await import('reflect-metadata');
-    const x509 = await import('@peculiar/x509');
-    x509.cryptoProvider.set(webcrypto as unknown as Crypto);
-    return x509;
-  })();
-  return x509Module;
-}
 
 const CERTIFICATE_VALIDITY_YEARS = 2;
 

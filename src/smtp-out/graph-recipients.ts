@@ -14,6 +14,7 @@
  * `Bob@x` and `bob@x` as two people would deliver twice.
  */
 import addressparser from 'nodemailer/lib/addressparser';
+import { splitFields, valueOf, type HeaderField } from './sender-policy.js';
 
 /** The header recipients of a message, by field, as they appear (first occurrence kept). */
 export interface HeaderRecipients {
@@ -30,11 +31,6 @@ export type RecipientPlan =
   /** Headers name someone outside the envelope: set the recipients explicitly (draft path). */
   | { kind: 'explicit'; to: string[]; cc: string[]; bcc: string[]; notInEnvelope: string[] };
 
-interface HeaderField {
-  name: string;
-  /** The field's raw bytes as latin1 (every byte survives), with its CRLF line ends. */
-  raw: string;
-}
 
 /** Where the header block ends: the offset of the body (after the blank line), or -1 when there is none. */
 export function headerEnd(mime: Buffer): number {
@@ -44,24 +40,7 @@ export function headerEnd(mime: Buffer): number {
   return -1;
 }
 
-function splitFields(block: string): HeaderField[] {
-  const fields: HeaderField[] = [];
-  for (const line of block.split(/(?<=\r\n)/)) {
-    if (line === '') continue;
-    if ((line.startsWith(' ') || line.startsWith('\t')) && fields.length > 0) {
-      fields[fields.length - 1]!.raw += line;
-    } else {
-      const colon = line.indexOf(':');
-      fields.push({ name: colon > 0 ? line.slice(0, colon).trim().toLowerCase() : '', raw: line });
-    }
-  }
-  return fields;
-}
 
-function valueOf(field: HeaderField): string {
-  const colon = field.raw.indexOf(':');
-  return Buffer.from(field.raw.slice(colon + 1), 'latin1').toString('utf8').replace(/\r?\n(?=[ \t])/g, '').trim();
-}
 
 function addresses(value: string): string[] {
   return addressparser(value, { flatten: true })

@@ -35,13 +35,14 @@ export class HeaderTooLargeError extends PosternError {
   }
 }
 
-interface HeaderField {
+export interface HeaderField {
   name: string;
   /** The field's raw bytes (latin1 string, so every byte survives), with its CRLF line ends. */
   raw: string;
 }
 
-function splitFields(block: string): HeaderField[] {
+/** A header block's fields, each with its folded continuation lines. */
+export function splitFields(block: string): HeaderField[] {
   const fields: HeaderField[] = [];
   for (const line of block.split(/(?<=\r\n)/)) {
     if (line === '') continue;
@@ -56,7 +57,7 @@ function splitFields(block: string): HeaderField[] {
 }
 
 /** The field's value, unfolded and decoded as UTF-8 (8-bit headers are UTF-8 in practice, RFC 6532). */
-function valueOf(field: HeaderField): string {
+export function valueOf(field: HeaderField): string {
   const colon = field.raw.indexOf(':');
   return Buffer.from(field.raw.slice(colon + 1), 'latin1').toString('utf8').replace(/\r\n(?=[ \t])/g, '').trim();
 }

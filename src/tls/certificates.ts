@@ -13,7 +13,8 @@ import { ErrorCodes, PosternError } from '../errors.js';
 type X509 = typeof import('@peculiar/x509');
 let x509Module: Promise<X509> | undefined;
 
-function loadX509(): Promise<X509> {
+/** @peculiar/x509, loaded at the first certificate made (docs/decisions/026-memory-footprint.md). */
+export function loadX509(): Promise<X509> {
   x509Module ??= (async () => {
     await import('reflect-metadata');
     const x509 = await import('@peculiar/x509');
