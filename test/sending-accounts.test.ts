@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LOG } from './support/events.js';
 import { field, type WebClient } from './support/postern.js';
 import type { GoogleStandin } from './support/oauth-standins.js';
-import { addDevice, ALICE, authorizationUrlOf, PASSWORD, pythonSend, saveRelaySettings, startGoogleStandin, startSendingStack, type SendingStack } from './support/sending.js';
+import { addDevice, ALICE, authorizationUrlOf, PASSWORD, pythonSend, saveGoogleSettings, saveRelaySettings, startGoogleStandin, startSendingStack, type SendingStack } from './support/sending.js';
 import { approveDeviceCode, authorizeInBrowserlessAgent } from './support/user-agent.js';
 
 const BOB = 'bob@example.test';
@@ -230,16 +230,7 @@ describe('a second Google account', () => {
     await web.post('/settings/send/accounts/new', { provider: 'google', name: 'Office' });
     const id = /\/oauth-google\/(google-[0-9a-f]{10})\/edit$/.exec(web.lastLocation ?? '')![1]!;
     office = { id, base: `/settings/send/oauth-google/${id}` };
-    await web.get(`${office.base}/edit`);
-    await web.post(`${office.base}/edit`, {
-      enabled: 'on',
-      verifyServerCertificate: 'on',
-      addCnToVerificationItems: 'on',
-      clientId: google.clientId,
-      clientSecret: google.clientSecret,
-      authorizationEndpoint: google.authorizationEndpoint,
-      tokenEndpoint: google.tokenEndpoint,
-    });
+    await saveGoogleSettings(web, google, {}, office.base);
     expect(web.lastStatus).toBe(303);
     await stack.gw.postern.oauth.whenIdle(id);
   });

@@ -67,8 +67,13 @@ export async function authorizeMicrosoft(web: WebClient, microsoft: MicrosoftSta
  * Saves OAuth 2.0 (Google) Edit Basic Settings with Use on, both TLS options on and the stand-in's client and
  * endpoints; `overrides` replace fields, `undefined` leaves one out. Returns the response body.
  */
-export async function saveGoogleSettings(web: WebClient, google: GoogleStandin, overrides: Record<string, string | undefined> = {}): Promise<string> {
-  const base = '/settings/send/oauth-google';
+export async function saveGoogleSettings(
+  web: WebClient,
+  google: GoogleStandin,
+  overrides: Record<string, string | undefined> = {},
+  /** The account's screen: the seed's, or an added account's (`/settings/send/oauth-google/<id>`). */
+  base = '/settings/send/oauth-google',
+): Promise<string> {
   await web.get(`${base}/edit`);
   const form: Record<string, string> = {
     enabled: 'on',
