@@ -4,10 +4,8 @@
  * in-process with port 0.
  */
 import { randomUUID } from 'node:crypto';
-import type { AddressInfo } from 'node:net';
 import { hostname } from 'node:os';
 import type { FastifyInstance } from 'fastify';
-import { API_PREFIX, apiPlugin } from './api/plugin.js';
 import { ApiTokens } from './api/tokens.js';
 import { QUEUE_DEFAULTS, QUEUE_LEASE_DEFAULT_MS, RELAY_LIMIT_DEFAULTS, type Config } from './config.js';
 import { describeError, type Logger } from './log.js';
@@ -39,16 +37,8 @@ import { GraphDelivery } from './smtp-out/graph.js';
 import { openStore, type Store } from './store/store.js';
 import { Users } from './store/users.js';
 import { TrustStore } from './tls/trust.js';
-import { buildWebApp } from './web/app.js';
 import { listenHttps, type HttpsListener } from './web/https.js';
-import { apiTokensPage } from './web/routes/api-tokens.js';
-import { emailSettingsRoutes } from './web/routes/email-settings.js';
-import { notificationRoutes } from './web/routes/notifications.js';
-import { queueRoutes } from './web/routes/queue.js';
-import { relaySettingsRoutes } from './web/routes/relay-settings.js';
-import { senderRoutingRoutes } from './web/routes/sender-routing.js';
-import { authorizationTypeRoutes } from './web/routes/authorization-type.js';
-import { sendingAccountsRoutes } from './web/routes/sending-accounts.js';
+import { RemoteUiListener } from './web/listener.js';
 
 export interface Postern {
   config: Config;
@@ -60,7 +50,11 @@ export interface Postern {
   tokens: TokenService;
   oauth: OAuthService;
   poller: DevicePoller;
-  web: FastifyInstance;
+  /**
+   * The Remote UI's listeners; the Remote UI itself (Fastify, every screen, the JSON API) is built at the
+   * first request that needs it, or by `web.app()` (src/web/listener.ts).
+   */
+  web: RemoteUiListener;
   emailSettings: EmailSettings;
   relaySettings: RelaySettings;
   devices: DeviceAccounts;
@@ -212,7 +206,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     const reasons: string[] = [];
     if (phase !== 'running') reasons.push(phase === 'stopping' ? 'stopping' : 'starting');
     if (!relay.listening) reasons.push('SMTP relay not listening');
-    if (!web.server.listening || (config.https && !httpsListener)) reasons.push('Remote UI not listening');
+    if (!web.listening || (config.https && !httpsListener)) reasons.push('Remote UI not listening');
     return reasons;
   };
   if (config.https && !config.https.certificate) {
@@ -236,7 +230,22 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
     await relay.reload().catch((error: unknown) => log.error({ err: describeError(error) }, 'could not apply Relay Settings changed by another instance'));
   });
   const queueReads = new QueueReads(store);
-  const web = await buildWebApp({
+  // Loaded on first use: a gateway nobody is administering does not carry the Remote UI (decision 032).
+  const buildRemoteUi = async (): Promise<FastifyInstance> => {
+    const [{ buildWebApp }, { apiTokensPage }, { emailSettingsRoutes }, { notificationRoutes }, { queueRoutes }, { relaySettingsRoutes }, { senderRoutingRoutes }, { authorizationTypeRoutes }, { sendingAccountsRoutes }, { API_PREFIX, apiPlugin }] =
+      await Promise.all([
+        import('./web/app.js'),
+        import('./web/routes/api-tokens.js'),
+        import('./web/routes/email-settings.js'),
+        import('./web/routes/notifications.js'),
+        import('./web/routes/queue.js'),
+        import('./web/routes/relay-settings.js'),
+        import('./web/routes/sender-routing.js'),
+        import('./web/routes/authorization-type.js'),
+        import('./web/routes/sending-accounts.js'),
+        import('./api/plugin.js'),
+      ]);
+    return buildWebApp({
     trustedProxies: config.httpTrustedProxies,
     store,
     users,
@@ -293,6 +302,8 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       },
     ],
   });
+  };
+  const web = new RemoteUiListener({ build: buildRemoteUi, store, metrics, metricsToken: config.metricsToken, notReady, log });
 
   const postern: Postern = {
     config,
@@ -337,7 +348,6 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
       // HTTPS first: when "Remote UI listening" (plain HTTP), which tools wait for, is logged, both are up.
       let httpsUrl: string | undefined;
       if (config.https) {
-        await web.ready();
         const certificate = config.https.certificate ?? (await relaySettings.ensureCertificate(relayCertificateNames(config.host)));
         httpsListener = await listenHttps(web, { host: config.host, port: config.https.port, certificate, log });
         postern.httpsPort = boundHttpsPort = httpsListener.port;
@@ -347,8 +357,7 @@ export async function createPostern(config: Config, log: Logger): Promise<Poster
           'Remote UI listening over HTTPS',
         );
       }
-      await web.listen({ host: config.host, port: config.httpPort });
-      postern.httpPort = boundHttpPort = (web.server.address() as AddressInfo).port;
+      postern.httpPort = boundHttpPort = await web.listen({ host: config.host, port: config.httpPort });
       const httpUrl = `http://${displayHost(config.host)}:${postern.httpPort}/`;
       postern.remoteUiUrl = httpsUrl ?? httpUrl;
       log.info(

@@ -15,7 +15,6 @@
  * Known limits: counters count what this process saw since it started (Prometheus' rate() handles
  *   restarts); on a shared database each instance reports its own traffic.
  */
-import { readFile } from 'node:fs/promises';
 import type { MetricValueWithName, Registry } from 'prom-client';
 import { ErrorCodes, type ErrorCode } from './errors.js';
 import type { OAuthAccounts } from './oauth/accounts.js';
@@ -24,6 +23,7 @@ import type { RecordedOutcome } from './queue/queue-manager.js';
 import type { MessageQueue } from './queue/queue.js';
 import type { RelayAuthFailure } from './smtp-in/relay-server.js';
 import type { QueueState } from './store/schema.js';
+import { packageInfo } from './package-info.js';
 
 /**
  * Why a message was deferred or returned, as a small fixed set: the upstream refused it (`rejected`),
@@ -310,7 +310,5 @@ function withoutNaN(registry: Registry): void {
 }
 
 async function posternVersion(): Promise<string> {
-  // ../package.json from src/ and from dist/ alike.
-  const text = await readFile(new URL('../package.json', import.meta.url), 'utf8');
-  return (JSON.parse(text) as { version: string }).version;
+  return packageInfo().version;
 }

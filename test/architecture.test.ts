@@ -17,7 +17,7 @@ const read = (path: string) => readFileSync(join(ROOT, path), 'utf8');
 
 /** Where each part lives: a folder of src/ (ends in `/`) or single files. */
 const PARTS = {
-  errors: ['src/errors.ts'],
+  errors: ['src/errors.ts', 'src/package-info.ts'],
   log: ['src/log.ts'],
   proxy: ['src/outbound-proxy.ts'],
   tls: ['src/tls/'],

@@ -222,12 +222,12 @@ describe('/readyz', () => {
       createLogger('silent'),
     );
     try {
-      const response = await postern.web.inject({ method: 'GET', url: '/readyz' });
+      const response = await (await postern.web.app()).inject({ method: 'GET', url: '/readyz' });
       expect(response.statusCode).toBe(503);
       expect(response.json()).toEqual({ status: 'not ready', reasons: ['starting', 'SMTP relay not listening', 'Remote UI not listening'] });
-      expect((await postern.web.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
+      expect((await (await postern.web.app()).inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);
       // Without POSTERN_METRICS_TOKEN, /metrics is open, as before.
-      expect((await postern.web.inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200);
+      expect((await (await postern.web.app()).inject({ method: 'GET', url: '/metrics' })).statusCode).toBe(200);
     } finally {
       await postern.stop();
       rmSync(dataDir, { recursive: true, force: true });

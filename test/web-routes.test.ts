@@ -78,7 +78,7 @@ let admin: InjectClient;
 
 beforeAll(async () => {
   gw = await startTestPostern();
-  admin = new InjectClient(gw.postern.web);
+  admin = new InjectClient(await gw.postern.web.app());
   await admin.login();
 });
 
@@ -150,7 +150,7 @@ const protectedRoutes: Array<[plugin: string, method: 'GET' | 'POST', url: strin
 
 describe('a visitor who is not signed in', () => {
   test.each(protectedRoutes)('%s: %s %s is sent to the login page', async (_plugin, method, url) => {
-    const visitor = new InjectClient(gw.postern.web);
+    const visitor = new InjectClient(await gw.postern.web.app());
     await visitor.get('/login');
     if (method === 'GET') await visitor.get(url);
     // What the form holds does not matter: the login comes first (a repeated key, an oversized value).
@@ -160,7 +160,7 @@ describe('a visitor who is not signed in', () => {
   });
 
   test('an id in the address that is not one still goes to the login page first', async () => {
-    const visitor = new InjectClient(gw.postern.web);
+    const visitor = new InjectClient(await gw.postern.web.app());
     await visitor.post('/settings/queue/not-a-uuid/retry');
     expect(visitor.status).toBe(303);
     expect(visitor.location).toBe('/login');
@@ -169,7 +169,7 @@ describe('a visitor who is not signed in', () => {
 
 describe('auth', () => {
   test('a repeated or oversized user name gets the error page, not a login attempt', async () => {
-    const web = new InjectClient(gw.postern.web);
+    const web = new InjectClient(await gw.postern.web.app());
     await web.get('/login');
     await web.post('/login', { username: ['admin', 'admin'], password: ADMIN_PASSWORD });
     expectInvalidInput(web, 'username was sent more than once');
@@ -179,7 +179,7 @@ describe('auth', () => {
   });
 
   test('a missing password is the form\'s own message', async () => {
-    const web = new InjectClient(gw.postern.web);
+    const web = new InjectClient(await gw.postern.web.app());
     await web.get('/login');
     const html = await web.post('/login', { username: 'nobody' });
     expect(web.status).toBe(401);
@@ -187,7 +187,7 @@ describe('auth', () => {
   });
 
   test('a next value that cannot be used (repeated, too long) means the portal, as before', async () => {
-    const web = new InjectClient(gw.postern.web);
+    const web = new InjectClient(await gw.postern.web.app());
     expect(await web.get(`/login?next=${encodeURIComponent('/settings')}&next=%2Fevil`)).toContain('name="next" value="/"');
     expect(web.status).toBe(200);
     await web.post('/login', { username: 'admin', password: ADMIN_PASSWORD, next: `/${'a'.repeat(5000)}` });
@@ -196,7 +196,7 @@ describe('auth', () => {
   });
 
   test('a valid login goes to next; Log Out ends the session', async () => {
-    const web = new InjectClient(gw.postern.web);
+    const web = new InjectClient(await gw.postern.web.app());
     await web.get('/login');
     await web.post('/login', { username: 'admin', password: ADMIN_PASSWORD, next: '/settings/queue' });
     expect(web.status).toBe(303);
@@ -210,7 +210,7 @@ describe('auth', () => {
   });
 
   test('a repeated CSRF token is no token: the form is refused as expired, not a 5xx', async () => {
-    const web = new InjectClient(gw.postern.web);
+    const web = new InjectClient(await gw.postern.web.app());
     await web.get('/login');
     // The client sends its own token; this one is a second `_csrf`.
     await web.post('/login', { _csrf: 'another', username: 'admin', password: ADMIN_PASSWORD });
@@ -219,7 +219,7 @@ describe('auth', () => {
   });
 
   test('a body sent as JSON is held to the same schema', async () => {
-    const web = new InjectClient(gw.postern.web);
+    const web = new InjectClient(await gw.postern.web.app());
     await web.get('/login');
     await web.postJson('/login', { username: 42, password: ADMIN_PASSWORD });
     expectInvalidInput(web, 'username is not text');
@@ -512,11 +512,11 @@ describe('oauth-microsoft, oauth-google and oauth-account', () => {
 
 describe('health', () => {
   test('/healthz and /metrics stay JSON and text whatever the query', async () => {
-    const health = await gw.postern.web.inject({ method: 'GET', url: '/healthz?a=1&a=2' });
+    const health = await (await gw.postern.web.app()).inject({ method: 'GET', url: '/healthz?a=1&a=2' });
     expect(health.statusCode).toBe(200);
     expect(health.headers['content-type']).toMatch(/^application\/json/);
     expect(health.json()).toEqual({ status: 'ok' });
-    const metrics = await gw.postern.web.inject({ method: 'GET', url: '/metrics?x=1' });
+    const metrics = await (await gw.postern.web.app()).inject({ method: 'GET', url: '/metrics?x=1' });
     expect(metrics.statusCode).toBe(200);
     expect(metrics.body).toContain('postern_queue_messages');
   });

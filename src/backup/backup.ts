@@ -38,6 +38,7 @@ import { KEY_FILE_NAME, loadOrCreateMasterKey } from '../store/secret-box.js';
 import { DATABASE_FILE, openStore } from '../store/store.js';
 import { copySqlite, FINISHED_STATES, readPostgres } from './database-copy.js';
 import { BodyCopier, copyPrivate, listFilesWithChecksums, sha256Of, syncFile, type Checksums } from './spool-copy.js';
+import { packageInfo } from '../package-info.js';
 
 export { formatBackupReport } from './report.js';
 
@@ -219,9 +220,7 @@ async function prepareTarget(target: string): Promise<boolean> {
 }
 
 async function posternVersion(): Promise<string> {
-  // ../../package.json from src/backup and from dist/backup alike.
-  const text = await readFile(new URL('../../package.json', import.meta.url), 'utf8');
-  return (JSON.parse(text) as { version: string }).version;
+  return packageInfo().version;
 }
 
 const oneLine = (error: unknown) => (error instanceof Error ? error.message : String(error)).replace(/\s+/g, ' ').trim();

@@ -20,7 +20,7 @@
  *   accepted the message removes its copy when it next starts. `backup` leaves a PostgreSQL database to
  *   pg_dump and takes only this host's files.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { loadConfig } from '../config.js';
 import { isPosternError } from '../errors.js';
 import { OAuthAccounts, TOKEN_STATUS_LABELS, type TokenStatus } from '../oauth/accounts.js';
@@ -33,6 +33,7 @@ import type { QueueState } from '../store/schema.js';
 import { asksForHelp, CommandFailed, noPositionals, parseCommandArgs, printable, type CommandTexts } from './command.js';
 import { withQueue, withStore } from './context.js';
 import { BACKUP_TEXTS, QUEUE_TEXTS, RESET_PASSWORD_TEXTS, RESTORE_TEXTS, SEND_TEXTS, START_TEXTS, STATUS_TEXTS, USAGE } from './usage.js';
+import { packageInfo } from '../package-info.js';
 
 const queueUsage = (message: string) => new CommandFailed(message, 64, QUEUE_TEXTS.usage);
 
@@ -321,10 +322,9 @@ async function startCommand(args: string[]): Promise<void> {
   await import('../main.js');
 }
 
-/** `postern <version>`, from the package.json beside src/ and dist/. */
+/** `postern <version>`, from Postern's package.json. */
 function version(): string {
-  const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return `postern ${version}\n`;
+  return `postern ${packageInfo().version}\n`;
 }
 
 /** `postern help [<command>]`: the list of commands, or one command's help. */

@@ -29,7 +29,8 @@ let undiciModule: Promise<Undici> | undefined;
  * (docs/decisions/026-memory-footprint.md).
  */
 function loadUndici(): Promise<Undici> {
-  return (undiciModule ??= import('undici'));
+  // undici is CommonJS: its module.exports is `default` both under Node and in the bundled build (scripts/bundle.mjs).
+  return (undiciModule ??= import('undici').then((module) => ((module as { default?: Undici }).default ?? module) as Undici));
 }
 
 export interface HttpOptions {

@@ -17,7 +17,9 @@ let x509Module: Promise<X509> | undefined;
 export function loadX509(): Promise<X509> {
   x509Module ??= (async () => {
     await import('reflect-metadata');
-    const x509 = await import('@peculiar/x509');
+    // CommonJS (its package.json has no exports map): module.exports is `default` under Node and when bundled.
+    const module = await import('@peculiar/x509');
+    const x509 = ((module as { default?: X509 }).default ?? module) as X509;
     x509.cryptoProvider.set(webcrypto as unknown as Crypto);
     return x509;
   })();

@@ -5,10 +5,11 @@
  * to it. Plain HTTP keeps only what must stay there: Google's loopback redirect URI is pinned to
  * `http://127.0.0.1:<POSTERN_HTTP_PORT>/oauth2/google/callback`, and health checks and Prometheus scrapers
  * are often configured for plain HTTP.
- * Inputs: the built Fastify app; a certificate chain and key (PEM), either the administrator's files or
+ * Inputs: the request handler of the plain listener (src/web/listener.ts); a certificate chain and key (PEM), either the administrator's files or
  * Postern's own certificate (the relay's STARTTLS one); the listen address.
- * Outputs: an https.Server that hands every request to the app's own request handler (`fastify.routing`), so
- * routes, hooks, sessions and CSRF checks are one and the same on both listeners (decision record 012).
+ * Outputs: an https.Server that hands every request to the same handler as the plain listener, which hands it
+ * to the Remote UI's own (`fastify.routing`), so routes, hooks, sessions and CSRF checks are one and the same
+ * on both listeners (decision record 012).
  * On plain HTTP, every other page answers GET/HEAD with a redirect to the same path over HTTPS and any other
  * method with 403.
  * Failure modes: a port in use rejects listen() (EADDRINUSE), as for the other listeners. A failed TLS
@@ -18,6 +19,7 @@
  * effect at the next restart. Postern's own certificate is followed when it changes in Relay Settings.
  */
 import { X509Certificate } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { isIPv6 } from 'node:net';
@@ -52,19 +54,15 @@ function warnIfExpired(certificate: CertificateAndKey, log: Logger): void {
   }
 }
 
-/**
- * Listens for HTTPS with the app's request handler. The app must be ready (its plugins loaded), which
- * `app.ready()` or the plain listener's `listen()` ensures.
- */
+/** Listens for HTTPS with the plain listener's request handler and its timeouts. */
 export async function listenHttps(
-  app: FastifyInstance,
+  plain: { server: { keepAliveTimeout: number; requestTimeout: number; headersTimeout: number }; handle(request: IncomingMessage, response: ServerResponse): void },
   options: { host: string; port: number; certificate: CertificateAndKey; log: Logger },
 ): Promise<HttpsListener> {
-  const server: Server = createServer(secureOptions(options.certificate), (request, response) => app.routing(request, response));
-  // The timeouts Fastify gave its own server.
-  server.keepAliveTimeout = app.server.keepAliveTimeout;
-  server.requestTimeout = app.server.requestTimeout;
-  server.headersTimeout = app.server.headersTimeout;
+  const server: Server = createServer(secureOptions(options.certificate), (request, response) => plain.handle(request, response));
+  server.keepAliveTimeout = plain.server.keepAliveTimeout;
+  server.requestTimeout = plain.server.requestTimeout;
+  server.headersTimeout = plain.server.headersTimeout;
   server.on('tlsClientError', (error, socket) => {
     options.log.debug({ component: 'web', remoteAddress: socket.remoteAddress, reason: error.message }, 'TLS handshake with a Remote UI client failed');
   });

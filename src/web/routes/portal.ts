@@ -3,7 +3,6 @@
  * Settings/Registration and Send: the entry points of the seed's steps 1–3. And the Audit Log, with paging, a
  * filter and CSV export.
  */
-import { readFile } from 'node:fs/promises';
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import type { AuditEntry } from '../../store/audit.js';
@@ -13,19 +12,15 @@ import { oauthPathOf } from './oauth-account.js';
 import type { WebPluginOptions } from '../context.js';
 import { auditActionLabel, csvCell } from '../audit-view.js';
 import { ignoredWhenInvalid, none } from '../form.js';
+import { packageInfo } from '../../package-info.js';
 
 /** The states the portal counts: those of messages not yet delivered or returned. */
 const PORTAL_STATES: QueueState[] = ['incoming', 'active', 'deferred', 'held'];
 const AUDIT_PAGE_SIZE = 50;
 const AUDIT_CSV_MAX = 10_000;
 
-let version: Promise<string> | undefined;
 function posternVersion(): Promise<string> {
-  // ../../../package.json from src/web/routes and dist/web/routes alike.
-  version ??= readFile(new URL('../../../package.json', import.meta.url), 'utf8')
-    .then((text) => (JSON.parse(text) as { version: string }).version)
-    .catch(() => 'unknown');
-  return version;
+  return Promise.resolve(packageInfo().version);
 }
 
 /** The seed's Microsoft account, then the seed's Google account, then the rest. */
