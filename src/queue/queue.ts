@@ -474,16 +474,34 @@ export class MessageQueue {
    * Leases several due messages in one write (one commit for the lot). Each is taken only if it is still
    * where it was seen (same state family and attempt count): of several contenders one wins. Returns the
    * messages this owner now holds, updated.
+   *
+   * On PostgreSQL the candidate rows are first locked with `FOR UPDATE SKIP LOCKED`, so a claimer never
+   * waits on another instance's open transaction: a row locked right now is skipped (someone else is taking
+   * it) and only the rows that came back are updated, still under the conditional WHERE (a row unlocked but
+   * already taken loses). SQLite has one writer and no row locks: its path is unchanged.
    */
   async leaseMany(messages: QueuedMessage[], owner: string, leaseMs: number): Promise<QueuedMessage[]> {
     if (messages.length === 0) return [];
     const now = this.#now();
     const won: QueuedMessage[] = [];
-    // Fresh messages (incoming, never tried) are taken with one statement; the rest one by one.
-    const fresh = messages.filter((m) => m.state === 'incoming' && m.attempts === 0);
-    const others = messages.filter((m) => !(m.state === 'incoming' && m.attempts === 0));
+    const skipLocked = this.#store.dialect === 'postgres';
     await this.#batcher.run(async (trx) => {
       won.length = 0;
+      let candidates = messages;
+      if (skipLocked) {
+        const locked = await trx
+          .selectFrom('queue_messages')
+          .select('id')
+          .where('id', 'in', messages.map((m) => m.id))
+          .forUpdate()
+          .skipLocked()
+          .execute();
+        const ids = new Set(locked.map((r) => r.id));
+        candidates = messages.filter((m) => ids.has(m.id));
+      }
+      // Fresh messages (incoming, never tried) are taken with one statement; the rest one by one.
+      const fresh = candidates.filter((m) => m.state === 'incoming' && m.attempts === 0);
+      const others = candidates.filter((m) => !(m.state === 'incoming' && m.attempts === 0));
       if (fresh.length > 0) {
         const rows = await trx
           .updateTable('queue_messages')
