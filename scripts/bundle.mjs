@@ -25,7 +25,6 @@ const dynamicImportOfPackages = {
       const contents = source.replace(/\bawait import\((['"])([^./'"][^'"]*)\1\)/g, (call, quote, name) =>
         EXTERNAL.includes(name) ? call : `await Promise.resolve(require(${quote}${name}${quote}))`,
       );
-      if (process.env.BUNDLE_DEBUG && contents !== source) console.error('rewritten', args.path);
       return contents === source ? undefined : { contents, loader: 'js' };
     });
   },

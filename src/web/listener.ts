@@ -46,17 +46,19 @@ export class RemoteUiListener {
 
   /** The Remote UI, built on first use. */
   app(): Promise<FastifyInstance> {
-    this.#app ??= (async () => {
+    if (this.#app) return this.#app;
+    const building = (async () => {
       const app = await this.#options.build();
       await app.ready();
       this.#built = app;
       this.#options.log.info({ component: 'web' }, 'Remote UI loaded');
       return app;
     })();
-    this.#app.catch(() => {
-      this.#app = undefined;
+    // A failed build is tried again by the next request.
+    building.catch(() => {
+      if (this.#app === building) this.#app = undefined;
     });
-    return this.#app;
+    return (this.#app = building);
   }
 
   /** Whether the Remote UI has been built (it is at the first page, sign-in or API request). */
