@@ -28,7 +28,7 @@ const database = await createTestDatabase('postern_bench_bodies');
 const dir = mkdtempSync(join(tmpdir(), 'postern-bench-bodies-'));
 const store = await openStore({ dataDir: dir, databaseUrl: database.url, secretKey: Buffer.alloc(32, 7) });
 try {
-  const bodies = new DatabaseBodies(store.db);
+  const bodies = new DatabaseBodies(store, { maxOpenReads: Number(process.env.BENCH_READ_SLOTS ?? 5) });
   const timer = setInterval(sample, 5);
   show('before', process.memoryUsage());
   const line = Buffer.from('a'.repeat(76) + '\r\n');

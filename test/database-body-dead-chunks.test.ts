@@ -46,7 +46,7 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('database bodies and dead chunks (POSTERN_T
     global.gc = (options?: { type?: string }) => {
       if (options === undefined) full.push(1);
     };
-    const bodies = new DatabaseBodies(store.db);
+    const bodies = new DatabaseBodies(store);
     const writer = bodies.create('dead-chunks-1', async (op) => {
       await store.db.transaction().execute(op);
     });

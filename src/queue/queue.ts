@@ -195,7 +195,7 @@ export class MessageQueue {
     this.tuning = options.tuning;
     const bodies = options.bodies ?? (store.dialect === 'postgres' ? 'database' : 'spool');
     if (bodies === 'database' && store.dialect !== 'postgres') throw new Error('invariant: bodies in the database need PostgreSQL');
-    this.databaseBodies = bodies === 'database' ? new DatabaseBodies(store.db) : undefined;
+    this.databaseBodies = bodies === 'database' ? new DatabaseBodies(store) : undefined;
   }
 
   /** Whether every instance on this database can deliver every message (bodies in the database). */

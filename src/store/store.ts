@@ -9,6 +9,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, Migrator, PostgresDialect, SqliteDialect, sql, type SqliteDatabase } from 'kysely';
 import { chmodSync, closeSync, openSync } from 'node:fs';
 import { join } from 'node:path';
+import type { PoolClient } from 'pg';
 import { ErrorCodes, PosternError } from '../errors.js';
 import { ensureDataDirectory } from './data-dir.js';
 import { migrationProvider, type DialectName } from './migrations.js';
@@ -58,6 +59,12 @@ export interface Store {
    * lost connection (the listener is then closed; listen again). SQLite: undefined (one process per file).
    */
   listen?: ((channel: string, onNotify: (payload: string) => void, onError: (error: Error) => void) => Promise<{ close(): Promise<void> }>) | undefined;
+  /**
+   * PostgreSQL: one connection of the pool, for the caller alone until it calls `release()` (pass an error to
+   * close the connection instead of giving it back: after an interrupted COPY, say). The body store streams
+   * long bodies over it with COPY. SQLite: undefined.
+   */
+  connect?: (() => Promise<PoolClient>) | undefined;
   close(): Promise<void>;
 }
 
@@ -87,6 +94,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   let databaseFile: string | undefined;
   let sqlite: BetterSqlite3.Database | undefined;
   let listen: Store['listen'];
+  let connect: Store['connect'];
   if (options.databaseUrl) {
     dialect = 'postgres';
     // Loaded only for PostgreSQL: the embedded default has no use for it.
@@ -94,9 +102,10 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     // int8 (bigint) columns hold millisecond timestamps, well inside Number's safe range.
     pg.types.setTypeParser(20, (value) => Number(value));
     // A server that does not answer fails the connection after 10 s instead of never (pg waits for ever by default).
-    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 10, connectionTimeoutMillis: 10_000 });
+    const pool = new pg.Pool({ connectionString: options.databaseUrl, max: 12, connectionTimeoutMillis: 10_000 });
     pool.on('error', (error) => options.onConnectionError?.(error));
     db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+    connect = () => pool.connect();
     const url = options.databaseUrl;
     listen = async (channel, onNotify, onError) => {
       if (!/^[a-z_][a-z0-9_]*$/.test(channel)) throw new TypeError(`not a channel name: ${channel}`);
@@ -186,6 +195,7 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     },
     schemaVersion: () => schemaVersionOf(db),
     listen,
+    connect,
     async copyDatabase(path) {
       if (!sqlite) throw new Error('a PostgreSQL database is copied with pg_dump, not by Postern');
       await sqlite.backup(path, { progress: () => ALL_PAGES });
