@@ -4,8 +4,9 @@
  */
 import { connect, createServer, type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
+import fc from 'fast-check';
 import { describe, expect, test } from 'vitest';
-import { createLogger, describeError } from './log.js';
+import { createLogger, describeError, redactSecrets } from './log.js';
 
 function capture() {
   const lines: Record<string, any>[] = [];
@@ -69,5 +70,34 @@ describe('error lines say why', () => {
     const text = JSON.stringify(lines);
     for (const secret of ['rt-secret', 'ABCD-EFGH', 's3cret', '"pw"', 'eyJhbGciOiJSUzI1NiJ9']) expect(text).not.toContain(secret);
     expect(lines[1]!.err.cause.message).toBe('token response [redacted] rejected');
+  });
+
+  test('secrets two levels down, in arrays, in headers and in a child logger\'s bindings are redacted; the caller\'s object is left alone', () => {
+    const { log, lines } = capture();
+    const fields = { req: { headers: { cookie: 'sid=abc', authorization: 'Bearer xyz', host: 'gw' } }, accounts: [{ accessToken: 'at-1', name: 'a' }], res: { headers: { 'set-cookie': ['sid=def'] } } };
+    log.info(fields, 'request');
+    log.child({ token: 'child-token', device: 'scanner' }).info('from a child');
+    const text = JSON.stringify(lines);
+    for (const secret of ['sid=abc', 'Bearer xyz', 'at-1', 'sid=def', 'child-token']) expect(text).not.toContain(secret);
+    expect(lines[0]).toMatchObject({ req: { headers: { cookie: '[redacted]', host: 'gw' } }, accounts: [{ accessToken: '[redacted]', name: 'a' }] });
+    expect(lines[1]).toMatchObject({ device: 'scanner', token: '[redacted]' });
+    expect(fields.req.headers.cookie).toBe('sid=abc');
+    expect(fields.accounts[0]!.accessToken).toBe('at-1');
+  });
+
+  test('property: a secret under a secret key at most two levels down never reaches the line; a line without secrets is passed through', () => {
+    const key = fc.constantFrom('access_token', 'refreshToken', 'client_secret', 'password', 'cookie', 'token');
+    const plainKey = fc.constantFrom('queueId', 'size', 'from', 'to', 'reply', 'n');
+    const leaf = fc.oneof(fc.string(), fc.integer(), fc.constant(null));
+    fc.assert(
+      fc.property(fc.array(plainKey, { maxLength: 2 }), key, fc.dictionary(plainKey, leaf), (path, secretKey, siblings) => {
+        const secret = 'S3CRET-' + path.join('.');
+        let fields: Record<string, unknown> = { ...siblings, [secretKey]: secret };
+        for (const part of [...path].reverse()) fields = { [part]: fields, other: 1 };
+        if (path.length === 0) fields = { list: [fields] };
+        expect(JSON.stringify(redactSecrets(fields))).not.toContain('S3CRET');
+        expect(redactSecrets(siblings)).toBe(siblings);
+      }),
+    );
   });
 });

@@ -35,15 +35,48 @@ const SECRET_KEYS = [
   'set-cookie',
 ];
 
-/** Redaction paths: the keys at the top level and one or two levels down. */
-export const REDACT_PATHS = [
-  ...SECRET_KEYS,
-  ...SECRET_KEYS.map((key) => `*.${key}`),
-  ...SECRET_KEYS.map((key) => `*.*.${key}`),
-  'req.headers.cookie',
-  'req.headers.authorization',
-  'res.headers["set-cookie"]',
-];
+const SECRET_KEY_SET: ReadonlySet<string> = new Set(SECRET_KEYS);
+const CENSOR = '[redacted]';
+/** Secret keys are looked for at the top level and one or two levels down (as in `*.*.key`). */
+const DEEPEST_LEVEL = 2;
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null) return false;
+  const prototype: unknown = Object.getPrototypeOf(value);
+  return prototype === Object.prototype || prototype === null;
+}
+
+function redactLevel(value: unknown, level: number): unknown {
+  if (Array.isArray(value)) {
+    if (level >= DEEPEST_LEVEL) return value;
+    let copy: unknown[] | undefined;
+    value.forEach((item: unknown, i) => {
+      const redacted = redactLevel(item, level + 1);
+      if (redacted !== item) (copy ??= [...value])[i] = redacted;
+    });
+    return copy ?? value;
+  }
+  if (!isPlainObject(value)) return value;
+  let copy: Record<string, unknown> | undefined;
+  for (const key of Object.keys(value)) {
+    const item = value[key];
+    let redacted = item;
+    if (SECRET_KEY_SET.has(key)) redacted = item === undefined ? item : CENSOR;
+    else if (level < DEEPEST_LEVEL && typeof item === 'object' && item !== null) redacted = redactLevel(item, level + 1);
+    if (redacted !== item) (copy ??= { ...value })[key] = redacted;
+  }
+  return copy ?? value;
+}
+
+/**
+ * A log line's fields with every secret key (SECRET_KEYS) at the top level or one or two levels down, in
+ * plain objects and arrays, replaced by "[redacted]". Copies only what it changes: a line without secrets
+ * is passed through as it is, at the cost of a look at its keys (pino's wildcard paths, `*.key` and
+ * `*.*.key`, cost ~100 µs a line: about a tenth of the processor time relaying a message took).
+ */
+export function redactSecrets<T extends object>(fields: T): T {
+  return redactLevel(fields, 0) as T;
+}
 
 /**
  * Logs go to stdout as JSON lines. Without a given destination they are written asynchronously (pino's
@@ -57,7 +90,11 @@ export function createLogger(level: string, destination?: DestinationStream): Lo
     {
       level,
       base: { service: 'postern' },
-      redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+      // Top-level keys by pino's own redaction, which covers child loggers' bindings too (cheap without
+      // wildcards); the levels below by redactSecrets, which looks at a line's keys only (pino's wildcard
+      // paths cost ~100 µs a line).
+      redact: { paths: [...SECRET_KEYS], censor: CENSOR },
+      formatters: { log: redactSecrets },
       // Idempotent: many call sites hand over describeError(error) already, and describing a summary again
       // used to print "[object Object]" in place of the reason.
       serializers: { err: (error: unknown) => (isErrorSummary(error) ? error : describeError(error)) },
