@@ -31,12 +31,13 @@ try {
   const bodies = new DatabaseBodies(store, { maxOpenReads: Number(process.env.BENCH_READ_SLOTS ?? 5) });
   const timer = setInterval(sample, 5);
   show('before', process.memoryUsage());
-  const line = Buffer.from('a'.repeat(76) + '\r\n');
+  // Fresh 64 KB pieces, as a device's socket reads arrive.
+  const PIECE = 64 * 1024;
   const ids = Array.from({ length: COUNT }, (_, i) => `bench-${i}`);
   await Promise.all(
     ids.map(async (id) => {
       const writer = bodies.create(id, async (op) => { await store.db.transaction().execute(op); });
-      await pipeline(Readable.from((function* () { for (let at = 0; at < SIZE; at += line.length) yield line; })()), writer);
+      await pipeline(Readable.from((function* () { for (let at = 0; at < SIZE; at += PIECE) yield Buffer.alloc(PIECE, 97); })()), writer);
       await writer.commit(async () => undefined);
     }),
   );
