@@ -142,4 +142,27 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('long bodies through binary COPY (POSTERN_T
     await expect.poll(busyConnections, { timeout: 5000 }).toBe(0);
     await store_('copy-after-clash', randomBytes(BODY_CHUNK_BYTES * 2), [65_536]);
   });
+
+  test('a writer aborted while its COPY waits for the server (table locked) settles at once and leaves nothing', async () => {
+    // Another session holds the table, so the COPY waits for its lock and the server stops reading: the
+    // connection's buffers fill and the writer waits for them to drain, as with a slow database.
+    const locker = new (await import('pg')).default.Client({ connectionString: database.url });
+    await locker.connect();
+    try {
+      await locker.query('begin');
+      await locker.query('lock table message_bodies in access exclusive mode');
+      const writer = new DatabaseBodies(store).create('copy-stalled', inOneTransaction(store));
+      const body = randomBytes(32 * 1024 * 1024);
+      const written = pipeline(pieces(body, [65_536]), writer).then(() => 'finished', (error: unknown) => error);
+      await expect.poll(() => writer.writableNeedDrain, { timeout: 10_000 }).toBe(true);
+      await writer.abort();
+      expect(await written).toBeInstanceOf(Error);
+      await locker.query('rollback');
+      await expect.poll(busyConnections, { timeout: 5000 }).toBe(0);
+      expect(await store.db.selectFrom('message_bodies').select('seq').where('message_id', '=', 'copy-stalled').execute()).toHaveLength(0);
+      await store_('copy-after-stall', randomBytes(BODY_CHUNK_BYTES * 2), [65_536]);
+    } finally {
+      await locker.end();
+    }
+  });
 });

@@ -31,7 +31,6 @@
  * Known limits: a long body holds one pooled connection while it arrives; at most `maxOpen` do at once
  *   (the others wait, and their devices with them), so the rest of Postern always has connections left.
  */
-import { once } from 'node:events';
 import { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { Kysely, PostgresDialect, sql, type PostgresPool, type PostgresPoolClient } from 'kysely';
@@ -282,9 +281,20 @@ export class DatabaseBodyWriter extends Writable {
     return ready;
   }
 
+  /** Resolves when the COPY takes more; rejects when it fails or closes first (an abort closes it). */
   async #drained(copy: Writable): Promise<void> {
     if (this.#copyError) throw this.#copyError;
-    await once(copy, 'drain');
+    await new Promise<void>((resolve, reject) => {
+      const settle = (error?: Error) => {
+        copy.off('drain', onDrain).off('error', onError).off('close', onClose);
+        if (error) reject(error);
+        else resolve();
+      };
+      const onDrain = () => settle();
+      const onError = (error: Error) => settle(error);
+      const onClose = () => settle(this.#copyError ?? new Error('the body\'s COPY closed before it took the rest'));
+      copy.on('drain', onDrain).on('error', onError).on('close', onClose);
+    });
   }
 
   /** The COPY of this body, opened on a connection of its own inside a transaction. */
