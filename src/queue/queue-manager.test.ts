@@ -232,7 +232,10 @@ describe('queue manager', () => {
     now += 61_000;
     manager.kick();
     await waitFor(async () => transport.calls.length === 4, 'two more deliveries');
+    // A delivery's outcome is recorded after the transport returns: wait for the records, not just the calls.
+    await manager.whenIdle();
     expect((await Promise.all(ids.map(stateOf))).filter((s) => s === 'sent')).toHaveLength(4);
+    expect(transport.calls).toHaveLength(4);
   });
 
   it('gives back the start of a message held before any connection', async () => {
