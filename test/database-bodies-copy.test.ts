@@ -76,6 +76,16 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('long bodies through binary COPY (POSTERN_T
     expect((await readAll(new DatabaseBodies(store, { maxOpenReads: 0 }).read('copy-odd'))).equals(body)).toBe(true);
   });
 
+  test('bodies at the chunk boundary (empty, one byte, one full chunk, one chunk and a byte) read back whole, by COPY and by queries', async () => {
+    for (const size of [0, 1, BODY_CHUNK_BYTES, BODY_CHUNK_BYTES + 1]) {
+      const body = randomBytes(size);
+      await store_(`copy-edge-${size}`, body, [65_536]);
+      for (const bodies of [new DatabaseBodies(store), new DatabaseBodies(store, { maxOpenReads: 0 })]) {
+        expect((await readAll(bodies.read(`copy-edge-${size}`))).equals(body)).toBe(true);
+      }
+    }
+  });
+
   test('eight long bodies written and read at once (four writers, five COPY readers at a time) all come back whole', async () => {
     const bodies = new DatabaseBodies(store);
     const all = Array.from({ length: 8 }, (_, i) => ({ id: `copy-parallel-${i}`, body: randomBytes(BODY_CHUNK_BYTES * 3 + i * 1000) }));
@@ -111,6 +121,10 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('long bodies through binary COPY (POSTERN_T
     for (const bodies of [new DatabaseBodies(store), new DatabaseBodies(store, { maxOpenReads: 0 })]) {
       await expect(readAll(bodies.read('copy-gap'))).rejects.toMatchObject({ code: 'POSTERN_QUEUE_SPOOL_MISSING', message: expect.stringMatching(/copy-gap.*chunk/) });
     }
+    // A long body without its first chunk (read whole through the COPY): missing, not read from chunk 1.
+    await store_('copy-headless', randomBytes(BODY_CHUNK_BYTES * 3), [65_536]);
+    await store.db.deleteFrom('message_bodies').where('message_id', '=', 'copy-headless').where('seq', '=', 0).execute();
+    await expect(readAll(new DatabaseBodies(store).read('copy-headless'))).rejects.toMatchObject({ code: 'POSTERN_QUEUE_SPOOL_MISSING', message: expect.stringMatching(/copy-headless is missing/) });
     await expect(readAll(new DatabaseBodies(store).read('copy-none'))).rejects.toMatchObject({ code: 'POSTERN_QUEUE_SPOOL_MISSING', message: expect.stringMatching(/copy-none is missing/) });
   });
 

@@ -12,10 +12,10 @@
  *   connection's buffer is full (back-pressure on the device's socket). At the end the COPY is closed, the
  *   queue row is inserted on that same connection, and the transaction commits. Either way body and row
  *   commit together, before the device gets `250`.
- * Output: a Readable. The first chunk comes with one query (with the number of the last chunk): for a
- *   one-chunk body that is all. The rest comes through `COPY (SELECT data …) TO STDOUT` in binary, as the
- *   server sends it, on a connection of its own that the reader holds until the end; when `maxOpenReads`
- *   readers already hold one, the rest is fetched one chunk per query instead (never waiting for a slot).
+ * Output: a Readable. One query returns the number of the last chunk, and the data with it when the body
+ *   is one chunk (most messages): that is all. A longer body comes through `COPY (SELECT data …) TO STDOUT`
+ *   in binary, as the server sends it, on a connection of its own that the reader holds until the end; when
+ *   `maxOpenReads` readers already hold one, it is fetched one chunk per query instead (never waiting).
  * Why COPY: a bytea query parameter is copied three times into the driver's message, and a bytea column is
  *   read back as hex text twice its size; both are large objects that only a full collection frees.
  *   Relaying five 25 MB messages at once grew an instance by ~31 MB that way against ~14 MB on SQLite.
@@ -150,20 +150,24 @@ export class DatabaseBodies {
     return removed;
   }
 
-  /** The body's bytes: the first chunk by a query, the rest through a binary COPY (or by queries). */
+  /** The body's bytes: a one-chunk body by one query, a longer one through a binary COPY (or by queries). */
   read(id: string): Readable {
     return Readable.from(this.#chunks(id), { objectMode: false, highWaterMark: 1 });
   }
 
   async *#chunks(id: string): AsyncGenerator<Buffer> {
     try {
-      const { rows } = await sql<{ data: Buffer; last: number }>`select data, (select max(seq) from message_bodies where message_id = ${id}) as last from message_bodies where message_id = ${id} and seq = 0`.execute(this.#db);
+      // The data only when it is all there is: a longer body's first chunk would come back as hex text twice
+      // its size (and a Buffer besides) at the start of every delivery, when it comes through the COPY as it is.
+      const { rows } = await sql<{ data: Buffer | null; last: number }>`select case when b.last = 0 then m.data end as data, b.last from message_bodies m, (select max(seq) as last from message_bodies where message_id = ${id}) b where m.message_id = ${id} and m.seq = 0`.execute(this.#db);
       const first = rows[0];
       if (!first) throw new PosternError(ErrorCodes.QUEUE_SPOOL_MISSING, `the stored body of queue message ${id} is missing`);
-      databaseBodyBytes(first.data.length);
-      if (first.data.length > 0) yield first.data;
+      if (first.data) {
+        databaseBodyBytes(first.data.length);
+        if (first.data.length > 0) yield first.data;
+        return;
+      }
       const last = Number(first.last);
-      if (last === 0) return;
       if (this.#readSlots.tryTake()) {
         try {
           yield* this.#copyOut(id, last);
@@ -178,12 +182,14 @@ export class DatabaseBodies {
     }
   }
 
-  /** Chunks 1…last through `COPY … TO STDOUT (FORMAT binary)` on a connection of its own. */
+  /** Chunks 0…last through `COPY … TO STDOUT (FORMAT binary)` on a connection of its own. */
   async *#copyOut(id: string, last: number): AsyncGenerator<Buffer> {
     const client = await this.#connect();
     let clean = false;
     try {
-      const copy = client.query(copyTo(`copy (select data from message_bodies where message_id = ${client.escapeLiteral(id)} and seq >= 1 order by seq) to stdout (format binary)`));
+      // In object mode, so that each piece the COPY stream pushes is read as it is: in byte mode the
+      // iterator's read() joins whatever pieces have queued up into one more copy.
+      const copy = client.query(copyTo(`copy (select data from message_bodies where message_id = ${client.escapeLiteral(id)} order by seq) to stdout (format binary)`, { objectMode: true, highWaterMark: 1 }));
       const decoder = new BinaryCopyDecoder();
       for await (const piece of copy as AsyncIterable<Buffer>) {
         for (const data of decoder.push(piece)) {
@@ -193,16 +199,16 @@ export class DatabaseBodies {
       }
       decoder.end();
       clean = true;
-      if (decoder.rows !== last) throw new Error(`${decoder.rows + 1} of its ${last + 1} chunks are stored`);
+      if (decoder.rows !== last + 1) throw new Error(`${decoder.rows} of its ${last + 1} chunks are stored`);
     } finally {
       // Stopped early or failed: the COPY may still be running, so the connection is closed, not reused.
       client.release(clean ? undefined : new Error('body read stopped'));
     }
   }
 
-  /** Chunks 1…last, one query each. */
+  /** Chunks 0…last, one query each. */
   async *#queries(id: string, last: number): AsyncGenerator<Buffer> {
-    for (let seq = 1; seq <= last; seq++) {
+    for (let seq = 0; seq <= last; seq++) {
       const row = await this.#db.selectFrom('message_bodies').select('data').where('message_id', '=', id).where('seq', '=', seq).executeTakeFirst();
       if (!row) throw new Error(`chunk ${seq} of its ${last + 1} chunks is missing`);
       databaseBodyBytes(row.data.length);
