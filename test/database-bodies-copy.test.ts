@@ -3,7 +3,8 @@
  * connection of their own. Real PostgreSQL, a database of the test's own: bodies cut in odd pieces come
  * back whole through COPY and through the one-query-per-chunk fallback; readers stopped early, aborted
  * writers and a COPY the server refuses give their connection back closed, so the pool never runs dry and
- * nothing is left half-written; a missing chunk is reported, not passed over.
+ * nothing is left half-written; a missing chunk is reported, not passed over, and so is a body deleted
+ * while it is read; 100 readers of one body at once all get it whole.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -113,6 +114,40 @@ describe.skipIf(!POSTGRES_ADMIN_URL)('long bodies through binary COPY (POSTERN_T
     }
     expect((await readAll(bodies.read('copy-early'))).equals(body)).toBe(true);
     await expect.poll(busyConnections, { timeout: 5000 }).toBe(0);
+  });
+
+  test('100 readers of one long body at once (five by COPY, the rest by queries), a third stopped early: the others whole, no connection left busy', async () => {
+    const body = randomBytes(BODY_CHUNK_BYTES * 4 + 777);
+    await store_('copy-hundred', body, [65_536]);
+    const bodies = new DatabaseBodies(store);
+    const outcomes = await Promise.all(
+      Array.from({ length: 100 }, async (_, i) => {
+        const stream = bodies.read('copy-hundred');
+        if (i % 3 !== 0) return (await readAll(stream)).equals(body);
+        for await (const chunk of stream) if ((chunk as Buffer).length > 0) break;
+        return true;
+      }),
+    );
+    expect(outcomes.every(Boolean)).toBe(true);
+    await expect.poll(busyConnections, { timeout: 5000 }).toBe(0);
+  });
+
+  test('a body deleted while 20 readers stream it: each reader gets it whole or POSTERN_QUEUE_SPOOL_MISSING, and the pool goes on', async () => {
+    const body = randomBytes(BODY_CHUNK_BYTES * 6);
+    await store_('copy-vanish', body, [65_536]);
+    const bodies = new DatabaseBodies(store);
+    const readers = Array.from({ length: 20 }, () =>
+      readAll(bodies.read('copy-vanish')).then(
+        (got) => (got.equals(body) ? 'whole' : 'corrupt'),
+        (error: { code?: string }) => error.code ?? 'other',
+      ),
+    );
+    await store.db.deleteFrom('message_bodies').where('message_id', '=', 'copy-vanish').execute();
+    const outcomes = await Promise.all(readers);
+    expect(outcomes.filter((o) => o !== 'whole' && o !== 'POSTERN_QUEUE_SPOOL_MISSING')).toEqual([]);
+    await expect.poll(busyConnections, { timeout: 5000 }).toBe(0);
+    await store_('copy-after-vanish', body, [65_536]);
+    expect((await readAll(bodies.read('copy-after-vanish'))).equals(body)).toBe(true);
   });
 
   test('a missing chunk fails the read with POSTERN_QUEUE_SPOOL_MISSING, by COPY and by queries', async () => {
